@@ -1,0 +1,61 @@
+"""Command line: ``vlmguard rewrite --image PATH --text TEXT [--json]`` and ``vlmguard info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .errors import InvalidInputError, VLMGuardError
+
+
+def _guard(args: argparse.Namespace):  # -> Guard, imported lazily for a fast --help
+    from .guard import Guard
+
+    providers = args.providers.split(",") if args.providers else None
+    return Guard.from_pretrained(args.model, providers=providers, threshold=args.threshold,
+                                 threads=args.threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="vlmguard", description="On-device guard for VLM requests.")
+    ap.add_argument("--model", help="bundle directory (default: the bundled model)")
+    ap.add_argument("--providers", help="comma-separated ONNX Runtime providers, in order")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    sub = ap.add_subparsers(dest="command", required=True)
+    rw = sub.add_parser("rewrite", help="check one request and print the refined prompt")
+    rw.add_argument("--image", help="image path (optional)")
+    rw.add_argument("--text", default="", help="the user's request")
+    rw.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    info = sub.add_parser("info", help="version, model, providers, native preprocessing")
+    info.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        guard = _guard(args)
+        if args.command == "info":
+            data = guard.info()
+            print(json.dumps(data, indent=2) if args.json else
+                  "\n".join(f"{k}: {v}" for k, v in data.items()))
+            return 0
+        result = guard.rewrite(args.image, args.text)
+    except InvalidInputError as exc:
+        print(f"vlmguard: invalid input: {exc}", file=sys.stderr)
+        return 2
+    except VLMGuardError as exc:
+        print(f"vlmguard: guard failed, fail closed: {exc}", file=sys.stderr)
+        return 3
+    if args.json:
+        print(result.to_json(indent=2))
+    else:
+        verdict = "SAFE" if result.safe else f"UNSAFE ({result.category}, {result.hazard_code})"
+        print(f"# {verdict} risk={result.risk:.3f} source={result.source}\n{result.prompt}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Verbalise the evidence and the request into one sequence, run the model, split its heads.
+
+The image is put into words (tagger concepts, OCR text) so that the cross-modal judgement
+happens inside one pretrained language encoder. The same functions build the training
+inputs, so training and run time can never drift apart.
+
+Sequence: segment A = the image evidence, segment B = the user's request. The model is a
+token classifier whose logits hold every head side by side (``labels.json`` names each slot):
+sequence heads are read at the first token, the intent-span tags at every token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from .taxonomy import CATEGORIES, SOURCES, SPAN_TAGS, STRATEGIES
+
+MAX_TOKENS = 256          # one window of the encoder
+WINDOW_STRIDE = 64        # overlap between windows of an over-long request (in tokens)
+EVIDENCE_TOKENS = 96      # budget for segment A (concepts + OCR text)
+
+HEADS: dict[str, tuple[str, ...]] = {
+    "safety": ("safe", "unsafe"),
+    "category": CATEGORIES,
+    "source": SOURCES,
+    "strategy": STRATEGIES,
+    "span": SPAN_TAGS,
+}
+
+
+def label_names() -> list[str]:
+    """The model's logit slots, in order: ``head:label``."""
+    return [f"{head}:{label}" for head, labels in HEADS.items() for label in labels]
+
+
+def head_slices() -> dict[str, slice]:
+    out, start = {}, 0
+    for head, labels in HEADS.items():
+        out[head] = slice(start, start + len(labels))
+        start += len(labels)
+    return out
+
+
+CONCEPT_TOP_K = 3         # concepts put into the sequence
+CONCEPT_MIN_SCORE = 0.05  # ...and only those the tagger gives at least this probability
+
+
+def concept_words(concepts: Sequence, k: int = CONCEPT_TOP_K,
+                  min_score: float = CONCEPT_MIN_SCORE) -> tuple[str, ...]:
+    """The tagger concepts that enter the sequence (objects with ``label`` and ``score``)."""
+    return tuple(c.label for c in list(concepts)[:k] if c.score >= min_score)
+
+
+@dataclass(frozen=True)
+class Verbalised:
+    text: str
+    ocr_offset: int       # where the OCR text starts inside ``text`` (-1 when absent)
+
+
+def verbalise_evidence(concepts: Sequence[str], ocr_text: str, has_image: bool) -> Verbalised:
+    """Segment A: what the image shows, in words."""
+    if not has_image:
+        return Verbalised("no image.", -1)
+    seen = ", ".join(concepts) if concepts else "nothing recognised"
+    head = f"image shows: {seen}. "
+    ocr = " ".join(ocr_text.split())
+    if not ocr:
+        return Verbalised(head + "no text in image.", -1)
+    prefix = head + "text in image: "
+    return Verbalised(prefix + ocr, len(prefix))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One encoder input: the token encoding and where its request slice starts (chars)."""
+
+    encoding: Encoding
+    request_offset: int
+
+
+class SequenceEncoder:
+    """Tokenises (evidence, request) pairs into windows the cross-encoder can read."""
+
+    def __init__(self, tokenizer: Tokenizer, max_tokens: int = MAX_TOKENS) -> None:
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+
+    def encode(self, evidence: str, request: str) -> list[Window]:
+        """One window per slice of the request; the evidence is repeated in each window.
+
+        Rule for over-long input: the evidence is cut to ``EVIDENCE_TOKENS`` tokens; the
+        request is never dropped, but split into overlapping windows that are all scored
+        (the guard keeps the riskiest window).
+        """
+        ev = self.tokenizer.encode(evidence, add_special_tokens=False)
+        req = self.tokenizer.encode(request, add_special_tokens=False)
+        n_ev = min(len(ev.ids), EVIDENCE_TOKENS)
+        a_end = ev.offsets[n_ev - 1][1] if n_ev else 0
+        budget = self.max_tokens - n_ev - 3  # [CLS] A [SEP] B [SEP]
+        n = len(req.ids)
+        step = budget - WINDOW_STRIDE
+        starts = list(range(0, max(n - budget, 0) + 1, step))
+        if starts[-1] + budget < n:
+            starts.append(n - budget)
+        windows = []
+        for s in starts:
+            e = min(s + budget, n)
+            b_start, b_end = (req.offsets[s][0], req.offsets[e - 1][1]) if n else (0, 0)
+            enc = self.tokenizer.encode(evidence[:a_end], request[b_start:b_end])
+            windows.append(Window(enc, b_start))
+        return windows
+
+    def batch(self, windows: Sequence[Window]) -> dict[str, np.ndarray]:
+        """Pad windows into the int64 arrays a BERT model takes."""
+        width = max(len(w.encoding.ids) for w in windows)
+        ids = np.zeros((len(windows), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for i, w in enumerate(windows):
+            k = len(w.encoding.ids)
+            ids[i, :k] = w.encoding.ids
+            mask[i, :k] = w.encoding.attention_mask
+            types[i, :k] = w.encoding.type_ids
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}

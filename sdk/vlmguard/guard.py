@@ -1,0 +1,339 @@
+"""The guard: load a bundle once, then ``rewrite(image, text)`` cheaply, many times.
+
+Data flows one way: input → image → vision (tagger, OCR) → sequence → model → render →
+result. A confident benign verdict returns the text unchanged. Any failure inside the
+pipeline raises :class:`~vlmguard.errors.GuardError`: callers must fail closed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from .encoder import (
+    HEADS,
+    SequenceEncoder,
+    Window,
+    concept_words,
+    head_slices,
+    label_names,
+    softmax,
+    verbalise_evidence,
+)
+from .errors import (
+    EmptyInputError,
+    GuardError,
+    InvalidInputError,
+    ModelLoadError,
+    TextDecodeError,
+    UnsupportedInputTypeError,
+    VLMGuardError,
+)
+from .image import ImageInput, load_image
+from .policy import Judgement, Policy
+from .result import Evidence, Reasoning, RewriteResult
+from .runtime import ProviderSpec, make_session, resolve_providers
+from .taxonomy import CATEGORIES, HAZARD_CODES
+from .vision import OCR, Tagger, lines_text
+
+log = logging.getLogger("vlmguard")
+
+DEFAULT_BUNDLE = Path(__file__).parent / "models" / "default"
+MAX_TEXT_CHARS = 100_000
+GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """Evidence from the vision stage for one request."""
+
+    has_image: bool
+    concepts: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
+    ocr_text: str = ""
+
+
+def _check_text(text: object, has_image: bool) -> str:
+    if text is None:
+        text = ""
+    if isinstance(text, bytes | bytearray | memoryview):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TextDecodeError(f"text bytes are not valid UTF-8 ({exc.reason} at byte "
+                                  f"{exc.start}); pass a str or UTF-8 bytes") from exc
+    if not isinstance(text, str):
+        raise UnsupportedInputTypeError(
+            f"text must be a str (or UTF-8 bytes), not {type(text).__name__}")
+    if "\x00" in text:
+        raise InvalidInputError("text contains NUL characters")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidInputError(
+            f"text is {len(text):,} characters; the guard reads at most {MAX_TEXT_CHARS:,}. "
+            "Split the request or raise vlmguard.guard.MAX_TEXT_CHARS deliberately.")
+    if not text.strip() and not has_image:
+        raise EmptyInputError("nothing to check: the text is empty and no image was given")
+    return text
+
+
+class Guard:
+    """A cross-modal guard that rewrites risky requests into safe, useful prompts."""
+
+    def __init__(self, bundle: Path, providers: Sequence[ProviderSpec] | None = None,
+                 threshold: float | None = None, categories: Iterable[str] | None = None,
+                 threads: int | None = None, ocr: bool = True,
+                 policy: Policy | Mapping[str, Any] | None = None,
+                 max_pixels: int = 40_000_000) -> None:
+        bundle = Path(bundle)
+        manifest_path = bundle / "manifest.json"
+        if not manifest_path.is_file():
+            raise ModelLoadError(f"{bundle} is not a vlmguard bundle (no manifest.json)")
+        self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        cfg = self.manifest.get("config", {})
+        if self.manifest.get("labels") != label_names():
+            raise ModelLoadError("the bundle's labels do not match this vlmguard version")
+        self.bundle = bundle
+        self.threshold = float(threshold if threshold is not None else cfg.get("threshold", 0.5))
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        self.categories = self._check_categories(categories)
+        self.max_pixels = max_pixels
+        self.requested_providers = resolve_providers(providers)
+        self.policy = (policy if isinstance(policy, Policy)
+                       else Policy.from_file(bundle / "policy.json").override(policy or {}))
+        model_file = self._pick_model_file(cfg)
+        self.session = make_session(bundle / model_file, self.requested_providers, threads)
+        self.model_file = model_file
+        self.encoder = SequenceEncoder(Tokenizer.from_file(str(bundle / "tokenizer.json")),
+                                       max_tokens=int(cfg.get("max_tokens", 256)))
+        # A bundle may ship its own vision models; otherwise it uses the default ones.
+        vision_dir = bundle / "vision" if (bundle / "vision").is_dir() else DEFAULT_BUNDLE / "vision"
+        self.tagger = Tagger(vision_dir, providers=self.requested_providers, threads=threads)
+        self.ocr = (OCR(vision_dir, providers=self.requested_providers, threads=threads,
+                        det_limit_side=int(cfg.get("det_limit_side", 640))) if ocr else None)
+        self._slices = head_slices()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, providers:
+                        Sequence[ProviderSpec] | None = None, **kwargs: Any) -> Guard:
+        """Load a bundle (the one shipped in the wheel by default).
+
+        ``providers`` defaults to TensorRT → CUDA → CPU, keeping those this onnxruntime
+        offers; ``guard.providers`` says what actually runs. ``threshold`` and
+        ``categories`` (the enforced hazard keys) default to the bundle's validated choice
+        and to all thirteen categories.
+        """
+        return cls(Path(path) if path is not None else DEFAULT_BUNDLE, providers, **kwargs)
+
+    @staticmethod
+    def _check_categories(categories: Iterable[str] | None) -> frozenset[str]:
+        all_cats = frozenset(c for c in CATEGORIES if c != "none")
+        if categories is None:
+            return all_cats
+        chosen = frozenset(categories)
+        unknown = chosen - all_cats
+        if unknown:
+            raise ValueError(f"unknown categories {sorted(unknown)}; choose from {sorted(all_cats)}")
+        if not chosen:
+            raise ValueError("enforce at least one category")
+        return chosen
+
+    def _pick_model_file(self, cfg: Mapping[str, Any]) -> str:
+        first = self.requested_providers[0]
+        name = first if isinstance(first, str) else first[0]
+        gpu_file, cpu_file = cfg.get("model_gpu", "model.fp16.onnx"), cfg.get("model_cpu",
+                                                                              "model.int8.onnx")
+        if name in GPU_PROVIDERS:
+            if (self.bundle / gpu_file).is_file():
+                return gpu_file
+            log.warning("no %s in the bundle; the GPU runs the INT8 CPU model", gpu_file)
+        return cpu_file
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers ONNX Runtime actually runs the rewriter model on."""
+        return list(self.session.get_providers())
+
+    # ---- the pipeline --------------------------------------------------------------------
+    def _see(self, image: ImageInput, timings: dict[str, float]) -> _Seen:
+        t = time.perf_counter()
+        rgb = load_image(image, max_pixels=self.max_pixels)
+        timings["decode"] = _ms(t)
+        if rgb is None:
+            return _Seen(False)
+        t = time.perf_counter()
+        tags = self.tagger(rgb)
+        timings["tagger"] = _ms(t)
+        words = concept_words(tags)
+        scores = tuple(round(c.score, 4) for c in tags[: len(words)])
+        ocr_text = ""
+        if self.ocr is not None:
+            t = time.perf_counter()
+            boxes = self.ocr.detect(rgb)
+            timings["ocr_det"] = _ms(t)
+            if boxes:
+                t = time.perf_counter()
+                ocr_text = lines_text(self.ocr.read(rgb, boxes))
+                timings["ocr_rec"] = _ms(t)
+        return _Seen(True, words, scores, ocr_text)
+
+    def _judge_windows(self, windows: Sequence[Window], timings: dict[str, float]
+                       ) -> list[np.ndarray]:
+        t = time.perf_counter()
+        feeds = self.encoder.batch(windows)
+        names = {i.name for i in self.session.get_inputs()}
+        feeds = {k: v for k, v in feeds.items() if k in names}
+        timings["tokenise"] = timings.get("tokenise", 0.0) + _ms(t)
+        t = time.perf_counter()
+        logits = self.session.run(None, feeds)[0].astype(np.float32)
+        timings["encoder"] = timings.get("encoder", 0.0) + _ms(t)
+        return [logits[i] for i in range(len(windows))]
+
+    def _decide(self, text: str, seen: _Seen, windows: Sequence[Window],
+                logits: Sequence[np.ndarray], evidence_text: str, ocr_offset: int,
+                timings: dict[str, float]) -> RewriteResult:
+        sl = self._slices
+        best, best_risk, best_probs = 0, -1.0, {}
+        for i, lg in enumerate(logits):
+            probs = {h: softmax(lg[0, sl[h]]) for h in ("safety", "category", "source",
+                                                         "strategy")}
+            risk = self._enforced_risk(probs)
+            if risk > best_risk:
+                best, best_risk, best_probs = i, risk, probs
+        t = time.perf_counter()
+        if best_risk < self.threshold:
+            result = RewriteResult(
+                safe=True, risk=round(best_risk, 4), category="none", hazard_code=None,
+                source="none", strategy="none", prompt=text,
+                reasoning=Reasoning("No threat found.", "An ordinary request.",
+                                    "Pass the request through unchanged."),
+                evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, ""),
+                timings_ms=timings)
+            timings["render"] = _ms(t)
+            return result
+        category = self._argmax_named("category", best_probs["category"], self.categories)
+        source = self._argmax_named("source", best_probs["source"])
+        strategy = self._argmax_named("strategy", best_probs["strategy"])
+        span = self._span_text(windows[best], logits[best], text, evidence_text, ocr_offset)
+        j = Judgement(best_risk, category, source, strategy, seen.concepts, seen.ocr_text, span)
+        prompt = self.policy.render(text, j)
+        timings["render"] = _ms(t)
+        return RewriteResult(
+            safe=False, risk=round(best_risk, 4), category=category,
+            hazard_code=HAZARD_CODES[category], source=source, strategy=strategy,
+            prompt=prompt,
+            reasoning=Reasoning(self.policy.threat_text(j), self.policy.intent_text(j),
+                                self.policy.guidance_text(j)),
+            evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, span),
+            timings_ms=timings)
+
+    def _enforced_risk(self, probs: Mapping[str, np.ndarray]) -> float:
+        p_unsafe = float(probs["safety"][1])
+        if len(self.categories) == len(CATEGORIES) - 1:
+            return p_unsafe
+        cats = HEADS["category"]
+        pc = probs["category"]
+        harmful = sum(float(pc[i]) for i, c in enumerate(cats) if c != "none")
+        enforced = sum(float(pc[i]) for i, c in enumerate(cats) if c in self.categories)
+        return p_unsafe * (enforced / harmful if harmful > 0 else 0.0)
+
+    @staticmethod
+    def _argmax_named(head: str, probs: np.ndarray, allowed: Iterable[str] | None = None) -> str:
+        names = HEADS[head]
+        allowed_set = set(allowed) if allowed is not None else set(names) - {"none"}
+        order = np.argsort(-probs)
+        return next(names[i] for i in order if names[i] in allowed_set)
+
+    def _span_text(self, window: Window, logits: np.ndarray, text: str, evidence: str,
+                   ocr_offset: int) -> str:
+        """The words the span head tagged, from the segment where most tags fall."""
+        tags = logits[:, self._slices["span"]].argmax(-1)
+        enc = window.encoding
+        hits: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
+        for tag, seq, (a, b) in zip(tags, enc.sequence_ids, enc.offsets, strict=True):
+            if tag > 0 and seq is not None and b > a:
+                hits[seq].append((a, b))
+        seg = 1 if len(hits[1]) >= len(hits[0]) else 0
+        if not hits[seg]:
+            return ""
+        a, b = min(x for x, _ in hits[seg]), max(y for _, y in hits[seg])
+        if seg == 1:
+            off = window.request_offset
+            return text[off + a: off + b]
+        return evidence[max(a, ocr_offset if ocr_offset >= 0 else a): b]
+
+    # ---- public calls ----------------------------------------------------------------------
+    def rewrite(self, image: ImageInput = None, text: str | bytes | None = "") -> RewriteResult:
+        """Check one request; return the verdict and the prompt to send downstream."""
+        return self.rewrite_batch([(image, text)])[0]
+
+    def rewrite_batch(self, items: Iterable[tuple[ImageInput, str | bytes | None]]
+                      ) -> list[RewriteResult]:
+        """Check many requests; the rewriter model runs once over all of them."""
+        prepared = []
+        for item in items:
+            if not isinstance(item, tuple | list) or len(item) != 2:
+                raise UnsupportedInputTypeError("rewrite_batch takes (image, text) pairs")
+            image, text = item
+            timings: dict[str, float] = {}
+            t0 = time.perf_counter()
+            try:
+                seen = self._see(image, timings)
+            except VLMGuardError:
+                raise
+            except Exception as exc:
+                raise GuardError(f"vision stage failed ({exc!r}); fail closed") from exc
+            text = _check_text(text, seen.has_image)
+            ev = verbalise_evidence(seen.concepts, seen.ocr_text, seen.has_image)
+            t = time.perf_counter()
+            windows = self.encoder.encode(ev.text, text)
+            timings["tokenise"] = _ms(t)
+            prepared.append((text, seen, windows, ev, timings, t0))
+        if not prepared:
+            return []
+        try:
+            all_windows = [w for p in prepared for w in p[2]]
+            shared: dict[str, float] = {}
+            logits = self._judge_windows(all_windows, shared)
+            results, k = [], 0
+            for text, seen, windows, ev, timings, t0 in prepared:
+                n = len(windows)
+                timings["encoder"] = shared["encoder"] / len(prepared)
+                res = self._decide(text, seen, windows, logits[k:k + n], ev.text,
+                                   ev.ocr_offset, timings)
+                k += n
+                timings["total"] = _ms(t0)
+                results.append(res)
+            return results
+        except VLMGuardError:
+            raise
+        except Exception as exc:
+            raise GuardError(f"rewriter model failed ({exc!r}); fail closed") from exc
+
+    def info(self) -> dict[str, Any]:
+        from . import __version__, preprocess
+
+        return {
+            "version": __version__,
+            "model": self.manifest.get("name", self.bundle.name),
+            "model_file": self.model_file,
+            "bundle": str(self.bundle),
+            "providers": self.providers,
+            "vision_providers": {"tagger": self.tagger.providers,
+                                 "ocr": self.ocr.providers if self.ocr else []},
+            "native_preprocessing": preprocess.NATIVE,
+            "threshold": self.threshold,
+            "categories": sorted(self.categories),
+        }
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 3)

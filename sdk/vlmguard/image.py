@@ -1,0 +1,221 @@
+"""Decode and validate the user's image into one canonical form: HxWx3 uint8 RGB, C-contiguous.
+
+Every later stage (tagger, OCR, preprocessing) can then assume that form. Images come from
+untrusted callers, so this module refuses over-large images *before* decoding the pixels
+(decompression bombs), forces a full decode so corrupt or truncated files fail here with a
+typed error instead of deep inside a model, honours the EXIF orientation (phone photos), and
+converts every Pillow mode to RGB faithfully (alpha over white, 16-bit by its real range).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from typing import TypeAlias
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import (
+    ImageDecodeError,
+    ImageSizeError,
+    ImageTooLargeError,
+    InvalidInputError,
+    UnsupportedInputTypeError,
+)
+
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageInput", "load_image"]
+
+ImageInput: TypeAlias = (
+    str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image | np.ndarray | None
+)
+"""What :func:`load_image` accepts: a path, encoded bytes, a Pillow image or a NumPy array."""
+
+DEFAULT_MAX_PIXELS = 40_000_000
+"""40 MP: above any phone camera, far below what would exhaust an edge device's memory."""
+
+_ACCEPTED = (
+    "a file path (str or os.PathLike), encoded image bytes (bytes, bytearray, memoryview), "
+    "a PIL.Image.Image, or a NumPy uint8 array shaped HxW, HxWx3 (RGB) or HxWx4 (RGBA)"
+)
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
+_HIGH_DEPTH_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def load_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
+    """Return ``image`` as a C-contiguous HxWx3 uint8 RGB array, or None when it is None.
+
+    ``max_pixels`` caps width*height (checked from the header, before decoding). Pillow's own
+    bomb guard (``Image.MAX_IMAGE_PIXELS``) still applies on top of it.
+
+    Raises ``UnsupportedInputTypeError`` (wrong Python type or dtype), ``InvalidInputError``
+    (missing file, bad array shape), ``ImageDecodeError`` (corrupt, truncated, not an image),
+    ``ImageTooLargeError`` (over ``max_pixels``) and ``ImageSizeError`` (zero width/height).
+    """
+    if image is None:
+        return None
+    if isinstance(image, np.ndarray):
+        return _from_array(image, max_pixels)
+    if isinstance(image, Image.Image):
+        _check_size(image.size, max_pixels)
+        try:
+            image.load()
+        except Exception as exc:  # a lazily opened image may still fail to decode
+            raise ImageDecodeError(f"the PIL image could not be decoded: {exc}") from exc
+        return _to_rgb_array(_exif_transpose(image))
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+        if not data:
+            raise ImageDecodeError(f"the image bytes are empty; expected {_ACCEPTED}")
+        return _decode(io.BytesIO(data), "the image bytes", max_pixels)
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        if isinstance(path, bytes):  # os.PathLike[bytes]
+            path = os.fsdecode(path)
+        if not os.path.isfile(path):
+            what = "is a directory, not a file" if os.path.isdir(path) else "does not exist"
+            raise InvalidInputError(f"image path {path!r} {what}; expected {_ACCEPTED}")
+        return _decode(path, f"image file {path!r}", max_pixels)
+    raise UnsupportedInputTypeError(
+        f"unsupported image type {type(image).__name__}; expected {_ACCEPTED}, or None"
+    )
+
+
+def _check_size(size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ImageSizeError(f"the image is {width}x{height} pixels; it needs at least 1x1")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"the image is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} (max_pixels); downscale it first or raise max_pixels"
+        )
+
+
+def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> np.ndarray:
+    """Open (header only), check the size, then force a full decode inside one try."""
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: both are bombs.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                _check_size(im.size, max_pixels)
+                im.load()  # full decode: truncated/corrupt data fails here, not later
+                return _to_rgb_array(_exif_transpose(im))
+    except (ImageTooLargeError, ImageSizeError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(
+            f"{what}: too large to decode safely (decompression bomb guard): {exc}"
+        ) from exc
+    except FileNotFoundError as exc:
+        raise InvalidInputError(f"{what}: does not exist; expected {_ACCEPTED}") from exc
+    except PermissionError as exc:
+        raise InvalidInputError(f"{what}: cannot be read: {exc}") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ImageDecodeError(
+            f"{what}: not an image format Pillow can read (PNG, JPEG, WebP, GIF, BMP, TIFF…)"
+        ) from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, EOFError…
+        raise ImageDecodeError(f"{what}: corrupt or truncated: {exc}") from exc
+
+
+def _exif_transpose(im: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation (phone photos); a broken EXIF block is ignored, not fatal."""
+    try:
+        out = ImageOps.exif_transpose(im)
+    except Exception:
+        return im
+    return out if out is not None else im
+
+
+def _to_rgb_array(im: Image.Image) -> np.ndarray:
+    """Convert any Pillow mode to an HxWx3 uint8 RGB array."""
+    mode = im.mode
+    if mode == "RGB":
+        return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+    if mode == "La":  # premultiplied grey + alpha: over white is simply L + (255 - A)
+        la = np.asarray(im, dtype=np.uint8).astype(np.int16)
+        return _grey_to_rgb(np.clip(la[:, :, 0] + 255 - la[:, :, 1], 0, 255).astype(np.uint8))
+    if mode == "LAB":  # Pillow's plain convert() would reinterpret L*a*b* as RGB
+        return np.ascontiguousarray(np.asarray(_lab_to_rgb(im), dtype=np.uint8))
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in im.info):
+        return _composite_over_white(np.asarray(im.convert("RGBA"), dtype=np.uint8))
+    if mode in _HIGH_DEPTH_MODES:
+        return _grey_to_rgb(_stretch_to_uint8(np.asarray(im)))
+    if mode in ("L", "1"):
+        return _grey_to_rgb(np.asarray(im.convert("L"), dtype=np.uint8))
+    try:  # P, CMYK, YCbCr, HSV…: Pillow knows the conversion
+        rgb = im.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise ImageDecodeError(
+            f"image mode {mode!r} cannot be converted to RGB; save the image as RGB"
+        ) from exc
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+def _lab_to_rgb(im: Image.Image) -> Image.Image:
+    from PIL import ImageCms
+
+    try:
+        transform = ImageCms.buildTransform(
+            ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
+        )
+        return ImageCms.applyTransform(im, transform)
+    except Exception as exc:  # ImageCms (littlecms) may be missing from a Pillow build
+        raise ImageDecodeError(
+            "image mode 'LAB' cannot be converted to RGB here; save the image as RGB"
+        ) from exc
+
+
+def _stretch_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Map 16/32-bit or float pixels to 0..255 by their actual [min, max].
+
+    Pillow's own ``convert("L")`` clips at 255, which turns most 16-bit images white.
+    """
+    arr = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if arr.ndim == 3:  # e.g. a multi-channel float array; keep the first channel
+        arr = arr[..., 0]
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi > lo:
+        arr = (arr - lo) * (255.0 / (hi - lo))
+    else:  # a constant image carries no contrast; keep its value where it fits
+        arr = np.full_like(arr, min(max(lo, 0.0), 255.0))
+    return np.rint(arr).astype(np.uint8)
+
+
+def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+
+
+def _composite_over_white(rgba: np.ndarray) -> np.ndarray:
+    """Alpha-composite over white: transparent areas of logos/stickers must not go black."""
+    alpha = rgba[:, :, 3:4].astype(np.uint32)
+    rgb = rgba[:, :, :3].astype(np.uint32)
+    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return np.ascontiguousarray(out.astype(np.uint8))
+
+
+def _from_array(arr: np.ndarray, max_pixels: int) -> np.ndarray:
+    if arr.dtype != np.uint8:
+        raise UnsupportedInputTypeError(
+            f"NumPy image arrays must have dtype uint8, got {arr.dtype}; convert with "
+            f"e.g. np.clip(a, 0, 255).astype(np.uint8); accepted: {_ACCEPTED}"
+        )
+    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 3, 4)):
+        _check_size((arr.shape[1], arr.shape[0]), max_pixels)
+    else:
+        raise InvalidInputError(
+            f"NumPy image arrays must be HxW (grey), HxWx3 (RGB) or HxWx4 (RGBA), "
+            f"got shape {arr.shape}"
+        )
+    if arr.ndim == 2:
+        return _grey_to_rgb(arr)
+    if arr.shape[2] == 1:
+        return _grey_to_rgb(arr[:, :, 0])
+    if arr.shape[2] == 4:
+        return _composite_over_white(arr)
+    return np.ascontiguousarray(arr)

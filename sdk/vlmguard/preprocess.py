@@ -1,0 +1,90 @@
+"""Fused resize → normalise → HWC→CHW for the image models, native (C) or NumPy.
+
+Both paths implement one definition, so they agree within one uint8 level:
+1. if the image is at least 2x larger than the target on both axes, average k×k blocks
+   first (k = floor of the smaller ratio; a trailing partial block is dropped), an
+   anti-aliasing step like Pillow's ``reduce``;
+2. bilinear resize with half-pixel centres (OpenCV ``INTER_LINEAR`` semantics, edges clamped);
+3. ``(value / 255 - mean) / std`` per channel, written channel-first as float32.
+
+``VLMGUARD_DISABLE_NATIVE=1`` forces the NumPy path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+try:  # the C extension is optional at run time; the NumPy path gives the same tensor
+    if os.environ.get("VLMGUARD_DISABLE_NATIVE", "") in ("1", "true", "yes"):
+        raise ImportError("disabled by VLMGUARD_DISABLE_NATIVE")
+    from . import _native  # type: ignore[attr-defined]
+except ImportError:
+    _native = None
+
+NATIVE: bool = _native is not None
+
+
+def _box_reduce(img: np.ndarray, k: int) -> np.ndarray:
+    h, w = (img.shape[0] // k) * k, (img.shape[1] // k) * k
+    blocks = img[:h, :w].reshape(h // k, k, w // k, k, img.shape[2]).astype(np.float32)
+    return blocks.mean(axis=(1, 3))
+
+
+def _bilinear_coords(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    scale = src / dst
+    pos = (np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5
+    pos = np.clip(pos, 0.0, src - 1)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, src - 1)
+    frac = (pos - lo).astype(np.float32)
+    return lo, hi, frac
+
+
+def resize_normalize_numpy(
+    rgb: np.ndarray, height: int, width: int, mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
+    """Reference implementation; see the module docstring for the exact definition."""
+    k = min(rgb.shape[0] // height, rgb.shape[1] // width)
+    img = _box_reduce(rgb, k) if k >= 2 else rgb.astype(np.float32)
+    y0, y1, fy = _bilinear_coords(img.shape[0], height)
+    x0, x1, fx = _bilinear_coords(img.shape[1], width)
+    top = img[y0][:, x0] * (1 - fx)[None, :, None] + img[y0][:, x1] * fx[None, :, None]
+    bot = img[y1][:, x0] * (1 - fx)[None, :, None] + img[y1][:, x1] * fx[None, :, None]
+    out = top * (1 - fy)[:, None, None] + bot * fy[:, None, None]
+    m = np.asarray(mean, dtype=np.float32) * 255.0
+    s = np.asarray(std, dtype=np.float32) * 255.0
+    out = (out - m) / s
+    return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
+
+
+def resize_normalize(
+    rgb: np.ndarray, height: int, width: int, mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
+    """Resize an HxWx3 uint8 RGB array to ``(3, height, width)`` float32, normalised.
+
+    Uses the C extension when it is importable (same output within one uint8 level).
+    """
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3:
+        raise ValueError(
+            f"expected an HxWx3 uint8 RGB array, got {type(rgb).__name__} "
+            f"{getattr(rgb, 'dtype', '')} {getattr(rgb, 'shape', '')}"
+        )
+    if rgb.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 RGB array, got shape {rgb.shape}")
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ValueError(f"the image is empty (shape {rgb.shape}); it needs at least 1x1 pixel")
+    if height < 1 or width < 1:
+        raise ValueError(f"target size must be positive, got {height}x{width}")
+    mean_t = tuple(float(v) for v in mean)
+    std_t = tuple(float(v) for v in std)
+    if len(mean_t) != 3 or len(std_t) != 3:
+        raise ValueError(f"mean and std need 3 values (R, G, B), got {mean_t} and {std_t}")
+    if any(v == 0.0 for v in std_t):
+        raise ValueError(f"std values must be non-zero, got {std_t}")
+    if _native is not None:
+        buf = _native.resize_normalize(np.ascontiguousarray(rgb), height, width, mean_t, std_t)
+        return np.frombuffer(buf, dtype=np.float32).reshape(3, height, width)
+    return resize_normalize_numpy(rgb, height, width, mean_t, std_t)

@@ -1,0 +1,52 @@
+"""The typed result of a guard call: frozen dataclasses that serialise to JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the guard saw: the tagger's concepts and the text read in the image."""
+
+    concepts: tuple[str, ...] = ()
+    concept_scores: tuple[float, ...] = ()
+    ocr_text: str = ""
+    intent_span: str = ""      # the words the model marked as carrying the intent
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    """The three stages in words: threat identification, intent, response guidance."""
+
+    threat: str
+    intent: str
+    guidance: str
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    """The guard's verdict and the prompt to send downstream.
+
+    ``prompt`` equals the original text exactly when ``safe`` is true; otherwise it wraps
+    the original request, verbatim and quoted, in guidance for the downstream model.
+    """
+
+    safe: bool
+    risk: float                       # P(unsafe) restricted to the enforced categories
+    category: str                     # a key of vlmguard.taxonomy.CATEGORIES; "none" if safe
+    hazard_code: str | None           # "S1".."S13" (Llama Guard 3 numbering) or None
+    source: str                       # text / image / typography / cross_modal / jailbreak / none
+    strategy: str                     # response strategy; "none" if safe
+    prompt: str
+    reasoning: Reasoning
+    evidence: Evidence
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)

@@ -1,0 +1,81 @@
+"""ONNX Runtime sessions: one place for provider choice, session options and reporting.
+
+ONNX Runtime silently falls back to CPU when a requested provider cannot load, so the
+providers a session *actually* runs are read back and a warning is logged on mismatch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from .errors import ModelLoadError
+
+log = logging.getLogger("vlmguard")
+
+DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+ProviderSpec = str | tuple[str, dict[str, Any]]
+
+
+def resolve_providers(
+    requested: Sequence[ProviderSpec] | None, trt_cache_dir: str | os.PathLike[str] | None = None
+) -> list[ProviderSpec]:
+    """Keep the requested providers this onnxruntime build offers, in order; CPU always last.
+
+    TensorRT gets FP16 and an on-disk engine cache by default.
+    """
+    available = set(ort.get_available_providers())
+    names = list(requested) if requested is not None else list(DEFAULT_PROVIDERS)
+    out: list[ProviderSpec] = []
+    for spec in names:
+        name = spec if isinstance(spec, str) else spec[0]
+        if name not in available:
+            if requested is not None:
+                log.warning("provider %s is not available in this onnxruntime build", name)
+            continue
+        if name == "TensorrtExecutionProvider" and isinstance(spec, str):
+            cache = Path(trt_cache_dir or Path.home() / ".cache" / "vlmguard" / "trt")
+            cache.mkdir(parents=True, exist_ok=True)
+            spec = (name, {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                           "trt_engine_cache_path": str(cache)})
+        out.append(spec)
+    if not any((s if isinstance(s, str) else s[0]) == "CPUExecutionProvider" for s in out):
+        out.append("CPUExecutionProvider")
+    return out
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Session options tuned for a small, latency-bound model on an edge CPU."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return opts
+
+
+def make_session(
+    path: str | os.PathLike[str],
+    providers: Sequence[ProviderSpec],
+    threads: int | None = None,
+) -> ort.InferenceSession:
+    """Create a session and warn when ONNX Runtime did not honour the first provider asked."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=session_options(threads),
+                                    providers=list(providers))
+    except Exception as exc:  # onnxruntime raises several unrelated types
+        raise ModelLoadError(f"cannot load {path.name}: {exc}") from exc
+    wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
+    running = sess.get_providers()
+    if running and running[0] != wanted:
+        log.warning("%s: asked for %s, running on %s", path.name, wanted, running[0])
+    return sess

@@ -1,0 +1,365 @@
+"""On-device vision models: an ImageNet concept tagger and a PP-OCR text reader.
+
+Only numpy + onnxruntime are used at run time (no cv2/shapely/pyclipper), so the guard
+stays installable on edge boxes. Every model input goes through
+:func:`vlmguard.preprocess.resize_normalize`, the one resize definition shared with the
+native (C) path.
+
+* :class:`Tagger` runs EfficientNet-Lite0 once per image and returns both the top-k
+  ImageNet concepts and the pooled 1280-d feature (for downstream probes), so the guard
+  never pays for two passes.
+* :class:`OCR` reimplements RapidOCR's PP-OCR pipeline (DB detection → crop → CTC
+  recognition) in NumPy. Recognition is skipped when detection finds nothing, which is
+  the common case for photos.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelLoadError
+from .preprocess import resize_normalize
+from .runtime import ProviderSpec, make_session
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default" / "vision"
+PathLike = str | os.PathLike[str]
+
+
+def _check_rgb(rgb: np.ndarray) -> np.ndarray:
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
+            or rgb.shape[2] != 3:
+        raise ValueError("expected an HxWx3 uint8 RGB array")
+    return rgb
+
+
+def _manifest(bundle: Path) -> dict:
+    p = bundle / "manifest.json"
+    try:
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {p}: {exc}") from exc
+
+
+def _providers_or_cpu(providers: Sequence[ProviderSpec] | None) -> list[ProviderSpec]:
+    return list(providers) if providers else ["CPUExecutionProvider"]
+
+
+# ---------------------------------------------------------------------------- tagger
+@dataclass(frozen=True)
+class Concept:
+    """One ImageNet class name with its softmax probability."""
+
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class TagResult:
+    """Concepts and the pooled feature from a single forward pass."""
+
+    concepts: list[Concept]
+    features: np.ndarray  # (1280,) float32, pre-classifier global-average-pooled
+
+
+class Tagger:
+    """EfficientNet-Lite0 ImageNet-1k classifier used as a cheap concept tagger."""
+
+    def __init__(self, bundle_dir: PathLike = DEFAULT_BUNDLE,
+                 providers: Sequence[ProviderSpec] | None = None, threads: int | None = None,
+                 k: int = 5, min_score: float = 0.03) -> None:
+        bundle = Path(bundle_dir)
+        meta = _manifest(bundle).get("tagger", {})
+        inp = meta.get("input", {})
+        self.size = int(inp.get("shape", [0, 3, 224, 224])[2])
+        self.mean = tuple(inp.get("mean", (0.5, 0.5, 0.5)))
+        self.std = tuple(inp.get("std", (0.5, 0.5, 0.5)))
+        labels = bundle / meta.get("labels", "imagenet_labels.txt")
+        if not labels.is_file():
+            raise ModelLoadError(f"label file not found: {labels}")
+        self.labels = labels.read_text(encoding="utf-8").splitlines()
+        self.session = make_session(bundle / meta.get("file", "tagger.onnx"),
+                                    _providers_or_cpu(providers), threads)
+        self.k = k
+        self.min_score = min_score
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers ONNX Runtime actually runs this model on."""
+        return self.session.get_providers()
+
+    def run(self, images: Sequence[np.ndarray]) -> list[TagResult]:
+        """Tag a batch of RGB images with one inference call."""
+        if not images:
+            return []
+        x = np.stack([resize_normalize(_check_rgb(im), self.size, self.size, self.mean,
+                                       self.std) for im in images])
+        logits, feats = self.session.run(["logits", "features"], {"pixels": x})
+        z = logits - logits.max(axis=1, keepdims=True)
+        prob = np.exp(z)
+        prob /= prob.sum(axis=1, keepdims=True)
+        out = []
+        for p, f in zip(prob, feats, strict=True):
+            top = np.argsort(-p)[: self.k]
+            cs = [Concept(self.labels[i], float(p[i])) for i in top if p[i] >= self.min_score]
+            out.append(TagResult(cs, f.astype(np.float32)))
+        return out
+
+    def tag(self, rgb: np.ndarray) -> TagResult:
+        """Concepts + pooled feature for one image (one inference)."""
+        return self.run([rgb])[0]
+
+    def tag_batch(self, images: Sequence[np.ndarray]) -> list[list[Concept]]:
+        """Top-k concepts for each image of a batch."""
+        return [r.concepts for r in self.run(images)]
+
+    def features(self, rgb: np.ndarray) -> np.ndarray:
+        """Pooled 1280-d feature only (prefer :meth:`tag` to get both)."""
+        return self.tag(rgb).features
+
+    def __call__(self, rgb: np.ndarray) -> list[Concept]:
+        return self.tag(rgb).concepts
+
+
+# ---------------------------------------------------------------------------- OCR
+@dataclass(frozen=True)
+class OcrLine:
+    """One recognised text line; ``box`` is (x0, y0, x1, y1) in original-image pixels."""
+
+    text: str
+    score: float
+    box: tuple[int, int, int, int]
+
+
+def lines_text(lines: Sequence[OcrLine]) -> str:
+    """The lines' text joined with newlines, in reading order."""
+    return "\n".join(line.text for line in lines)
+
+
+def _components(
+    mask: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """8-connected components of a boolean mask via run-length union-find.
+
+    Returns per-run row, start, end (exclusive) and component label, and the number of
+    components. Runs are found for all rows at once on the flattened mask (a
+    zero column separates rows), and runs on adjacent rows are linked with two
+    ``searchsorted`` calls, so only the small union step loops.
+    """
+    h, w = mask.shape
+    w1 = w + 1
+    flat = np.zeros((h, w1), dtype=np.int8)
+    flat[:, :w] = mask
+    d = np.diff(np.concatenate(([0], flat.ravel(), [0])))
+    starts = np.flatnonzero(d == 1)
+    ends = np.flatnonzero(d == -1)
+    n = len(starts)
+    if n == 0:
+        return starts, starts, starts, starts, 0
+    rows = starts // w1
+    # runs of row r+1 overlapping (8-conn) runs of row r: a0 <= b1 and a1 >= b0, in flat
+    # coordinates shifted back by one row; the separator column keeps rows apart.
+    lo = np.searchsorted(ends, starts - w1, side="left")
+    hi = np.searchsorted(starts, ends - w1, side="right")
+    cnt = np.maximum(hi - lo, 0)
+    b = np.repeat(np.arange(n), cnt)
+    a = np.repeat(lo, cnt) + (np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+    parent = np.arange(n)
+    while len(a):
+        pa, pb = parent[a], parent[b]
+        lo_, hi_ = np.minimum(pa, pb), np.maximum(pa, pb)
+        diff = lo_ != hi_
+        if not diff.any():
+            break
+        np.minimum.at(parent, hi_[diff], lo_[diff])
+        while True:  # pointer jumping: every node points at its root again
+            pp = parent[parent]
+            if np.array_equal(pp, parent):
+                break
+            parent = pp
+    _, labels = np.unique(parent, return_inverse=True)
+    return rows, starts % w1, ends - rows * w1, labels, int(labels.max()) + 1
+
+
+class OCR:
+    """PP-OCR text detection (DB) + recognition (CTC), NumPy post-processing only.
+
+    Mirrors RapidOCR 3.x defaults (BGR channel order, mean/std 0.5, DB thresholds 0.3/0.5,
+    unclip 1.6, rec height 48, text score 0.5) but boxes are axis-aligned: rotated text
+    is read less well, which is acceptable for a guard that looks for overlaid prompts.
+    """
+
+    def __init__(self, bundle_dir: PathLike = DEFAULT_BUNDLE,
+                 providers: Sequence[ProviderSpec] | None = None, threads: int | None = None,
+                 det_limit_side: int = 640, det_thresh: float = 0.3, box_thresh: float = 0.5,
+                 unclip_ratio: float = 1.6, text_score: float = 0.5, rec_batch: int = 8,
+                 max_rec_width: int = 1600, max_candidates: int = 1000) -> None:
+        bundle = Path(bundle_dir)
+        meta = _manifest(bundle).get("ocr", {})
+        provs = _providers_or_cpu(providers)
+        self.det = make_session(bundle / meta.get("det", {}).get("file", "ocr_det.onnx"),
+                                provs, threads)
+        self.rec = make_session(bundle / meta.get("rec", {}).get("file", "ocr_rec.onnx"),
+                                provs, threads)
+        keys = bundle / meta.get("rec", {}).get("dict", "ocr_keys.txt")
+        if not keys.is_file():
+            raise ModelLoadError(f"OCR dictionary not found: {keys}")
+        # RapidOCR: blank at index 0, the file's characters, then a space at the end
+        chars = keys.read_text(encoding="utf-8").split("\n")
+        if chars and chars[-1] == "":
+            chars = chars[:-1]
+        self.charset = np.array(["", *chars, " "], dtype=object)
+        self.det_limit_side = det_limit_side
+        self.det_thresh = det_thresh
+        self.box_thresh = box_thresh
+        self.unclip_ratio = unclip_ratio
+        self.text_score = text_score
+        self.rec_batch = rec_batch
+        self.max_rec_width = max_rec_width
+        self.max_candidates = max_candidates
+        self.rec_height = 48
+        self.rec_calls = 0  # recognition batches run; lets tests see rec was skipped
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers ONNX Runtime actually runs the detector on."""
+        return self.det.get_providers()
+
+    # -- detection
+    def _det_input(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        ratio = min(1.0, self.det_limit_side / max(h, w))
+        rh = max(32, int(round(int(h * ratio) / 32) * 32))
+        rw = max(32, int(round(int(w * ratio) / 32) * 32))
+        x = resize_normalize(rgb, rh, rw, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        return np.ascontiguousarray(x[::-1])[None]  # PP-OCR was trained on BGR
+
+    def detect(self, rgb: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
+        """Axis-aligned text boxes (x0, y0, x1, y1) in image pixels with DB box scores."""
+        rgb = _check_rgb(rgb)
+        src_h, src_w = rgb.shape[:2]
+        x = self._det_input(rgb)
+        prob = self.det.run(None, {self.det.get_inputs()[0].name: x})[0][0, 0]
+        return self._db_boxes(prob, src_h, src_w)
+
+    def _db_boxes(self, prob: np.ndarray, src_h: int, src_w: int
+                  ) -> list[tuple[tuple[int, int, int, int], float]]:
+        ph, pw = prob.shape
+        seg = prob > self.det_thresh
+        if not seg.any():
+            return []
+        mask = seg.copy()  # 2x2 dilation (RapidOCR use_dilation), anchor at the bottom-right
+        mask[1:] |= seg[:-1]
+        mask[:, 1:] |= seg[:, :-1]
+        mask[1:, 1:] |= seg[:-1, :-1]
+        rows, x0s, x1s, labels, n = _components(mask)
+        if n == 0:
+            return []
+        big = np.iinfo(np.int64).max
+        xmin = np.full(n, big)
+        ymin = np.full(n, big)
+        xmax = np.full(n, -1)
+        ymax = np.full(n, -1)
+        np.minimum.at(xmin, labels, x0s)
+        np.maximum.at(xmax, labels, x1s - 1)
+        np.minimum.at(ymin, labels, rows)
+        np.maximum.at(ymax, labels, rows)
+        integ = np.zeros((ph + 1, pw + 1), dtype=np.float64)
+        integ[1:, 1:] = prob.astype(np.float64).cumsum(0).cumsum(1)
+        out = []
+        for i in range(min(n, self.max_candidates)):
+            bw, bh = xmax[i] - xmin[i], ymax[i] - ymin[i]
+            if min(bw, bh) < 3:  # RapidOCR min_size on the contour's box
+                continue
+            s = (integ[ymax[i] + 1, xmax[i] + 1] - integ[ymin[i], xmax[i] + 1]
+                 - integ[ymax[i] + 1, xmin[i]] + integ[ymin[i], xmin[i]])
+            score = float(s / ((bw + 1) * (bh + 1)))
+            if score < self.box_thresh:
+                continue
+            d = bw * bh * self.unclip_ratio / (2.0 * (bw + bh))  # DB unclip on the rectangle
+            if min(bw, bh) + 2 * d < 5:
+                continue
+            bx0 = int(np.clip(round((xmin[i] - d) / pw * src_w), 0, src_w - 1))
+            bx1 = int(np.clip(round((xmax[i] + d) / pw * src_w), 0, src_w - 1))
+            by0 = int(np.clip(round((ymin[i] - d) / ph * src_h), 0, src_h - 1))
+            by1 = int(np.clip(round((ymax[i] + d) / ph * src_h), 0, src_h - 1))
+            if bx1 - bx0 <= 3 or by1 - by0 <= 3:
+                continue
+            out.append(((bx0, by0, bx1, by1), score))
+        return out
+
+    # -- recognition
+    def recognize(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
+        """CTC-greedy text and mean char probability for each RGB line crop."""
+        res: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        ratios = [c.shape[1] / max(c.shape[0], 1) for c in crops]
+        order = np.argsort(ratios)  # similar widths share a batch, as in RapidOCR
+        hgt = self.rec_height
+        for b in range(0, len(order), self.rec_batch):
+            idx = order[b: b + self.rec_batch]
+            max_ratio = max(320 / hgt, max(ratios[i] for i in idx))
+            width = min(int(math.ceil(hgt * max_ratio)), self.max_rec_width)
+            x = np.zeros((len(idx), 3, hgt, width), dtype=np.float32)  # 0 == mid-grey pad
+            for j, i in enumerate(idx):
+                rw = max(1, min(width, int(math.ceil(hgt * ratios[i]))))
+                x[j, :, :, :rw] = resize_normalize(crops[i], hgt, rw, (0.5, 0.5, 0.5),
+                                                   (0.5, 0.5, 0.5))[::-1]
+            self.rec_calls += 1
+            probs = self.rec.run(None, {self.rec.get_inputs()[0].name: x})[0]
+            for j, i in enumerate(idx):
+                res[i] = self._ctc(probs[j])
+        return res
+
+    def _ctc(self, p: np.ndarray) -> tuple[str, float]:
+        ids = p.argmax(axis=1)
+        conf = p.max(axis=1)
+        keep = ids != 0
+        keep[1:] &= ids[1:] != ids[:-1]
+        if not keep.any():
+            return "", 0.0
+        return "".join(self.charset[ids[keep]]), float(conf[keep].mean())
+
+    def __call__(self, rgb: np.ndarray) -> list[OcrLine]:
+        """Text lines in reading order; [] (and no recognition run) when nothing is found."""
+        boxes = self.detect(rgb)
+        return self.read(rgb, boxes) if boxes else []
+
+    def read(self, rgb: np.ndarray, boxes: Sequence[tuple[tuple[int, int, int, int], float]]
+             ) -> list[OcrLine]:
+        """Recognise the given detected boxes (lets a caller time or skip the two stages)."""
+        if not boxes:
+            return []
+        crops = []
+        for (x0, y0, x1, y1), _ in boxes:
+            c = rgb[y0: y1 + 1, x0: x1 + 1]
+            if c.shape[0] >= 1.5 * c.shape[1]:  # vertical line: read it rotated, as RapidOCR
+                c = np.ascontiguousarray(np.rot90(c))
+            crops.append(np.ascontiguousarray(c))
+        texts = self.recognize(crops)
+        lines = [OcrLine(t.strip(), s, box)
+                 for ((box, _), (t, s)) in zip(boxes, texts, strict=True)
+                 if s >= self.text_score and t.strip()]
+        return _reading_order(lines)
+
+    def text(self, rgb: np.ndarray) -> str:
+        """All text in the image, one line per detected box."""
+        return lines_text(self(rgb))
+
+
+def _reading_order(lines: list[OcrLine], tol: int = 10) -> list[OcrLine]:
+    """Top-to-bottom, then left-to-right within a row (RapidOCR's 10 px row tolerance)."""
+    lines = sorted(lines, key=lambda ln: ln.box[1])
+    row, rows, last = 0, [], None
+    for ln in lines:
+        if last is not None and ln.box[1] - last >= tol:
+            row += 1
+        rows.append(row)
+        last = ln.box[1]
+    order = sorted(zip(rows, lines, strict=True), key=lambda t: (t[0], t[1].box[0]))
+    return [ln for _, ln in order]

@@ -1,0 +1,339 @@
+"""load_image: every accepted input type and Pillow mode, and every way an image can be bad."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from vlmguard.errors import (
+    ImageDecodeError,
+    ImageSizeError,
+    ImageTooLargeError,
+    InvalidInputError,
+    UnsupportedInputTypeError,
+)
+from vlmguard.image import load_image
+
+
+def _rgb(h: int = 12, w: int = 20, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _encode(im: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _check(out: np.ndarray | None, h: int, w: int) -> np.ndarray:
+    assert isinstance(out, np.ndarray)
+    assert out.shape == (h, w, 3)
+    assert out.dtype == np.uint8
+    assert out.flags.c_contiguous
+    return out
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height but whose data is tiny (a decompression bomb)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+# ---- input types -------------------------------------------------------------------------
+
+
+def test_none_is_none() -> None:
+    assert load_image(None) is None
+
+
+def test_numpy_rgb_is_returned_unchanged() -> None:
+    arr = _rgb()
+    assert np.array_equal(_check(load_image(arr), 12, 20), arr)
+
+
+def test_numpy_non_contiguous_becomes_contiguous() -> None:
+    arr = _rgb(20, 30)[::2, ::3]
+    out = _check(load_image(arr), 10, 10)
+    assert np.array_equal(out, arr)
+
+
+def test_numpy_grey_and_single_channel() -> None:
+    grey = np.arange(12 * 20, dtype=np.uint8).reshape(12, 20)
+    for arr in (grey, grey[:, :, None]):
+        out = _check(load_image(arr), 12, 20)
+        assert np.array_equal(out[:, :, 0], grey) and np.array_equal(out[:, :, 2], grey)
+
+
+def test_numpy_rgba_composites_over_white() -> None:
+    arr = np.zeros((4, 4, 4), dtype=np.uint8)  # black, fully transparent
+    arr[0, 0] = (10, 20, 30, 255)  # opaque pixel stays as is
+    arr[0, 1] = (0, 0, 0, 128)  # half-transparent black -> mid grey
+    out = _check(load_image(arr), 4, 4)
+    assert tuple(out[0, 0]) == (10, 20, 30)
+    assert tuple(out[1, 1]) == (255, 255, 255)
+    assert all(126 <= v <= 128 for v in out[0, 1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.int64, bool])
+def test_numpy_wrong_dtype(dtype: type) -> None:
+    with pytest.raises(UnsupportedInputTypeError, match="uint8"):
+        load_image(np.zeros((4, 4, 3), dtype=dtype))
+
+
+@pytest.mark.parametrize("shape", [(4,), (4, 4, 2), (4, 4, 5), (2, 4, 4, 3)])
+def test_numpy_wrong_shape(shape: tuple[int, ...]) -> None:
+    with pytest.raises(InvalidInputError, match="HxWx3"):
+        load_image(np.zeros(shape, dtype=np.uint8))
+
+
+def test_path_str_and_pathlike(tmp_path: Path) -> None:
+    arr = _rgb()
+    path = tmp_path / "img.png"
+    Image.fromarray(arr).save(path)
+    assert np.array_equal(_check(load_image(str(path)), 12, 20), arr)
+    assert np.array_equal(_check(load_image(path), 12, 20), arr)
+
+
+def test_bytes_bytearray_memoryview() -> None:
+    arr = _rgb()
+    data = _encode(Image.fromarray(arr), "PNG")
+    for blob in (data, bytearray(data), memoryview(data)):
+        assert np.array_equal(_check(load_image(blob), 12, 20), arr)
+
+
+def test_pil_image() -> None:
+    arr = _rgb()
+    assert np.array_equal(_check(load_image(Image.fromarray(arr)), 12, 20), arr)
+
+
+def test_jpeg_bytes_decode() -> None:
+    out = _check(load_image(_encode(Image.fromarray(_rgb(32, 48)), "JPEG")), 32, 48)
+    assert out.std() > 0
+
+
+@pytest.mark.parametrize("bad", [42, 3.5, ["a.png"], {"image": 1}, object(), True])
+def test_wrong_python_type(bad: object) -> None:
+    with pytest.raises(UnsupportedInputTypeError, match="expected"):
+        load_image(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # also a TypeError for generic callers
+        load_image(bad)  # type: ignore[arg-type]
+
+
+def test_missing_path_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope" / "missing.jpg"
+    with pytest.raises(InvalidInputError, match="missing.jpg") as info:
+        load_image(missing)
+    assert "does not exist" in str(info.value)
+
+
+def test_directory_path(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="directory"):
+        load_image(tmp_path)
+
+
+# ---- Pillow modes ------------------------------------------------------------------------
+
+
+def test_mode_l_and_1() -> None:
+    grey = Image.new("L", (6, 5), 77)
+    assert (_check(load_image(grey), 5, 6) == 77).all()
+    bw = Image.new("1", (6, 5), 1)
+    assert (_check(load_image(bw), 5, 6) == 255).all()
+
+
+def test_mode_la_composites_over_white() -> None:
+    im = Image.new("LA", (4, 3), (0, 0))  # black, fully transparent
+    assert (_check(load_image(im), 3, 4) == 255).all()
+    im = Image.new("LA", (4, 3), (50, 255))
+    assert (load_image(im) == 50).all()
+
+
+def test_mode_rgba_composites_over_white_not_black() -> None:
+    im = Image.new("RGBA", (4, 3), (0, 0, 0, 0))
+    im.putpixel((0, 0), (200, 10, 20, 255))
+    out = _check(load_image(_encode(im, "PNG")), 3, 4)
+    assert tuple(out[0, 0]) == (200, 10, 20)
+    assert tuple(out[2, 3]) == (255, 255, 255)
+
+
+def test_mode_p_without_and_with_transparency() -> None:
+    im = Image.new("P", (4, 4), 0)
+    im.putpalette([10, 20, 30, 200, 100, 50] + [0] * (254 * 3))
+    im.putpixel((1, 1), 1)
+    out = _check(load_image(im), 4, 4)
+    assert tuple(out[0, 0]) == (10, 20, 30) and tuple(out[1, 1]) == (200, 100, 50)
+    # palette index 0 transparent -> white
+    data = _encode(im, "PNG", transparency=0)
+    out = _check(load_image(data), 4, 4)
+    assert tuple(out[0, 0]) == (255, 255, 255) and tuple(out[1, 1]) == (200, 100, 50)
+
+
+def test_gif_with_transparency() -> None:
+    im = Image.new("P", (5, 5), 0)
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * (254 * 3))
+    im.putpixel((2, 2), 1)
+    out = _check(load_image(_encode(im, "GIF", transparency=0)), 5, 5)
+    assert tuple(out[0, 0]) == (255, 255, 255) and tuple(out[2, 2]) == (255, 0, 0)
+
+
+def test_mode_cmyk() -> None:
+    out = _check(load_image(Image.new("CMYK", (3, 2), (0, 0, 0, 0))), 2, 3)
+    assert (out == 255).all()  # no ink is white
+    out = load_image(Image.new("CMYK", (3, 2), (0, 255, 255, 0)))
+    assert tuple(out[0, 0]) == (255, 0, 0)  # magenta + yellow is red
+    jpeg = _encode(Image.new("CMYK", (8, 8), (255, 0, 0, 0)), "JPEG", quality=95)
+    out = _check(load_image(jpeg), 8, 8)
+    assert out[..., 0].mean() < 30 and out[..., 2].mean() > 220  # cyan
+
+
+def test_mode_ycbcr() -> None:
+    rgb = Image.new("RGB", (4, 4), (200, 50, 20))
+    out = _check(load_image(rgb.convert("YCbCr")), 4, 4)
+    assert np.abs(out.astype(int) - (200, 50, 20)).max() <= 3
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
+def test_high_bit_depth_scaled_by_real_range(mode: str) -> None:
+    values = np.linspace(1000, 41000, 40, dtype=np.float64).reshape(4, 10)
+    if mode == "I":
+        im = Image.fromarray(values.astype(np.int32))
+    else:  # (Pillow's own convert() to I;16B clips; build it from raw big-endian bytes)
+        dtype = ">u2" if mode == "I;16B" else "<u2"
+        im = Image.frombytes(mode, (10, 4), values.astype(dtype).tobytes())
+    assert im.mode == mode
+    out = _check(load_image(im), 4, 10)
+    assert out.min() == 0 and out.max() == 255  # stretched, not clipped to white
+    assert len(np.unique(out[..., 0])) == 40  # the gradient survives
+    assert (np.diff(out[..., 0].ravel().astype(int)) > 0).all()
+
+
+def test_16bit_png_file() -> None:
+    values = (np.arange(16 * 8, dtype=np.uint16).reshape(8, 16) * 500).astype(np.uint16)
+    data = _encode(Image.fromarray(values), "PNG")
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.mode.startswith("I")
+    out = _check(load_image(data), 8, 16)
+    assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
+    assert len(np.unique(out)) > 100
+
+
+def test_mode_f() -> None:
+    values = np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(3, 4)
+    values[0, 0] = np.nan
+    out = _check(load_image(Image.fromarray(values, mode="F")), 3, 4)
+    assert out[-1, -1, 0] == 255 and out[0, 1, 0] == 0
+
+
+def test_constant_16bit_does_not_crash() -> None:
+    out = _check(load_image(Image.new("I;16", (3, 3), 40000)), 3, 3)
+    assert len(np.unique(out)) == 1
+
+
+# ---- EXIF orientation --------------------------------------------------------------------
+
+
+def test_exif_orientation_6_rotates() -> None:
+    arr = np.zeros((20, 40, 3), dtype=np.uint8)
+    arr[:, :20] = (255, 0, 0)  # left half red
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    data = _encode(im, "JPEG", exif=exif.tobytes(), quality=95)
+    out = _check(load_image(data), 40, 20)  # height and width swapped
+    assert out[:5, :, 0].mean() > 200  # the left (red) half is now on top
+    assert out[-5:, :, 0].mean() < 50
+    # the raw decode without EXIF handling keeps the stored shape
+    with Image.open(io.BytesIO(data)) as raw:
+        assert raw.size == (40, 20)
+
+
+# ---- bad images --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "blob", [b"not an image at all", b"\x89PNG\r\n\x1a\n garbage", b"\xff\xd8\xff\xe0" + b"\0" * 9]
+)
+def test_corrupt_bytes(blob: bytes) -> None:
+    with pytest.raises(ImageDecodeError, match="image"):
+        load_image(blob)
+
+
+def test_empty_bytes() -> None:
+    with pytest.raises(ImageDecodeError, match="empty"):
+        load_image(b"")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated(fmt: str) -> None:
+    data = _encode(Image.fromarray(_rgb(64, 64, seed=3)), fmt)
+    with pytest.raises(ImageDecodeError, match="truncated|corrupt"):
+        load_image(data[: len(data) // 2])
+
+
+def test_truncated_does_not_flip_pillow_global() -> None:
+    from PIL import ImageFile
+
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    data = _encode(Image.fromarray(_rgb(32, 32)), "PNG")
+    with pytest.raises(ImageDecodeError):
+        load_image(data[:-30])
+    assert ImageFile.LOAD_TRUNCATED_IMAGES == before
+
+
+def test_corrupt_file_path(tmp_path: Path) -> None:
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"\xff\xd8\xff" + b"junk" * 10)
+    with pytest.raises(ImageDecodeError, match="broken.jpg"):
+        load_image(path)
+
+
+def test_zero_size() -> None:
+    with pytest.raises(ImageSizeError, match="at least 1x1"):
+        load_image(np.zeros((0, 5, 3), dtype=np.uint8))
+    with pytest.raises(ImageSizeError):
+        load_image(np.zeros((5, 0), dtype=np.uint8))
+    with pytest.raises(ImageSizeError):
+        load_image(Image.new("RGB", (0, 0)))
+
+
+def test_decompression_bomb_header_is_refused_before_decode() -> None:
+    with pytest.raises(ImageTooLargeError, match="too large|limit"):
+        load_image(_png_header_only(100_000, 100_000))  # 10 gigapixels, tiny file
+
+
+def test_max_pixels_checked_from_header() -> None:
+    # 20,000 x 5,000 claims 100 MP, above the 40 MP default but below Pillow's hard error
+    with pytest.raises(ImageTooLargeError, match="max_pixels"):
+        load_image(_png_header_only(8000, 6000))
+
+
+def test_small_max_pixels_real_image(tmp_path: Path) -> None:
+    arr = _rgb(50, 60)
+    path = tmp_path / "big.png"
+    Image.fromarray(arr).save(path)
+    with pytest.raises(ImageTooLargeError, match="3,000"):
+        load_image(path, max_pixels=2999)
+    _check(load_image(path, max_pixels=3000), 50, 60)
+    with pytest.raises(ImageTooLargeError):
+        load_image(arr, max_pixels=100)
+    with pytest.raises(ImageTooLargeError):
+        load_image(Image.fromarray(arr), max_pixels=100)
+
+
+def test_errors_are_value_errors() -> None:
+    with pytest.raises(ValueError):
+        load_image(b"junk")

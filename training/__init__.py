@@ -1,0 +1,1 @@
+"""Training code for vlmguard: data synthesis, fine-tuning and evaluation (needs PyTorch)."""

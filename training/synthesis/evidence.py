@@ -1,0 +1,57 @@
+"""What the guard's own vision stage sees in an image: used to label rendered images.
+
+Training on the tagger's and OCR's *real* outputs (their mistakes included) is what makes
+the model robust to them at run time; both come from the runtime package itself.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+
+from vlmguard.encoder import CONCEPT_TOP_K, concept_words
+from vlmguard.vision import OCR, Tagger, lines_text
+
+
+
+@dataclass(frozen=True)
+class SeenImage:
+    concepts: tuple[str, ...]
+    ocr_text: str
+
+
+class EvidenceReader:
+    """Runs the bundled tagger and OCR on an image, like the guard does."""
+
+    def __init__(self) -> None:
+        self.tagger = Tagger(providers=["CPUExecutionProvider"])
+        self.ocr = OCR(providers=["CPUExecutionProvider"])
+
+    def __call__(self, image: Image.Image) -> SeenImage:
+        rgb = np.asarray(image.convert("RGB"))
+        concepts = concept_words(self.tagger(rgb))
+        return SeenImage(concepts, lines_text(self.ocr(rgb)))
+
+
+@lru_cache(maxsize=1)
+def imagenet_labels() -> tuple[str, ...]:
+    from vlmguard.vision import DEFAULT_BUNDLE
+
+    path = DEFAULT_BUNDLE / "imagenet_labels.txt"
+    return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+
+
+def noisy_concepts(concepts: tuple[str, ...], rng: random.Random) -> list[str]:
+    """Model the tagger's noise where no image exists: drop, shuffle, add distractors."""
+    out = list(concepts)
+    if len(out) > 1 and rng.random() < 0.3:
+        out.pop(rng.randrange(len(out)))
+    if rng.random() < 0.35:
+        out.insert(rng.randrange(len(out) + 1), rng.choice(imagenet_labels()))
+    if rng.random() < 0.5:
+        rng.shuffle(out)
+    return out[:CONCEPT_TOP_K + 1]
