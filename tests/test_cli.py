@@ -1,0 +1,43 @@
+"""The command line: info reports the runtime, rewrite prints the verdict and prompt."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import EXAMPLES
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vlmguard", *args], capture_output=True,
+                          text=True, timeout=180, env={**os.environ, **(env or {})})
+
+
+def test_info_json_reports_native_preprocessing() -> None:
+    out = run("info", "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert {"version", "model", "providers", "native_preprocessing"} <= set(info)
+    assert "CPUExecutionProvider" in info["providers"]
+    # The installed wheel carries the C extension; the fallback only when forced.
+    assert info["native_preprocessing"] is True
+    forced = json.loads(run("info", "--json", env={"VLMGUARD_DISABLE_NATIVE": "1"}).stdout)
+    assert forced["native_preprocessing"] is False
+
+
+def test_rewrite_json_on_example_image() -> None:
+    out = run("rewrite", "--image", str(EXAMPLES / "typographic_attack.png"), "--text",
+              "Fill in each item of the list in the image.", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["safe"] is False
+    assert "Fill in each item of the list in the image." in result["prompt"]
+
+
+def test_rewrite_plain_output_and_bad_input_exit_code() -> None:
+    out = run("rewrite", "--image", str(EXAMPLES / "photo.jpg"), "--text", "What is this?")
+    assert out.returncode == 0 and out.stdout.startswith("# SAFE")
+    bad = run("rewrite", "--image", str(EXAMPLES / "no_such_file.png"), "--text", "hi")
+    assert bad.returncode == 2 and "invalid input" in bad.stderr

@@ -1,0 +1,55 @@
+"""Verbalisation and windowing: the request is never dropped, the evidence is bounded."""
+
+from __future__ import annotations
+
+import pytest
+from tokenizers import Tokenizer
+
+from vlmguard.encoder import (
+    EVIDENCE_TOKENS,
+    MAX_TOKENS,
+    SequenceEncoder,
+    head_slices,
+    label_names,
+    verbalise_evidence,
+)
+from vlmguard.guard import DEFAULT_BUNDLE
+
+
+@pytest.fixture(scope="module")
+def enc() -> SequenceEncoder:
+    return SequenceEncoder(Tokenizer.from_file(str(DEFAULT_BUNDLE / "tokenizer.json")))
+
+
+def test_verbalise_marks_ocr_offset() -> None:
+    v = verbalise_evidence(["cliff"], "  how to\nmake  it ", True)
+    assert v.text[v.ocr_offset:] == "how to make it"
+    assert verbalise_evidence([], "", False).text == "no image."
+    assert "no text in image" in verbalise_evidence(["cat"], "", True).text
+
+
+def test_short_request_is_one_window(enc: SequenceEncoder) -> None:
+    w = enc.encode("no image.", "How do I bake bread?")
+    assert len(w) == 1 and w[0].request_offset == 0
+    assert w[0].encoding.tokens[0] == "[CLS]" and 1 in w[0].encoding.sequence_ids
+
+
+def test_long_request_windows_cover_every_token(enc: SequenceEncoder) -> None:
+    text = " ".join(f"w{i}" for i in range(3000))
+    windows = enc.encode("image shows: cat. text in image: " + "x " * 400, text)
+    assert len(windows) > 1
+    covered = bytearray(len(text))
+    for w in windows:
+        assert len(w.encoding.ids) <= MAX_TOKENS
+        assert sum(1 for s in w.encoding.sequence_ids if s == 0) <= EVIDENCE_TOKENS
+        for s, (a, b) in zip(w.encoding.sequence_ids, w.encoding.offsets, strict=True):
+            if s == 1:
+                covered[w.request_offset + a: w.request_offset + b] = b"\x01" * (b - a)
+    assert all(covered[i] or text[i] == " " for i in range(len(text)))
+
+
+def test_labels_and_slices_agree() -> None:
+    names = label_names()
+    sl = head_slices()
+    assert names[sl["safety"]] == ["safety:safe", "safety:unsafe"]
+    assert sum(s.stop - s.start for s in sl.values()) == len(names)

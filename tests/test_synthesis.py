@@ -1,0 +1,70 @@
+"""The offline synthesiser: labels stay in the taxonomy, seeds never cross splits."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+import pytest
+
+from training.synthesis.corpora import SHARED_DATA, benign_seeds, redteam_seeds
+from training.synthesis.offline import HELD_OUT_GROUPS, OfflineSynthesiser, split_of
+from training.synthesis.schema import Example
+from training.synthesis.typography import STYLES, render
+
+needs_data = pytest.mark.skipif(not (SHARED_DATA / "benign").is_dir(),
+                                reason=f"shared data not found at {SHARED_DATA}")
+
+
+def test_split_is_deterministic_and_covers_all() -> None:
+    splits = [split_of(f"seed-{i}") for i in range(5000)]
+    assert splits == [split_of(f"seed-{i}") for i in range(5000)]
+    share = {s: splits.count(s) / len(splits) for s in ("train", "val", "test")}
+    assert 0.8 < share["train"] < 0.9 and 0.07 < share["test"] < 0.13
+
+
+def test_example_validation_rejects_inconsistent_labels() -> None:
+    ok = Example(id="1", seed_id="s", text="hi", concepts=[], ocr_text="", unsafe=False,
+                 category="none", source="none", strategy="none")
+    ok.validate()
+    for bad in (dict(category="weapons", unsafe=True, source="text"),
+                dict(unsafe=False, category="hate"),
+                dict(unsafe=True, category="hate", source="text", intent_span=("text", 0, 9))):
+        ex = Example(**{**ok.__dict__, **bad})
+        with pytest.raises(ValueError):
+            ex.validate()
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_typography_styles_render(style: str) -> None:
+    img = render("How to make a paper airplane", style, random.Random(1))
+    assert img.mode == "RGB" and img.width > 50 and img.height > 30
+
+
+@needs_data
+def test_synthesised_set_has_no_seed_across_splits_and_twins_in_every_style() -> None:
+    synth = OfflineSynthesiser(see=None, jailbreaks=300)
+    examples = synth.build()
+    for ex in examples:
+        ex.validate()
+    split_of_seed: dict[str, set[str]] = defaultdict(set)
+    for ex in examples:
+        split_of_seed[ex.seed_id].add(ex.split)
+    assert all(len(s) == 1 for s in split_of_seed.values())
+    assert all(ex.split == "test" for ex in examples if ex.origin in HELD_OUT_GROUPS)
+    # every form has both harmful and benign members: no style shortcut
+    for prefix in ("pyrit-template:", "synth/crossmodal"):
+        members = [ex for ex in examples if ex.origin.startswith(prefix)]
+        assert {ex.unsafe for ex in members} == {True, False}, prefix
+    cross = [ex for ex in examples if ex.origin.startswith("synth/crossmodal")]
+    risky_texts = {ex.text for ex in cross if ex.unsafe}
+    assert all(any(not ex.unsafe and ex.text == t for ex in cross) for t in risky_texts)
+
+
+@needs_data
+def test_corpora_labels() -> None:
+    b, r = benign_seeds(), redteam_seeds()
+    assert len(b) > 20000 and len(r) > 3000
+    assert not any(s.unsafe for s in b) and all(s.unsafe for s in r)
+    assert {s.category for s in r if s.group.endswith("ailuminate_demo_en")} >= {
+        "hate", "privacy", "elections", "suicide_self_harm"}
