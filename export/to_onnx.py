@@ -3,10 +3,17 @@
     python export/to_onnx.py --checkpoint runs/model --data runs/data/synth.jsonl
 
 1. ``optimum.exporters.onnx.main_export`` (task token-classification) → fp32 ONNX;
-2. INT8 dynamic quantisation (CPU) and FP16 conversion (CUDA / TensorRT);
+2. quantisation for the CPU and FP16 conversion for CUDA / TensorRT;
 3. parity: max |Δ| of every head's probabilities between PyTorch and each ONNX variant on
    inputs never trained on (validation/test splits), printed and asserted;
-4. the bundle: INT8 model, tokenizer, labels, policy, manifest with hashes and versions.
+4. the bundle: the CPU model, tokenizer, labels, policy, manifest with hashes and versions.
+
+Which CPU model ships is decided by parity. Full dynamic INT8 (weights *and* activations)
+flips a few percent of verdicts on this fine-tuned MiniLM (BERT's outlier activations do not
+survive per-tensor 8-bit scales), so the shipped CPU model keeps INT8 only where it is
+weight-only — the 30k×384 embedding table (dynamic quantisation of the Gather) — and stores
+the other weights as fp16 that ONNX Runtime widens to fp32 at load: 33 MB instead of 90 MB,
+and verdicts that match PyTorch. Full INT8 is still written and its parity reported.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "export"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "sdk"))
 
@@ -39,10 +47,9 @@ from vlmguard.encoder import (  # noqa: E402
 log = logging.getLogger("vlmguard.export")
 DEFAULT_BUNDLE = ROOT / "sdk" / "vlmguard" / "models" / "default"
 # Parity tolerances: max |Δ| of any head probability vs PyTorch, over all parity inputs.
-TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "int8": 0.35}
-# INT8 is lossy by design; its bar is on decisions: unsafe verdicts that flip at 0.5.
-INT8_MAX_FLIP_RATE = 0.03
-INT8_MAX_MEAN_DELTA = 0.02
+# "int8" (full dynamic quantisation) is reported, not shipped, so it is not asserted.
+TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "cpu": 0.15, "int8": float("inf")}
+CPU_MAX_FLIP_RATE = 0.01  # verdicts of the shipped CPU model that differ at p = 0.5
 
 
 def sha256(path: Path) -> str:
@@ -62,9 +69,24 @@ def export_fp32(checkpoint: Path, out_dir: Path) -> Path:
 
 
 def quantise_int8(src: Path, dst: Path) -> Path:
+    """Full dynamic INT8 (MatMul and Gather, per-channel weights, 7-bit for AVX2)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False)
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                     reduce_range=True)
+    return dst
+
+
+def cpu_model(src: Path, dst: Path) -> Path:
+    """INT8 embedding table (weight-only) + fp16-stored weights computed in fp32."""
+    from onnx_tools import fp16_storage
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    gather_q = dst.with_suffix(".gather.onnx")
+    quantize_dynamic(str(src), str(gather_q), op_types_to_quantize=["Gather"],
+                     weight_type=QuantType.QInt8)
+    fp16_storage(gather_q, dst)
+    gather_q.unlink()
     return dst
 
 
@@ -142,11 +164,8 @@ def assert_parity(report: dict) -> None:
         if r["max_abs_delta"] > r["tolerance"]:
             raise SystemExit(f"parity failed for {k}: max |Δ| {r['max_abs_delta']:.3g} > "
                              f"{r['tolerance']}")
-    if "int8" in report:
-        r = report["int8"]
-        if r["decision_flip_rate"] > INT8_MAX_FLIP_RATE or \
-                r["unsafe_prob_mean_abs_delta"] > INT8_MAX_MEAN_DELTA:
-            raise SystemExit(f"INT8 parity failed: {r}")
+    if "cpu" in report and report["cpu"]["decision_flip_rate"] > CPU_MAX_FLIP_RATE:
+        raise SystemExit(f"CPU model parity failed: {report['cpu']}")
 
 
 def write_bundle(bundle: Path, checkpoint: Path, files: dict[str, Path], parity: dict,
@@ -158,7 +177,9 @@ def write_bundle(bundle: Path, checkpoint: Path, files: dict[str, Path], parity:
     import transformers
 
     bundle.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(files["int8"], bundle / "model.int8.onnx")
+    shutil.copy2(files["cpu"], bundle / "model.cpu.onnx")
+    for stale in ("model.int8.onnx",):
+        (bundle / stale).unlink(missing_ok=True)
     if fp16_in_bundle:
         shutil.copy2(files["fp16"], bundle / "model.fp16.onnx")
     elif (bundle / "model.fp16.onnx").exists():
@@ -173,7 +194,8 @@ def write_bundle(bundle: Path, checkpoint: Path, files: dict[str, Path], parity:
         "format": 1,
         "labels": label_names(),
         "config": {"threshold": round(meta["threshold"], 4), "max_tokens": MAX_TOKENS,
-                   "model_cpu": "model.int8.onnx", "model_gpu": "model.fp16.onnx",
+                   "model_cpu": "model.cpu.onnx", "model_gpu": "model.fp16.onnx",
+                   "batchable": True,
                    "det_limit_side": 640},
         "files": {name: {"sha256": sha256(bundle / name), "bytes": (bundle / name).stat().st_size}
                   for name in shipped},
@@ -210,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     t = time.time()
     fp32 = export_fp32(args.checkpoint, work / "fp32")
-    files = {"fp32": fp32, "int8": quantise_int8(fp32, work / "model.int8.onnx"),
+    files = {"fp32": fp32, "cpu": cpu_model(fp32, work / "model.cpu.onnx"),
+             "int8": quantise_int8(fp32, work / "model.int8.onnx"),
              "fp16": convert_fp16(fp32, work / "model.fp16.onnx")}
     for k, p in files.items():
         log.info("%s: %s (%.1f MB)", k, p, p.stat().st_size / 1e6)

@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from onnx_tools import fp16_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "sdk"))
@@ -127,32 +128,6 @@ def export_tagger_fp32(path: Path) -> None:
     err = float(np.abs(got - ref.numpy()).max())
     print(f"tagger fp32 export: max |onnx - torch| logits = {err:.2e}")
     assert err < 1e-3
-
-
-def fp16_storage(src: Path, dst: Path, min_elems: int = 1024) -> None:
-    """Store big fp32 weights as fp16 behind Cast nodes; ORT folds the Casts at load time."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    m = onnx.load(str(src))
-    g = m.graph
-    inits, casts = [], []
-    for t in g.initializer:
-        a = numpy_helper.to_array(t)
-        if t.data_type == TensorProto.FLOAT and a.size >= min_elems:
-            h = numpy_helper.from_array(a.astype(np.float16), t.name + "__fp16")
-            inits.append(h)
-            casts.append(helper.make_node("Cast", [h.name], [t.name], to=TensorProto.FLOAT,
-                                          name=t.name + "__cast"))
-        else:
-            inits.append(t)
-    nodes = list(g.node)
-    del g.initializer[:]
-    g.initializer.extend(inits)
-    del g.node[:]
-    g.node.extend(casts + nodes)
-    onnx.checker.check_model(m)
-    onnx.save(m, str(dst))
 
 
 def quantize_tagger_static(src: Path, dst: Path, calib: np.ndarray) -> None:
@@ -371,6 +346,7 @@ def eval_ocr(bundle: Path, samples: list[tuple[str, np.ndarray]], limit: int) ->
 def build_ocr(out: Path, work: Path, report: dict) -> dict:
     import onnx
     import rapidocr
+
     from vlmguard.vision import OCR  # noqa: F401  (fail early if the runtime is broken)
 
     src = Path(rapidocr.__file__).parent / "models"

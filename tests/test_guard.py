@@ -10,9 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES
 from PIL import Image
 
+from conftest import EXAMPLES
 from vlmguard import (
     EmptyInputError,
     Guard,
@@ -129,7 +129,7 @@ def test_truncated_image_and_bytes_text(guard: Guard) -> None:
     Image.open(EXAMPLES / "photo.jpg").save(buf, "JPEG")
     with pytest.raises(ImageDecodeError):
         guard.rewrite(buf.getvalue()[: len(buf.getvalue()) // 3], "What is this?")
-    r = guard.rewrite(buf.getvalue(), "What is this building?".encode())
+    r = guard.rewrite(buf.getvalue(), b"What is this building?")
     assert r.safe and r.prompt == "What is this building?"
 
 

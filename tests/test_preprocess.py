@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from vlmguard import preprocess
 from vlmguard.preprocess import resize_normalize, resize_normalize_numpy
 

@@ -13,7 +13,7 @@ from vlmguard.encoder import label_names
 def test_bundle_manifest_matches_files(tiny_bundle: Path) -> None:
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
     assert manifest["labels"] == label_names()
-    assert {"model.int8.onnx", "tokenizer.json", "policy.json"} <= set(manifest["files"])
+    assert {"model.cpu.onnx", "tokenizer.json", "policy.json"} <= set(manifest["files"])
     for name, meta in manifest["files"].items():
         digest = hashlib.sha256((tiny_bundle / name).read_bytes()).hexdigest()
         assert digest == meta["sha256"], name
@@ -25,7 +25,8 @@ def test_parity_of_exported_variants(tiny_bundle: Path) -> None:
     assert parity["fp32"]["inputs"] >= 16
     assert parity["fp32"]["max_abs_delta"] < 1e-4
     assert parity["fp16"]["max_abs_delta"] < 2e-2
-    assert parity["int8"]["max_abs_delta"] < 0.35
+    assert parity["cpu"]["max_abs_delta"] < 0.15
+    assert "int8" in parity  # full INT8 is measured and reported, not shipped
 
 
 def test_exported_bundle_loads_and_rewrites(tiny_bundle: Path) -> None:

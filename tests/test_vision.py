@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from vlmguard.vision import OCR, Concept, OcrLine, Tagger, _components, lines_text
 
 skdata = pytest.importorskip("skimage.data")

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
 from vlmguard import Guard
 from vlmguard.errors import GuardError
 from vlmguard.taxonomy import CATEGORIES
@@ -457,16 +458,16 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {'–' if r['train_overlap'] is None else r['train_overlap']} |")
     lines += [
         "",
-        "† amortised per request over batches of 64 (text only); other latencies are single "
-        "calls (`timings_ms['total']`). \"in train\": items whose exact input also occurs in "
-        "the train/val rows of the data file (text for text sets; text + evidence for "
-        "synthesised sets).",
+        "† amortised per request over batches of 64 (text only, `--batch`); other latencies "
+        "are single calls (`timings_ms['total']`). \"in train\": items whose exact input also "
+        "occurs in the train/val rows of the data file (text for text sets; text + evidence "
+        "for synthesised sets; the rendered text for e2e typography).",
     ]
     siuo = report.get("siuo")
     if siuo:
         lines += ["", f"SIUO (text only, benign alone by design): {siuo['flagged']} of "
                       f"{siuo['n']} flagged ({_f(siuo['flag_rate'])}); "
-                      f"{siuo['in_train']} questions appear verbatim in the training rows. "
+                      f"{siuo['in_train']} of them appear verbatim in the training rows. "
                       "Flagged questions are listed in the JSON."]
     wc = report.get("wrong_concept")
     if wc:

@@ -115,7 +115,7 @@ def loss_fn(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tenso
     sl = head_slices()
     first = logits[:, 0, :]
     loss = F.cross_entropy(first[:, sl["safety"]], batch["safety"])
-    for head, weight in (("category", 0.7), ("source", 0.4), ("strategy", 0.3)):
+    for head, weight in (("category", 1.0), ("source", 0.4), ("strategy", 0.3)):
         target = batch[head]
         if (target != IGNORE).any():
             loss = loss + weight * F.cross_entropy(first[:, sl[head]], target,

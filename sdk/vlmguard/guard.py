@@ -112,10 +112,16 @@ class Guard:
         model_file = self._pick_model_file(cfg)
         self.session = make_session(bundle / model_file, self.requested_providers, threads)
         self.model_file = model_file
+        # A model with dynamically quantised activations uses one scale per call, so
+        # padding a batch would change each request's verdict: such a model (the manifest
+        # says "batchable": false) reads one request per call.
+        self.batch_encoder = bool(cfg.get("batchable", False))
         self.encoder = SequenceEncoder(Tokenizer.from_file(str(bundle / "tokenizer.json")),
                                        max_tokens=int(cfg.get("max_tokens", 256)))
         # A bundle may ship its own vision models; otherwise it uses the default ones.
-        vision_dir = bundle / "vision" if (bundle / "vision").is_dir() else DEFAULT_BUNDLE / "vision"
+        vision_dir = bundle / "vision"
+        if not vision_dir.is_dir():
+            vision_dir = DEFAULT_BUNDLE / "vision"
         self.tagger = Tagger(vision_dir, providers=self.requested_providers, threads=threads)
         self.ocr = (OCR(vision_dir, providers=self.requested_providers, threads=threads,
                         det_limit_side=int(cfg.get("det_limit_side", 640))) if ocr else None)
@@ -141,7 +147,8 @@ class Guard:
         chosen = frozenset(categories)
         unknown = chosen - all_cats
         if unknown:
-            raise ValueError(f"unknown categories {sorted(unknown)}; choose from {sorted(all_cats)}")
+            raise ValueError(f"unknown categories {sorted(unknown)}; "
+                             f"choose from {sorted(all_cats)}")
         if not chosen:
             raise ValueError("enforce at least one category")
         return chosen
@@ -150,11 +157,11 @@ class Guard:
         first = self.requested_providers[0]
         name = first if isinstance(first, str) else first[0]
         gpu_file, cpu_file = cfg.get("model_gpu", "model.fp16.onnx"), cfg.get("model_cpu",
-                                                                              "model.int8.onnx")
+                                                                              "model.cpu.onnx")
         if name in GPU_PROVIDERS:
             if (self.bundle / gpu_file).is_file():
                 return gpu_file
-            log.warning("no %s in the bundle; the GPU runs the INT8 CPU model", gpu_file)
+            log.warning("no %s in the bundle; the GPU runs the CPU model", gpu_file)
         return cpu_file
 
     @property
@@ -255,7 +262,7 @@ class Guard:
     def _span_text(self, window: Window, logits: np.ndarray, text: str, evidence: str,
                    ocr_offset: int) -> str:
         """The words the span head tagged, from the segment where most tags fall."""
-        tags = logits[:, self._slices["span"]].argmax(-1)
+        tags = logits[: len(window.encoding.ids), self._slices["span"]].argmax(-1)
         enc = window.encoding
         hits: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
         for tag, seq, (a, b) in zip(tags, enc.sequence_ids, enc.offsets, strict=True):
@@ -316,18 +323,23 @@ class Guard:
         if not prepared:
             return []
         try:
-            all_windows = [w for p in prepared for w in p[2]]
-            shared: dict[str, float] = {}
-            logits = self._judge_windows(all_windows, shared)
-            results, k = [], 0
-            for text, seen, windows, ev, timings, t0 in prepared:
-                n = len(windows)
-                timings["encoder"] = shared["encoder"] / len(prepared)
-                res = self._decide(text, seen, windows, logits[k:k + n], ev.text,
-                                   ev.ocr_offset, timings)
-                k += n
+            if self.batch_encoder:
+                shared: dict[str, float] = {}
+                logits = self._judge_windows([w for p in prepared for w in p[2]], shared)
+                per_item, k = [], 0
+                for p in prepared:
+                    per_item.append(logits[k:k + len(p[2])])
+                    k += len(p[2])
+                for p in prepared:
+                    p[4]["encoder"] = shared["encoder"] / len(prepared)
+            else:
+                per_item = [self._judge_windows(p[2], p[4]) for p in prepared]
+            results = []
+            for (text, seen, windows, ev, timings, t0), lg in zip(prepared, per_item,
+                                                                   strict=True):
+                results.append(self._decide(text, seen, windows, lg, ev.text, ev.ocr_offset,
+                                            timings))
                 timings["total"] = _ms(t0)
-                results.append(res)
             return results
         except VLMGuardError:
             raise

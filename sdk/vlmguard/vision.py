@@ -291,6 +291,9 @@ class OCR:
             by1 = int(np.clip(round((ymax[i] + d) / ph * src_h), 0, src_h - 1))
             if bx1 - bx0 <= 3 or by1 - by0 <= 3:
                 continue
+            if (by1 - by0) > 0.25 * src_h and (bx1 - bx0) < 2 * (by1 - by0):
+                continue  # a tall, squarish blob is texture, not a line of text
+
             out.append(((bx0, by0, bx1, by1), score))
         return out
 
@@ -301,8 +304,7 @@ class OCR:
         ratios = [c.shape[1] / max(c.shape[0], 1) for c in crops]
         order = np.argsort(ratios)  # similar widths share a batch, as in RapidOCR
         hgt = self.rec_height
-        for b in range(0, len(order), self.rec_batch):
-            idx = order[b: b + self.rec_batch]
+        for idx in self._rec_batches(order, ratios):
             max_ratio = max(320 / hgt, max(ratios[i] for i in idx))
             width = min(int(math.ceil(hgt * max_ratio)), self.max_rec_width)
             x = np.zeros((len(idx), 3, hgt, width), dtype=np.float32)  # 0 == mid-grey pad
@@ -315,6 +317,23 @@ class OCR:
             for j, i in enumerate(idx):
                 res[i] = self._ctc(probs[j])
         return res
+
+    def _rec_batches(self, order: np.ndarray, ratios: Sequence[float]) -> list[list[int]]:
+        """Batches of at most ``rec_batch`` crops whose widths differ by at most 2x.
+
+        Every crop in a batch is padded to the widest, so mixing a "1." with a long line
+        would make the short crop cost as much as the long one.
+        """
+        floor = 320 / self.rec_height
+        batches: list[list[int]] = []
+        for i in order:
+            r = max(ratios[i], floor)
+            if batches and len(batches[-1]) < self.rec_batch and \
+                    r <= 2 * max(ratios[batches[-1][0]], floor):
+                batches[-1].append(int(i))
+            else:
+                batches.append([int(i)])
+        return batches
 
     def _ctc(self, p: np.ndarray) -> tuple[str, float]:
         ids = p.argmax(axis=1)

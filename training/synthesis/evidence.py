@@ -17,7 +17,6 @@ from vlmguard.encoder import CONCEPT_TOP_K, concept_words
 from vlmguard.vision import OCR, Tagger, lines_text
 
 
-
 @dataclass(frozen=True)
 class SeenImage:
     concepts: tuple[str, ...]

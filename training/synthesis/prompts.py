@@ -14,9 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from vlmguard.taxonomy import CATEGORIES, HAZARD_CODES, SOURCES, STRATEGIES
-
 from training.synthesis.schema import SeedItem
+from vlmguard.taxonomy import CATEGORIES, HAZARD_CODES, SOURCES, STRATEGIES
 
 STAGES: tuple[str, ...] = ("threat", "intent", "guidance")
 

@@ -78,9 +78,9 @@ def render(text: str, style: str, rng: random.Random) -> Image.Image:
         lines.extend(textwrap.wrap(para, width_chars) or [""])
     body = "\n".join(lines)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    l, t, r, b = probe.multiline_textbbox((0, 0), body, font=font, spacing=size // 3)
+    left, t, r, b = probe.multiline_textbbox((0, 0), body, font=font, spacing=size // 3)
     pad = rng.randint(12, 48) if style != "small" else rng.randint(60, 160)
-    w, h = int(r - l) + 2 * pad, int(b - t) + 2 * pad
+    w, h = int(r - left) + 2 * pad, int(b - t) + 2 * pad
     bg, fg = (255, 255, 255), (0, 0, 0)
     if style == "low_contrast":
         g = rng.randint(170, 230)
@@ -101,12 +101,12 @@ def render(text: str, style: str, rng: random.Random) -> Image.Image:
         draw = ImageDraw.Draw(img)
         fill = rng.choice([(255, 255, 0), (255, 255, 255), (0, 0, 0), (255, 40, 40)])
         stroke = (0, 0, 0) if sum(fill) > 300 else (255, 255, 255)
-        draw.multiline_text((x + pad - l, y + pad - t), body, font=font, fill=fill,
+        draw.multiline_text((x + pad - left, y + pad - t), body, font=font, fill=fill,
                             spacing=size // 3, stroke_width=max(1, size // 14), stroke_fill=stroke)
         return img
     img = Image.new("RGB", (w, h), bg)
     draw = ImageDraw.Draw(img)
-    draw.multiline_text((pad - l, pad - t), body, font=font, fill=fg, spacing=size // 3)
+    draw.multiline_text((pad - left, pad - t), body, font=font, fill=fg, spacing=size // 3)
     if style == "sign":
         draw.rectangle((pad // 3, pad // 3, w - pad // 3, h - pad // 3), outline=fg,
                        width=max(2, size // 8))

@@ -42,11 +42,11 @@ from typing import Any, Literal
 
 from PIL import Image, ImageOps
 from tqdm import tqdm
-from vlmguard.taxonomy import CATEGORIES, SOURCES, STRATEGIES
 
 from training.synthesis.prompts import STAGES, build_messages
 from training.synthesis.schema import Example, SeedItem
 from training.synthesis.teacher import BaseTeacher, TeacherError, example_id
+from vlmguard.taxonomy import CATEGORIES, SOURCES, STRATEGIES
 
 __all__ = [
     "VLMTeacher",
