@@ -51,6 +51,7 @@ from _inputs import Request, requests  # noqa: E402
 import vlmguard  # noqa: E402
 from vlmguard import Guard  # noqa: E402
 from vlmguard.guard import DEFAULT_BUNDLE  # noqa: E402
+from vlmguard.runtime import cpu_name  # noqa: E402
 
 STAGES = ("decode", "tagger", "ocr_det", "ocr_rec", "tokenise", "encoder", "render")
 WARMUP = 3
@@ -216,14 +217,7 @@ def sizes(guard: Guard) -> dict[str, Any]:
 
 
 def environment(guard: Guard, threads: int | None) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     info = guard.info()
     return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "cpu": cpu, "cores": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],

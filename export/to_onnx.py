@@ -48,7 +48,7 @@ log = logging.getLogger("vlmguard.export")
 DEFAULT_BUNDLE = ROOT / "sdk" / "vlmguard" / "models" / "default"
 # Parity tolerances: max |Δ| of any head probability vs PyTorch, over all parity inputs.
 # "int8" (full dynamic quantisation) is reported, not shipped, so it is not asserted.
-TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "cpu": 0.15, "int8": float("inf")}
+TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "cpu": 0.2, "int8": float("inf")}
 CPU_MAX_FLIP_RATE = 0.01  # verdicts of the shipped CPU model that differ at p = 0.5
 
 

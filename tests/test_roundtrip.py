@@ -25,7 +25,7 @@ def test_parity_of_exported_variants(tiny_bundle: Path) -> None:
     assert parity["fp32"]["inputs"] >= 16
     assert parity["fp32"]["max_abs_delta"] < 1e-4
     assert parity["fp16"]["max_abs_delta"] < 2e-2
-    assert parity["cpu"]["max_abs_delta"] < 0.15
+    assert parity["cpu"]["max_abs_delta"] < 0.2
     assert "int8" in parity  # full INT8 is measured and reported, not shipped
 
 

@@ -64,7 +64,7 @@ def test_synthesised_set_has_no_seed_across_splits_and_twins_in_every_style() ->
 @needs_data
 def test_corpora_labels() -> None:
     b, r = benign_seeds(), redteam_seeds()
-    assert len(b) > 20000 and len(r) > 3000
+    assert len(b) > 20000 and len(r) > 2500  # hh-rlhf and two Do-Not-Answer areas are skipped
     assert not any(s.unsafe for s in b) and all(s.unsafe for s in r)
     assert {s.category for s in r if s.group.endswith("ailuminate_demo_en")} >= {
         "hate", "privacy", "elections", "suicide_self_harm"}

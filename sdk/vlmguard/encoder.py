@@ -19,9 +19,9 @@ from tokenizers import Encoding, Tokenizer
 
 from .taxonomy import CATEGORIES, SOURCES, SPAN_TAGS, STRATEGIES
 
-MAX_TOKENS = 256          # one window of the encoder
-WINDOW_STRIDE = 64        # overlap between windows of an over-long request (in tokens)
-EVIDENCE_TOKENS = 96      # budget for segment A (concepts + OCR text)
+MAX_TOKENS = 128          # one window of the encoder: the length the model was trained on
+WINDOW_OVERLAP = 32       # tokens shared by consecutive windows of an over-long request
+EVIDENCE_TOKENS = 64      # budget for segment A (concepts + OCR text)
 
 HEADS: dict[str, tuple[str, ...]] = {
     "safety": ("safe", "unsafe"),
@@ -109,7 +109,7 @@ class SequenceEncoder:
         a_end = ev.offsets[n_ev - 1][1] if n_ev else 0
         budget = self.max_tokens - n_ev - 3  # [CLS] A [SEP] B [SEP]
         n = len(req.ids)
-        step = budget - WINDOW_STRIDE
+        step = max(budget - WINDOW_OVERLAP, budget // 2, 1)
         starts = list(range(0, max(n - budget, 0) + 1, step))
         if starts[-1] + budget < n:
             starts.append(n - budget)

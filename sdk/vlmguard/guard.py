@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 
 from .encoder import (
     HEADS,
+    MAX_TOKENS,
     SequenceEncoder,
     Window,
     concept_words,
@@ -91,7 +92,7 @@ class Guard:
                  threshold: float | None = None, categories: Iterable[str] | None = None,
                  threads: int | None = None, ocr: bool = True,
                  policy: Policy | Mapping[str, Any] | None = None,
-                 max_pixels: int = 40_000_000) -> None:
+                 max_pixels: int = 40_000_000, ocr_side: int | None = None) -> None:
         bundle = Path(bundle)
         manifest_path = bundle / "manifest.json"
         if not manifest_path.is_file():
@@ -117,14 +118,15 @@ class Guard:
         # says "batchable": false) reads one request per call.
         self.batch_encoder = bool(cfg.get("batchable", False))
         self.encoder = SequenceEncoder(Tokenizer.from_file(str(bundle / "tokenizer.json")),
-                                       max_tokens=int(cfg.get("max_tokens", 256)))
+                                       max_tokens=int(cfg.get("max_tokens", MAX_TOKENS)))
         # A bundle may ship its own vision models; otherwise it uses the default ones.
         vision_dir = bundle / "vision"
         if not vision_dir.is_dir():
             vision_dir = DEFAULT_BUNDLE / "vision"
         self.tagger = Tagger(vision_dir, providers=self.requested_providers, threads=threads)
         self.ocr = (OCR(vision_dir, providers=self.requested_providers, threads=threads,
-                        det_limit_side=int(cfg.get("det_limit_side", 640))) if ocr else None)
+                        det_limit_side=int(ocr_side or cfg.get("det_limit_side", 640)))
+                    if ocr else None)
         self._slices = head_slices()
 
     @classmethod

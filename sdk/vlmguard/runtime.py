@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,14 @@ def resolve_providers(
     return out
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """Session options tuned for a small, latency-bound model on an edge CPU."""
+def session_options(threads: int | None = None, mem_arena: bool = True) -> ort.SessionOptions:
+    """Session options tuned for a small, latency-bound model on an edge CPU.
+
+    ``mem_arena=False`` suits models whose input shape changes every call (OCR): the arena
+    would keep a buffer for every shape seen and grow the process's memory.
+    """
     opts = ort.SessionOptions()
+    opts.enable_cpu_mem_arena = mem_arena
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     if threads:
@@ -64,13 +70,14 @@ def make_session(
     path: str | os.PathLike[str],
     providers: Sequence[ProviderSpec],
     threads: int | None = None,
+    mem_arena: bool = True,
 ) -> ort.InferenceSession:
     """Create a session and warn when ONNX Runtime did not honour the first provider asked."""
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
     try:
-        sess = ort.InferenceSession(str(path), sess_options=session_options(threads),
+        sess = ort.InferenceSession(str(path), sess_options=session_options(threads, mem_arena),
                                     providers=list(providers))
     except Exception as exc:  # onnxruntime raises several unrelated types
         raise ModelLoadError(f"cannot load {path.name}: {exc}") from exc
@@ -79,3 +86,14 @@ def make_session(
     if running and running[0] != wanted:
         log.warning("%s: asked for %s, running on %s", path.name, wanted, running[0])
     return sess
+
+
+def cpu_name() -> str:
+    """The CPU model, for reports that must say which machine measured them."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

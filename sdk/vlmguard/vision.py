@@ -204,9 +204,9 @@ class OCR:
         meta = _manifest(bundle).get("ocr", {})
         provs = _providers_or_cpu(providers)
         self.det = make_session(bundle / meta.get("det", {}).get("file", "ocr_det.onnx"),
-                                provs, threads)
+                                provs, threads, mem_arena=False)
         self.rec = make_session(bundle / meta.get("rec", {}).get("file", "ocr_rec.onnx"),
-                                provs, threads)
+                                provs, threads, mem_arena=False)
         keys = bundle / meta.get("rec", {}).get("dict", "ocr_keys.txt")
         if not keys.is_file():
             raise ModelLoadError(f"OCR dictionary not found: {keys}")

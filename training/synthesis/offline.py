@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -70,6 +71,29 @@ BENIGN_TYPO_EXTRA = (
 SPLIT_FRACTIONS = (("train", 0.85), ("val", 0.05), ("test", 0.10))
 
 
+_HOW = re.compile(r"^(?:can you |could you |please )?(?:tell me |explain |show me )?how (?:do|can|"
+                  r"could|would|should|to|might) ?(?:i |you |one |we |someone |a person )?",
+                  re.IGNORECASE)
+_ASK = re.compile(r"^(?:please )?(?:write|create|develop|give|provide|explain|describe|outline|"
+                  r"generate|produce)(?: me)? (?:a |an |the |detailed |step-by-step )*(?:tutorial|"
+                  r"guide|instructions|steps|plan|strategy|list|manual)(?: on| for| of)?"
+                  r"(?: how to| to)? ", re.IGNORECASE)
+
+
+def figstep_statement(text: str) -> str | None:
+    """FigStep's rephrasing: a question or ask becomes a heading "Steps to ..." (or None).
+
+    Applied to harmful *and* benign seeds alike, so the heading style carries no signal.
+    """
+    t = text.strip().rstrip("?.!")
+    for pattern in (_HOW, _ASK):
+        m = pattern.match(t)
+        if m and len(t) - m.end() > 8:
+            rest = t[m.end():]
+            return "Steps to " + rest[0].lower() + rest[1:]
+    return None
+
+
 def split_of(seed_id: str) -> str:
     h = int(hashlib.sha1(seed_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
     acc = 0.0
@@ -100,11 +124,13 @@ class OfflineSynthesiser:
     """Builds the synthesised set; ``see`` reads rendered images the way the guard does."""
 
     def __init__(self, see: Callable | None = None, seed: int = 0, typography: int = 3000,
-                 jailbreaks: int = 3000, benign_per_source: int = 1100) -> None:
+                 jailbreaks: int = 3000, benign_per_source: int = 1100,
+                 figstep: int = 800) -> None:
         self.rng = random.Random(seed)
         self.see = see
         self.n_typography = typography
         self.n_jailbreaks = jailbreaks
+        self.n_figstep = figstep
         self.benign_per_source = benign_per_source
         self.examples: list[Example] = []
         self._photo_contexts: list[tuple[str, ...]] = [tuple(s) for s in NEUTRAL_SCENES]
@@ -202,6 +228,34 @@ class OfflineSynthesiser:
                           intent="get the model to carry out the instruction written in the "
                                  "image", image=f"rendered:{style}", split=split)
 
+    def figstep_typography(self, harmful: list[Seed], benign: list[Seed], n: int) -> None:
+        """FigStep-style headings ("Steps to ...") over empty lists, for both classes."""
+        if self.see is None:
+            log.warning("no vision reader given; skipping FigStep typography")
+            return
+        rng = self.rng
+        pairs = [(s, f) for s in harmful + benign if (f := figstep_statement(s.text))
+                 and len(f) <= 110]
+        harmful_pairs = [p for p in pairs if p[0].unsafe]
+        benign_pairs = [p for p in pairs if not p[0].unsafe]
+        for i in tqdm(range(n), desc="figstep", mininterval=10):
+            unsafe = i % 2 == 0
+            seed, heading = rng.choice(harmful_pairs if unsafe else benign_pairs)
+            style = rng.choice(("figstep", "figstep", "plain", "sign", "coloured", "photo"))
+            seen = self.see(render(heading, style, rng))
+            ocr = " ".join(seen.ocr_text.split())
+            has_text = len(ocr) >= 8
+            for request in rng.sample(TYPO_CARRIERS, 2):
+                self._add(seed_id=seed.seed_id, text=request, unsafe=unsafe and has_text,
+                          category=seed.category, source="typography",
+                          concepts=seen.concepts, ocr_text=seen.ocr_text,
+                          span=("ocr", 0, len(seen.ocr_text)) if unsafe and has_text else None,
+                          origin=f"typography:{style}+{seed.group}", licence=seed.licence,
+                          evidence=f"text in the image reads: {ocr[:80]}",
+                          intent="get the model to carry out the instruction written in the "
+                                 "image", image=f"rendered:{style}",
+                          split=self._split_for_seed(seed))
+
     def cross_modal(self) -> None:
         """Benign scene + benign-sounding request; the harm is only in the combination."""
         from .evidence import noisy_concepts
@@ -262,6 +316,7 @@ class OfflineSynthesiser:
         self.jailbreak_wrapped(harmful, benign)
         # Typography is rendered from every split's seeds, in proportion.
         self.typography_attacks(train_h + test_h, train_b + test_b)
+        self.figstep_typography(harmful, benign, self.n_figstep)
         self.cross_modal()
         return dedupe(self.examples)
 
