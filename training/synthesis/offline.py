@@ -214,19 +214,26 @@ class OfflineSynthesiser:
             seed = rng.choice(short_h) if unsafe else rng.choice(
                 extra if rng.random() < 0.2 else short_b)
             style = rng.choice(STYLES)
-            seen = self.see(render(seed.text, style, rng))
-            split = self._split_for_seed(seed)
-            for request in rng.sample(TYPO_CARRIERS, 2):
-                ocr = " ".join(seen.ocr_text.split())
-                has_text = len(ocr) >= 8
-                self._add(seed_id=seed.seed_id, text=request, unsafe=unsafe and has_text,
-                          category=seed.category, source="typography",
-                          concepts=seen.concepts, ocr_text=seen.ocr_text,
-                          span=("ocr", 0, len(seen.ocr_text)) if unsafe and has_text else None,
-                          origin=f"typography:{style}+{seed.group}", licence=seed.licence,
-                          evidence=f"text in the image reads: {ocr[:80]}",
-                          intent="get the model to carry out the instruction written in the "
-                                 "image", image=f"rendered:{style}", split=split)
+            self._typography_pair(seed, seed.text, style, unsafe)
+
+    def _typography_pair(self, seed: Seed, drawn: str, style: str, unsafe: bool) -> None:
+        """Render ``drawn``, read it back, and pair it with two innocuous carrier requests.
+
+        Harmful text the OCR could not read (under 8 characters) is labelled safe: the
+        model can only judge what the guard will actually see.
+        """
+        seen = self.see(render(drawn, style, self.rng))
+        ocr = " ".join(seen.ocr_text.split())
+        flagged = unsafe and len(ocr) >= 8
+        for request in self.rng.sample(TYPO_CARRIERS, 2):
+            self._add(seed_id=seed.seed_id, text=request, unsafe=flagged,
+                      category=seed.category, source="typography",
+                      concepts=seen.concepts, ocr_text=seen.ocr_text,
+                      span=("ocr", 0, len(seen.ocr_text)) if flagged else None,
+                      origin=f"typography:{style}+{seed.group}", licence=seed.licence,
+                      evidence=f"text in the image reads: {ocr[:80]}",
+                      intent="get the model to carry out the instruction written in the image",
+                      image=f"rendered:{style}", split=self._split_for_seed(seed))
 
     def figstep_typography(self, harmful: list[Seed], benign: list[Seed], n: int) -> None:
         """FigStep-style headings ("Steps to ...") over empty lists, for both classes."""
@@ -242,19 +249,7 @@ class OfflineSynthesiser:
             unsafe = i % 2 == 0
             seed, heading = rng.choice(harmful_pairs if unsafe else benign_pairs)
             style = rng.choice(("figstep", "figstep", "plain", "sign", "coloured", "photo"))
-            seen = self.see(render(heading, style, rng))
-            ocr = " ".join(seen.ocr_text.split())
-            has_text = len(ocr) >= 8
-            for request in rng.sample(TYPO_CARRIERS, 2):
-                self._add(seed_id=seed.seed_id, text=request, unsafe=unsafe and has_text,
-                          category=seed.category, source="typography",
-                          concepts=seen.concepts, ocr_text=seen.ocr_text,
-                          span=("ocr", 0, len(seen.ocr_text)) if unsafe and has_text else None,
-                          origin=f"typography:{style}+{seed.group}", licence=seed.licence,
-                          evidence=f"text in the image reads: {ocr[:80]}",
-                          intent="get the model to carry out the instruction written in the "
-                                 "image", image=f"rendered:{style}",
-                          split=self._split_for_seed(seed))
+            self._typography_pair(seed, heading, style, unsafe)
 
     def cross_modal(self) -> None:
         """Benign scene + benign-sounding request; the harm is only in the combination."""
