@@ -86,6 +86,10 @@ def datasheet(examples: list[Example], data_path: str) -> str:
         "SimpleSafetyTests, CoCoNot) and from the scenarios; AdvBench, Do-Not-Answer and "
         "VLGuard unsafe instructions carry no category, and the category loss is masked "
         "there.\n"
+        "- The set behind the bundled model was assembled in three steps: one run of the "
+        "synthesiser, the cross-modal rows regenerated after a SIUO sentence was removed from "
+        "the seeds, and 800 FigStep-style renders appended by `figstep_typography` (seed 1). A "
+        "fresh run of the command gives a set of the same composition, not byte-identical.\n"
         "- Typography is rendered in 8 styles and the fonts available offline (DejaVu, "
         "Liberation, FreeFont, Noto); handwriting and non-Latin scripts are not covered.",
     ]) + "\n"
