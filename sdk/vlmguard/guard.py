@@ -113,6 +113,7 @@ class Guard:
         model_file = self._pick_model_file(cfg)
         self.session = make_session(bundle / model_file, self.requested_providers, threads)
         self.model_file = model_file
+        self._input_names = {i.name for i in self.session.get_inputs()}
         # A model with dynamically quantised activations uses one scale per call, so
         # padding a batch would change each request's verdict: such a model (the manifest
         # says "batchable": false) reads one request per call.
@@ -198,8 +199,7 @@ class Guard:
                        ) -> list[np.ndarray]:
         t = time.perf_counter()
         feeds = self.encoder.batch(windows)
-        names = {i.name for i in self.session.get_inputs()}
-        feeds = {k: v for k, v in feeds.items() if k in names}
+        feeds = {k: v for k, v in feeds.items() if k in self._input_names}
         timings["tokenise"] = timings.get("tokenise", 0.0) + _ms(t)
         t = time.perf_counter()
         logits = self.session.run(None, feeds)[0].astype(np.float32)
@@ -332,7 +332,6 @@ class Guard:
                 for p in prepared:
                     per_item.append(logits[k:k + len(p[2])])
                     k += len(p[2])
-                for p in prepared:
                     p[4]["encoder"] = shared["encoder"] / len(prepared)
             else:
                 per_item = [self._judge_windows(p[2], p[4]) for p in prepared]
