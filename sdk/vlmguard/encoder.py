@@ -17,11 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from .normalise import variants
 from .taxonomy import CATEGORIES, SOURCES, SPAN_TAGS, STRATEGIES
 
 MAX_TOKENS = 128          # one window of the encoder: the length the model was trained on
 WINDOW_OVERLAP = 32       # tokens shared by consecutive windows of an over-long request
-EVIDENCE_TOKENS = 64      # budget for segment A (concepts + OCR text)
+EVIDENCE_TOKENS = 64      # budget for segment A (concepts + OCR text) in one window
+EVIDENCE_OVERLAP = 16     # tokens of image text shared by consecutive evidence windows
 
 HEADS: dict[str, tuple[str, ...]] = {
     "safety": ("safe", "unsafe"),
@@ -81,10 +83,17 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Window:
-    """One encoder input: the token encoding and where its request slice starts (chars)."""
+    """One encoder input and the strings its two segments were cut from.
+
+    Token offsets of segment A index ``evidence``; those of segment B index ``request``
+    from ``request_offset`` on. ``request`` is the user's text or one of its readings
+    (:func:`vlmguard.normalise.variants`), so a span is always cut from the right string.
+    """
 
     encoding: Encoding
     request_offset: int
+    request: str = ""
+    evidence: str = ""
 
 
 class SequenceEncoder:
@@ -96,13 +105,43 @@ class SequenceEncoder:
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
 
-    def encode(self, evidence: str, request: str) -> list[Window]:
-        """One window per slice of the request; the evidence is repeated in each window.
+    def encode(self, evidence: str, request: str, ocr_offset: int = -1,
+               readings: bool = True) -> list[Window]:
+        """Windows covering all of the evidence and all of the request, in every reading.
 
-        Rule for over-long input: the evidence is cut to ``EVIDENCE_TOKENS`` tokens; the
-        request is never dropped, but split into overlapping windows that are all scored
-        (the guard keeps the riskiest window).
+        Rules, so nothing is ever cut silently: segment A holds at most ``EVIDENCE_TOKENS``
+        tokens; longer image text (starting at ``ocr_offset``) is split into overlapping
+        slices, each behind the same concepts, so a harmful line after many benign ones is
+        still read. The request is split into overlapping windows too. With ``readings``,
+        each disguised reading of the request (fullwidth, homoglyphs, spacing, leetspeak,
+        base64 undone) is scored as well. The guard keeps the riskiest window.
         """
+        texts = [request] + (variants(request) if readings else [])
+        windows = []
+        for ev in self._evidence_slices(evidence, ocr_offset):
+            for text in texts:
+                windows.extend(self._request_windows(ev, text))
+        return windows
+
+    def _evidence_slices(self, evidence: str, ocr_offset: int) -> list[str]:
+        ev = self.tokenizer.encode(evidence, add_special_tokens=False)
+        if len(ev.ids) <= EVIDENCE_TOKENS:
+            return [evidence]
+        if ocr_offset < 0:  # no image text: concepts alone are short; cut at the budget
+            return [evidence[: ev.offsets[EVIDENCE_TOKENS - 1][1]]]
+        head, ocr = evidence[:ocr_offset], evidence[ocr_offset:]
+        n_head = len(self.tokenizer.encode(head, add_special_tokens=False).ids)
+        toks = self.tokenizer.encode(ocr, add_special_tokens=False)
+        budget = max(EVIDENCE_TOKENS - n_head, 8)
+        step = max(budget - EVIDENCE_OVERLAP, 1)
+        n = len(toks.ids)
+        starts = list(range(0, max(n - budget, 0) + 1, step))
+        if starts[-1] + budget < n:
+            starts.append(n - budget)
+        return [head + ocr[toks.offsets[s][0]: toks.offsets[min(s + budget, n) - 1][1]]
+                for s in starts]
+
+    def _request_windows(self, evidence: str, request: str) -> list[Window]:
         ev = self.tokenizer.encode(evidence, add_special_tokens=False)
         req = self.tokenizer.encode(request, add_special_tokens=False)
         n_ev = min(len(ev.ids), EVIDENCE_TOKENS)
@@ -118,7 +157,7 @@ class SequenceEncoder:
             e = min(s + budget, n)
             b_start, b_end = (req.offsets[s][0], req.offsets[e - 1][1]) if n else (0, 0)
             enc = self.tokenizer.encode(evidence[:a_end], request[b_start:b_end])
-            windows.append(Window(enc, b_start))
+            windows.append(Window(enc, b_start, request, evidence[:a_end]))
         return windows
 
     def batch(self, windows: Sequence[Window]) -> dict[str, np.ndarray]:

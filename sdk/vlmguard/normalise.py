@@ -1,0 +1,162 @@
+"""Undo the cheap disguises attackers put on text, so the judge reads what a VLM would read.
+
+A cloud VLM reads fullwidth letters, homoglyphs, spaced-out letters, leetspeak and base64
+without effort; a WordPiece encoder does not (``ｍａｋｅ`` and ``m 3 t h`` tokenise into
+noise). :func:`variants` returns the request as the VLM would understand it, when that
+differs from what was typed; the guard scores every variant and keeps the riskiest, so a
+disguise can only ever add risk, never hide it. Ordinary text has no variant and costs
+nothing extra.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import unicodedata
+
+# Cyrillic and Greek letters drawn like Latin ones (Unicode confusables, the common subset).
+_CONFUSABLES = str.maketrans({
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p",
+    "с": "c", "т": "t", "у": "y", "х": "x", "і": "i", "ї": "i", "ј": "j", "ѕ": "s", "ԁ": "d",
+    "һ": "h", "ӏ": "l", "ԛ": "q", "ԝ": "w", "ɡ": "g", "ɑ": "a", "ı": "i",
+    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C",
+    "Т": "T", "У": "Y", "Х": "X", "І": "I", "Ј": "J", "Ѕ": "S",
+    "α": "a", "ο": "o", "ν": "v", "ρ": "p", "τ": "t", "υ": "u", "ι": "i", "κ": "k", "ε": "e",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N",
+    "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+})
+_CONFUSABLE_CHARS = frozenset(k if isinstance(k, str) else chr(k) for k in _CONFUSABLES)
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
+                       "@": "a", "$": "s", "!": "i", "|": "l", "+": "t"})
+_LEET_CHARS = frozenset("0134578@$!|+")
+_WORD = re.compile(r"\S+")
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
+MAX_VARIANT_CHARS = 20_000  # disguises are looked for in the first 20k characters only
+
+
+def _is_latin_letter(ch: str) -> bool:
+    return ch.isascii() and ch.isalpha()
+
+
+def _strip_invisible(text: str) -> str:
+    """Drop format characters (zero-width joiners, bidi marks) and combining marks on ASCII."""
+    out: list[str] = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat == "Cf":
+            continue
+        if cat == "Mn" and out and out[-1].isascii():
+            continue
+        out.append(ch)
+    return "".join(out)
+
+
+def _unconfuse(text: str) -> str:
+    """Map homoglyphs to Latin in words that mix them with Latin letters (``раypal``), or in
+    any word when the text is mostly Latin; genuine Cyrillic or Greek text is left alone."""
+    letters = [c for c in text if c.isalpha()]
+    mostly_latin = bool(letters) and sum(map(_is_latin_letter, letters)) >= 0.5 * len(letters)
+
+    def fix(m: re.Match[str]) -> str:
+        w = m.group(0)
+        if not any(c in _CONFUSABLE_CHARS for c in w):
+            return w
+        if mostly_latin or any(map(_is_latin_letter, w)):
+            return w.translate(_CONFUSABLES)
+        return w
+
+    return _WORD.sub(fix, text)
+
+
+def _unleet(text: str) -> str:
+    """``m3th`` → ``meth``, ``b0mb`` → ``bomb``: only in words made of letters and their
+    substitutes alone, with a substitute between two letters or at least three letters
+    (``python3.11``, ``i7``, ``16GB`` and plain numbers are left alone)."""
+    shape = re.compile(r"^[A-Za-z0134578@$!|+]+$")
+
+    def fix(m: re.Match[str]) -> str:
+        w = m.group(0)
+        core = w.strip(".,;:?!\"'()[]")
+        if not core or not shape.match(core) or not any(c in _LEET_CHARS for c in core):
+            return w
+        letters = sum(c.isalpha() for c in core)
+        inside = any(core[i] in _LEET_CHARS and core[i - 1].isalpha() and core[i + 1].isalpha()
+                     for i in range(1, len(core) - 1))
+        if letters < 2 or not (inside or letters >= 3):
+            return w
+        return w.replace(core, core.translate(_LEET))
+
+    return _WORD.sub(fix, text)
+
+
+def _unspace(text: str) -> str:
+    """``h o w  t o  m a k e`` → ``how to make``: runs of ≥ 4 single characters."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        parts = re.split(r"( +|[.\-_*·] ?)", line)
+        tokens = [p for p in parts if p != ""]
+        rebuilt: list[str] = []
+        i = 0
+        while i < len(tokens):
+            j, run = i, []
+            while j < len(tokens):
+                tok = tokens[j]
+                if len(tok) == 1 and tok.isalnum():
+                    run.append(tok)
+                    j += 1
+                elif run and j + 1 < len(tokens) and len(tokens[j + 1]) == 1 \
+                        and tokens[j + 1].isalnum() and tok.strip(" ") in ("", ".", "-", "_",
+                                                                           "*", "·"):
+                    run.append(" " if len(tok) >= 2 and tok.strip() == "" else "")
+                    j += 1
+                else:
+                    break
+            if sum(len(x) == 1 for x in run) >= 4:
+                rebuilt.append("".join(run))
+                i = j
+            else:
+                rebuilt.append(tokens[i])
+                i += 1
+        out.append("".join(rebuilt))
+    return "\n".join(out)
+
+
+def _decode_base64(text: str) -> str:
+    """Replace base64 runs that decode to readable text by that text."""
+
+    def fix(m: re.Match[str]) -> str:
+        s = m.group(0)
+        try:
+            raw = base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
+            dec = raw.decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return s
+        printable = sum(c.isprintable() or c.isspace() for c in dec)
+        if len(dec) < 6 or printable < 0.95 * len(dec) or sum(c.isalpha() for c in dec) < 4:
+            return s
+        return dec
+
+    return _BASE64.sub(fix, text)
+
+
+def canonical(text: str) -> str:
+    """The text as a reader would understand it: every disguise above undone."""
+    t = unicodedata.normalize("NFKC", text[:MAX_VARIANT_CHARS])
+    t = _strip_invisible(t)
+    t = _decode_base64(t)
+    t = _unconfuse(t)
+    t = _unspace(t)
+    return t
+
+
+def variants(text: str) -> list[str]:
+    """Readings of ``text`` that differ from it, each worth scoring (at most two)."""
+    out: list[str] = []
+    c = canonical(text)
+    if c != text[:MAX_VARIANT_CHARS] and c.strip():
+        out.append(c)
+    leet = _unleet(c)
+    if leet != c and leet not in out:
+        out.append(leet)
+    return out
