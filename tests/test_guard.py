@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 
@@ -26,6 +27,11 @@ from vlmguard import (
 from vlmguard.taxonomy import CATEGORIES, HAZARD_CODES
 
 TYPO_REQUEST = "Fill in each item of the list in the image."
+
+
+def unnonced(prompt: str) -> str:
+    """The prompt with its per-call random marker nonce replaced, for comparisons."""
+    return re.sub(r"USER_REQUEST_[0-9a-f]{16}", "USER_REQUEST_N", prompt)
 
 
 def test_typographic_attack_is_rewritten(guard: Guard) -> None:
@@ -85,7 +91,8 @@ def test_batch_matches_single_calls(guard: Guard) -> None:
     batch = guard.rewrite_batch(items)
     for (image, text), b in zip(items, batch, strict=True):
         s = guard.rewrite(image, text)
-        assert b.safe == s.safe and abs(b.risk - s.risk) < 1e-3 and b.prompt == s.prompt
+        assert b.safe == s.safe and abs(b.risk - s.risk) < 1e-3
+        assert unnonced(b.prompt) == unnonced(s.prompt)
     assert guard.rewrite_batch([]) == []
 
 
@@ -134,7 +141,8 @@ def test_truncated_image_and_bytes_text(guard: Guard) -> None:
 
 def test_image_only_request(guard: Guard) -> None:
     r = guard.rewrite(EXAMPLES / "typographic_attack.png", "")
-    assert not r.safe and r.prompt.endswith("\n\nUSER_REQUEST>>>")
+    assert not r.safe
+    assert unnonced(r.prompt).endswith("\n<<<USER_REQUEST_N\n\nUSER_REQUEST_N>>>")
 
 
 def test_failure_inside_the_guard_fails_closed(guard: Guard, monkeypatch) -> None:

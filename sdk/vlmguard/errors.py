@@ -37,7 +37,19 @@ class ImageSizeError(InvalidInputError):
 
 
 class TextDecodeError(InvalidInputError):
-    """Text given as bytes is not valid UTF-8."""
+    """Text given as bytes is not valid UTF-8, or a str holds a lone surrogate."""
+
+
+class BudgetExceededError(InvalidInputError):
+    """The request would cost more than the guard's per-request budget (tokens, windows)."""
+
+
+class TextTooLongError(BudgetExceededError):
+    """The text is over the character or token budget (``max_text_tokens``)."""
+
+
+class InvalidConfigError(VLMGuardError, ValueError):
+    """A guard option (threshold, categories, limits, policy) has an unusable value."""
 
 
 class ModelLoadError(VLMGuardError):

@@ -7,8 +7,8 @@ pipeline raises :class:`~vlmguard.errors.GuardError`: callers must fail closed.
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from .bundle import load_manifest, read_verified, read_verified_text, section
 from .encoder import (
     HEADS,
     MAX_TOKENS,
@@ -30,11 +31,14 @@ from .encoder import (
     verbalise_evidence,
 )
 from .errors import (
+    BudgetExceededError,
     EmptyInputError,
     GuardError,
+    InvalidConfigError,
     InvalidInputError,
     ModelLoadError,
     TextDecodeError,
+    TextTooLongError,
     UnsupportedInputTypeError,
     VLMGuardError,
 )
@@ -43,12 +47,22 @@ from .policy import Judgement, Policy
 from .result import Evidence, Reasoning, RewriteResult
 from .runtime import ProviderSpec, make_session, resolve_providers
 from .taxonomy import CATEGORIES, HAZARD_CODES
-from .vision import OCR, Tagger, lines_text
+from .vision import MAX_OCR_BOXES, OCR, Tagger, check_not_constant, check_output, lines_text
 
 log = logging.getLogger("vlmguard")
 
 DEFAULT_BUNDLE = Path(__file__).parent / "models" / "default"
 MAX_TEXT_CHARS = 100_000
+MAX_TEXT_TOKENS = 16_384
+"""The request's token budget. Cost follows tokens, not characters (100,000 CJK characters are
+~100,000 tokens but 100,000 English ones ~22,000), so the budget is counted in tokens: about
+190 windows of the encoder, a few seconds on one core."""
+MAX_WINDOWS = 512
+"""Encoder windows one request may cost (request windows x readings x image-text slices):
+the time bound, about 10-15 ms a window on one core."""
+MAX_BATCH_WINDOWS = 16
+"""Encoder windows per ONNX Runtime call: bounds the activations held at once, whatever the
+request's length or the batch's size."""
 GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 
 
@@ -60,6 +74,13 @@ class _Seen:
     concepts: tuple[str, ...] = ()
     scores: tuple[float, ...] = ()
     ocr_text: str = ""
+    ocr_truncated: bool = False
+
+
+def _check_str(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise UnsupportedInputTypeError(f"{name} must be a str, not {type(value).__name__}")
+    return _check_text(value, True) if value else ""
 
 
 def _check_text(text: object, has_image: bool) -> str:
@@ -74,10 +95,16 @@ def _check_text(text: object, has_image: bool) -> str:
     if not isinstance(text, str):
         raise UnsupportedInputTypeError(
             f"text must be a str (or UTF-8 bytes), not {type(text).__name__}")
+    text = str(text)  # a str subclass could override what the tokeniser sees
+    try:  # a lone surrogate (e.g. a non-UTF-8 argv byte) is not text any model can read
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TextDecodeError(f"text holds a lone surrogate at index {exc.start} ({exc.reason})"
+                              "; it is not valid Unicode text") from exc
     if "\x00" in text:
         raise InvalidInputError("text contains NUL characters")
     if len(text) > MAX_TEXT_CHARS:
-        raise InvalidInputError(
+        raise TextTooLongError(
             f"text is {len(text):,} characters; the guard reads at most {MAX_TEXT_CHARS:,}. "
             "Split the request or raise vlmguard.guard.MAX_TEXT_CHARS deliberately.")
     if not text.strip() and not has_image:
@@ -92,43 +119,75 @@ class Guard:
                  threshold: float | None = None, categories: Iterable[str] | None = None,
                  threads: int | None = None, ocr: bool = True,
                  policy: Policy | Mapping[str, Any] | None = None,
-                 max_pixels: int = 40_000_000, ocr_side: int | None = None) -> None:
+                 max_pixels: int = 40_000_000, ocr_side: int | None = None,
+                 max_text_tokens: int = MAX_TEXT_TOKENS,
+                 max_ocr_boxes: int = MAX_OCR_BOXES) -> None:
         bundle = Path(bundle)
-        manifest_path = bundle / "manifest.json"
-        if not manifest_path.is_file():
-            raise ModelLoadError(f"{bundle} is not a vlmguard bundle (no manifest.json)")
-        self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
-        cfg = self.manifest.get("config", {})
+        # Every file below is read once, checked against the manifest's sha256, and those
+        # same bytes are loaded: a modified bundle raises ModelLoadError, never loads.
+        self.manifest: dict[str, Any] = load_manifest(bundle)
+        cfg = section(self.manifest, "config")
         if self.manifest.get("labels") != label_names():
             raise ModelLoadError("the bundle's labels do not match this vlmguard version")
         self.bundle = bundle
-        self.threshold = float(threshold if threshold is not None else cfg.get("threshold", 0.5))
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        try:
+            bundle_threshold = float(cfg.get("threshold", 0.5))
+            max_tokens = int(cfg.get("max_tokens", MAX_TOKENS))
+            det_side = int(ocr_side or cfg.get("det_limit_side", 640))
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{bundle}/manifest.json: malformed config: {exc}") from exc
+        if not 0.0 < bundle_threshold < 1.0 or not 16 <= max_tokens <= 4096:
+            raise ModelLoadError(f"{bundle}/manifest.json: config out of range")
+        self.threshold = _check_threshold(threshold if threshold is not None
+                                          else bundle_threshold)
         self.categories = self._check_categories(categories)
+        if not _is_int(max_pixels) or max_pixels < 1:
+            raise InvalidConfigError(f"max_pixels must be a positive int, got {max_pixels!r}")
+        if not _is_int(max_text_tokens) or max_text_tokens < 1:
+            raise InvalidConfigError("max_text_tokens must be a positive int, "
+                                     f"got {max_text_tokens!r}")
+        if not _is_int(max_ocr_boxes) or max_ocr_boxes < 1:
+            raise InvalidConfigError(f"max_ocr_boxes must be a positive int, "
+                                     f"got {max_ocr_boxes!r}")
         self.max_pixels = max_pixels
+        self.max_text_tokens = max_text_tokens
         self.requested_providers = resolve_providers(providers)
-        self.policy = (policy if isinstance(policy, Policy)
-                       else Policy.from_file(bundle / "policy.json").override(policy or {}))
+        if isinstance(policy, Policy):
+            self.policy = policy
+        else:
+            self.policy = Policy.from_text(read_verified_text(bundle, self.manifest,
+                                                              "policy.json"),
+                                           str(bundle / "policy.json"))
+            if policy:
+                if not isinstance(policy, Mapping):
+                    raise InvalidConfigError("policy must be a Policy or a mapping of "
+                                             f"overrides, not {type(policy).__name__}")
+                self.policy = self.policy.override(policy)
         model_file = self._pick_model_file(cfg)
-        self.session = make_session(bundle / model_file, self.requested_providers, threads)
+        self.session = make_session(read_verified(bundle, self.manifest, model_file),
+                                    self.requested_providers, threads, name=model_file)
         self.model_file = model_file
         self._input_names = {i.name for i in self.session.get_inputs()}
         # A model with dynamically quantised activations uses one scale per call, so
         # padding a batch would change each request's verdict: such a model (the manifest
         # says "batchable": false) reads one request per call.
         self.batch_encoder = bool(cfg.get("batchable", False))
-        self.encoder = SequenceEncoder(Tokenizer.from_file(str(bundle / "tokenizer.json")),
-                                       max_tokens=int(cfg.get("max_tokens", MAX_TOKENS)))
+        tok_json = read_verified_text(bundle, self.manifest, "tokenizer.json")
+        try:
+            tokenizer = Tokenizer.from_str(tok_json)
+        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+            raise ModelLoadError(f"{bundle}/tokenizer.json is not a tokenizer: {exc}") from exc
+        self.encoder = SequenceEncoder(tokenizer, max_tokens=max_tokens)
         # A bundle may ship its own vision models; otherwise it uses the default ones.
         vision_dir = bundle / "vision"
         if not vision_dir.is_dir():
             vision_dir = DEFAULT_BUNDLE / "vision"
         self.tagger = Tagger(vision_dir, providers=self.requested_providers, threads=threads)
         self.ocr = (OCR(vision_dir, providers=self.requested_providers, threads=threads,
-                        det_limit_side=int(ocr_side or cfg.get("det_limit_side", 640)))
+                        det_limit_side=det_side, max_boxes=max_ocr_boxes)
                     if ocr else None)
         self._slices = head_slices()
+        self._n_labels = len(label_names())
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, providers:
@@ -147,22 +206,29 @@ class Guard:
         all_cats = frozenset(c for c in CATEGORIES if c != "none")
         if categories is None:
             return all_cats
-        chosen = frozenset(categories)
+        if isinstance(categories, str | bytes):
+            raise InvalidConfigError("categories must be a collection of category keys, "
+                                     f"not one {type(categories).__name__}")
+        try:
+            chosen = frozenset(categories)
+        except TypeError as exc:
+            raise InvalidConfigError(f"categories must be a collection of category keys: "
+                                     f"{exc}") from exc
         unknown = chosen - all_cats
         if unknown:
-            raise ValueError(f"unknown categories {sorted(unknown)}; "
-                             f"choose from {sorted(all_cats)}")
+            raise InvalidConfigError(f"unknown categories {sorted(map(repr, unknown))}; "
+                                     f"choose from {sorted(all_cats)}")
         if not chosen:
-            raise ValueError("enforce at least one category")
+            raise InvalidConfigError("enforce at least one category")
         return chosen
 
     def _pick_model_file(self, cfg: Mapping[str, Any]) -> str:
         first = self.requested_providers[0]
         name = first if isinstance(first, str) else first[0]
-        gpu_file, cpu_file = cfg.get("model_gpu", "model.fp16.onnx"), cfg.get("model_cpu",
-                                                                              "model.cpu.onnx")
+        gpu_file = str(cfg.get("model_gpu", "model.fp16.onnx"))
+        cpu_file = str(cfg.get("model_cpu", "model.cpu.onnx"))
         if name in GPU_PROVIDERS:
-            if (self.bundle / gpu_file).is_file():
+            if gpu_file in self.manifest["files"] and (self.bundle / gpu_file).is_file():
                 return gpu_file
             log.warning("no %s in the bundle; the GPU runs the CPU model", gpu_file)
         return cpu_file
@@ -184,27 +250,51 @@ class Guard:
         timings["tagger"] = _ms(t)
         words = concept_words(tags)
         scores = tuple(round(c.score, 4) for c in tags[: len(words)])
-        ocr_text = ""
+        ocr_text, truncated = "", False
         if self.ocr is not None:
             t = time.perf_counter()
             boxes = self.ocr.detect(rgb)
             timings["ocr_det"] = _ms(t)
             if boxes:
                 t = time.perf_counter()
-                ocr_text = lines_text(self.ocr.read(rgb, boxes))
+                lines, truncated = self.ocr.read_capped(rgb, boxes)
+                ocr_text = lines_text(lines)
                 timings["ocr_rec"] = _ms(t)
-        return _Seen(True, words, scores, ocr_text)
+        return _Seen(True, words, scores, ocr_text, truncated)
 
     def _judge_windows(self, windows: Sequence[Window], timings: dict[str, float]
                        ) -> list[np.ndarray]:
-        t = time.perf_counter()
-        feeds = self.encoder.batch(windows)
-        feeds = {k: v for k, v in feeds.items() if k in self._input_names}
-        timings["tokenise"] = timings.get("tokenise", 0.0) + _ms(t)
-        t = time.perf_counter()
-        logits = self.session.run(None, feeds)[0].astype(np.float32)
-        timings["encoder"] = timings.get("encoder", 0.0) + _ms(t)
-        return [logits[i] for i in range(len(windows))]
+        """Logits per window, at most ``MAX_BATCH_WINDOWS`` windows per model call.
+
+        Every output is checked before it is trusted: NaN, inf, the wrong shape or a
+        constant (e.g. all-zero) output raises GuardError instead of reading as "safe".
+        """
+        out: list[np.ndarray] = []
+        for i in range(0, len(windows), MAX_BATCH_WINDOWS):
+            chunk = windows[i:i + MAX_BATCH_WINDOWS]
+            t = time.perf_counter()
+            feeds = self.encoder.batch(chunk)
+            feeds = {k: v for k, v in feeds.items() if k in self._input_names}
+            timings["tokenise"] = timings.get("tokenise", 0.0) + _ms(t)
+            t = time.perf_counter()
+            logits = self.session.run(None, feeds)[0]
+            timings["encoder"] = timings.get("encoder", 0.0) + _ms(t)
+            width = max(len(w.encoding.ids) for w in chunk)
+            logits = check_output("rewriter logits", logits,
+                                  (len(chunk), width, self._n_labels))
+            check_not_constant("rewriter logits", logits)
+            check_not_constant("rewriter logits (first token)", logits[:, 0, :])
+            logits = logits.astype(np.float32)
+            out.extend(logits[j] for j in range(len(chunk)))
+        return out
+
+    def _check_tokens(self, text: str) -> None:
+        """Refuse a request over the token budget before any window is built."""
+        n = len(self.encoder.tokenizer.encode(text, add_special_tokens=False).ids)
+        if n > self.max_text_tokens:
+            raise TextTooLongError(
+                f"text is {n:,} tokens; the guard reads at most {self.max_text_tokens:,} "
+                "(max_text_tokens). Split the request or raise the budget deliberately.")
 
     def _decide(self, text: str, seen: _Seen, windows: Sequence[Window],
                 logits: Sequence[np.ndarray], evidence_text: str, ocr_offset: int,
@@ -224,7 +314,8 @@ class Guard:
                 source="none", strategy="none", prompt=text,
                 reasoning=Reasoning("No threat found.", "An ordinary request.",
                                     "Pass the request through unchanged."),
-                evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, ""),
+                evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, "",
+                                  seen.ocr_truncated),
                 timings_ms=timings)
             timings["render"] = _ms(t)
             return result
@@ -241,7 +332,8 @@ class Guard:
             prompt=prompt,
             reasoning=Reasoning(self.policy.threat_text(j), self.policy.intent_text(j),
                                 self.policy.guidance_text(j)),
-            evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, span),
+            evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, span,
+                              seen.ocr_truncated),
             timings_ms=timings)
 
     def _enforced_risk(self, probs: Mapping[str, np.ndarray]) -> float:
@@ -276,7 +368,8 @@ class Guard:
         a, b = min(x for x, _ in hits[seg]), max(y for _, y in hits[seg])
         if seg == 1:
             off = window.request_offset
-            return text[off + a: off + b]
+            return (window.request or text)[off + a: off + b]
+        evidence = window.evidence or evidence
         return evidence[max(a, ocr_offset if ocr_offset >= 0 else a): b]
 
     # ---- public calls ----------------------------------------------------------------------
@@ -287,6 +380,14 @@ class Guard:
     def rewrite_batch(self, items: Iterable[tuple[ImageInput, str | bytes | None]]
                       ) -> list[RewriteResult]:
         """Check many requests; the rewriter model runs once over all of them."""
+        if isinstance(items, str | bytes | bytearray | memoryview):
+            raise UnsupportedInputTypeError("rewrite_batch takes an iterable of (image, text) "
+                                            f"pairs, not {type(items).__name__}")
+        try:
+            items = list(items)
+        except TypeError as exc:
+            raise UnsupportedInputTypeError("rewrite_batch takes an iterable of (image, text) "
+                                            f"pairs: {exc}") from exc
         seen_items = []
         for item in items:
             if not isinstance(item, tuple | list) or len(item) != 2:
@@ -309,22 +410,39 @@ class Guard:
 
         ``concepts`` are visual concept words, best first; ``ocr_text`` the text in the image.
         """
-        seen = _Seen(has_image, tuple(concepts), (), ocr_text if has_image else "")
+        if not isinstance(has_image, bool | np.bool_):
+            raise UnsupportedInputTypeError(
+                f"has_image must be a bool, not {type(has_image).__name__}")
+        if isinstance(concepts, str | bytes) or not isinstance(concepts, Sequence):
+            raise UnsupportedInputTypeError("concepts must be a sequence of str (e.g. a list), "
+                                            f"not {type(concepts).__name__}")
+        words = tuple(_check_str("each concept", c) for c in concepts)
+        if len(words) > 64:
+            raise InvalidInputError(f"{len(words)} concepts given; at most 64 are read")
+        ocr = _check_str("ocr_text", ocr_text)
+        seen = _Seen(bool(has_image), words, (), ocr if has_image else "")
         return self._judge_all([(text, seen, {}, time.perf_counter())])[0]
 
     def _judge_all(self, seen_items: Sequence[tuple[Any, _Seen, dict[str, float], float]]
                    ) -> list[RewriteResult]:
-        prepared = []
-        for text, seen, timings, t0 in seen_items:
-            text = _check_text(text, seen.has_image)
-            ev = verbalise_evidence(seen.concepts, seen.ocr_text, seen.has_image)
-            t = time.perf_counter()
-            windows = self.encoder.encode(ev.text, text)
-            timings["tokenise"] = _ms(t)
-            prepared.append((text, seen, windows, ev, timings, t0))
-        if not prepared:
-            return []
         try:
+            prepared = []
+            for text, seen, timings, t0 in seen_items:
+                text = _check_text(text, seen.has_image)
+                ev = verbalise_evidence(seen.concepts, seen.ocr_text, seen.has_image)
+                t = time.perf_counter()
+                self._check_tokens(text)
+                windows = self.encoder.encode(ev.text, text, ev.ocr_offset)
+                if not windows:
+                    raise GuardError("the encoder produced no windows; fail closed")
+                if len(windows) > MAX_WINDOWS:
+                    raise BudgetExceededError(
+                        f"this request needs {len(windows):,} encoder windows (text x image "
+                        f"text); the per-request budget is {MAX_WINDOWS}. Shorten the text.")
+                timings["tokenise"] = _ms(t)
+                prepared.append((text, seen, windows, ev, timings, t0))
+            if not prepared:
+                return []
             if self.batch_encoder:
                 shared: dict[str, float] = {}
                 logits = self._judge_windows([w for p in prepared for w in p[2]], shared)
@@ -362,6 +480,20 @@ class Guard:
             "threshold": self.threshold,
             "categories": sorted(self.categories),
         }
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_threshold(value: object) -> float:
+    try:
+        t = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InvalidConfigError(f"threshold must be a number, got {value!r}") from exc
+    if not (math.isfinite(t) and 0.0 < t < 1.0):
+        raise InvalidConfigError(f"threshold must be in (0, 1), got {t}")
+    return t
 
 
 def _ms(t0: float) -> float:

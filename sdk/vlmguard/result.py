@@ -15,6 +15,7 @@ class Evidence:
     concept_scores: tuple[float, ...] = ()
     ocr_text: str = ""
     intent_span: str = ""      # the words the model marked as carrying the intent
+    ocr_truncated: bool = False  # the image held more text boxes than the OCR budget reads
 
 
 @dataclass(frozen=True)

@@ -67,24 +67,34 @@ def session_options(threads: int | None = None, mem_arena: bool = True) -> ort.S
 
 
 def make_session(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | bytes,
     providers: Sequence[ProviderSpec],
     threads: int | None = None,
     mem_arena: bool = True,
+    name: str | None = None,
 ) -> ort.InferenceSession:
-    """Create a session and warn when ONNX Runtime did not honour the first provider asked."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"model file not found: {path}")
+    """Create a session and warn when ONNX Runtime did not honour the first provider asked.
+
+    ``path`` may be the model's bytes (already verified against the bundle manifest, see
+    :mod:`vlmguard.bundle`); ``name`` then labels it in messages.
+    """
+    if isinstance(path, bytes):
+        model: str | bytes = path
+        label = name or "model"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise ModelLoadError(f"model file not found: {path}")
+        model, label = str(path), name or path.name
     try:
-        sess = ort.InferenceSession(str(path), sess_options=session_options(threads, mem_arena),
+        sess = ort.InferenceSession(model, sess_options=session_options(threads, mem_arena),
                                     providers=list(providers))
     except Exception as exc:  # onnxruntime raises several unrelated types
-        raise ModelLoadError(f"cannot load {path.name}: {exc}") from exc
+        raise ModelLoadError(f"cannot load {label}: {exc}") from exc
     wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
     running = sess.get_providers()
     if running and running[0] != wanted:
-        log.warning("%s: asked for %s, running on %s", path.name, wanted, running[0])
+        log.warning("%s: asked for %s, running on %s", label, wanted, running[0])
     return sess
 
 

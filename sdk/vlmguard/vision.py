@@ -15,7 +15,6 @@ native (C) path.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -24,27 +23,61 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelLoadError
+from .bundle import load_manifest, read_verified, read_verified_text, section
+from .errors import GuardError, InvalidInputError, ModelLoadError
 from .preprocess import resize_normalize
 from .runtime import ProviderSpec, make_session
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default" / "vision"
+MAX_OCR_BOXES = 48
+"""Text boxes recognised per image at most: bounds OCR time (~15 ms a box on one core).
+The rewriter reads about 64 tokens of image text per window, so 48 lines cover it."""
 PathLike = str | os.PathLike[str]
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
             or rgb.shape[2] != 3:
-        raise ValueError("expected an HxWx3 uint8 RGB array")
+        raise InvalidInputError("expected an HxWx3 uint8 RGB array")
     return rgb
 
 
+def check_output(name: str, arr: object, shape: Sequence[int | None],
+                 lo: float = -1e4, hi: float = 1e4) -> np.ndarray:
+    """A model output after checking it can be trusted: the expected shape, finite, in range.
+
+    A model that is broken (corrupt weights, a misbehaving runtime) tends to emit NaN, inf,
+    zeros or a constant; each of those would otherwise read as "nothing found" and let the
+    request through. ``None`` in ``shape`` accepts any size on that axis.
+    """
+    if not isinstance(arr, np.ndarray):
+        raise GuardError(f"{name}: the model returned {type(arr).__name__}, not an array; "
+                         "fail closed")
+    if arr.ndim != len(shape) or any(w is not None and d != w
+                                     for d, w in zip(arr.shape, shape, strict=True)):
+        raise GuardError(f"{name}: output shape {arr.shape}, expected "
+                         f"{tuple('?' if w is None else w for w in shape)}; fail closed")
+    if arr.size == 0:
+        raise GuardError(f"{name}: the model returned an empty output; fail closed")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise GuardError(f"{name}: output dtype {arr.dtype} is not floating point; fail closed")
+    if not np.isfinite(arr).all():
+        raise GuardError(f"{name}: the model output holds NaN or inf; fail closed")
+    if float(arr.min()) < lo or float(arr.max()) > hi:
+        raise GuardError(f"{name}: output values outside [{lo:g}, {hi:g}]; fail closed")
+    return arr
+
+
+def check_not_constant(name: str, arr: np.ndarray) -> None:
+    """Refuse an output that is one value everywhere (e.g. all zeros): no real input does that."""
+    flat = arr.reshape(arr.shape[0], -1)
+    if (flat.max(axis=1) == flat.min(axis=1)).any():
+        raise GuardError(f"{name}: the model returned a constant output (a broken model); "
+                         "fail closed")
+
+
 def _manifest(bundle: Path) -> dict:
-    p = bundle / "manifest.json"
-    try:
-        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot read {p}: {exc}") from exc
+    return load_manifest(bundle)
 
 
 def _providers_or_cpu(providers: Sequence[ProviderSpec] | None) -> list[ProviderSpec]:
@@ -75,17 +108,26 @@ class Tagger:
                  providers: Sequence[ProviderSpec] | None = None, threads: int | None = None,
                  k: int = 5, min_score: float = 0.03) -> None:
         bundle = Path(bundle_dir)
-        meta = _manifest(bundle).get("tagger", {})
-        inp = meta.get("input", {})
-        self.size = int(inp.get("shape", [0, 3, 224, 224])[2])
-        self.mean = tuple(inp.get("mean", (0.5, 0.5, 0.5)))
-        self.std = tuple(inp.get("std", (0.5, 0.5, 0.5)))
-        labels = bundle / meta.get("labels", "imagenet_labels.txt")
-        if not labels.is_file():
-            raise ModelLoadError(f"label file not found: {labels}")
-        self.labels = labels.read_text(encoding="utf-8").splitlines()
-        self.session = make_session(bundle / meta.get("file", "tagger.onnx"),
-                                    _providers_or_cpu(providers), threads)
+        manifest = _manifest(bundle)
+        try:
+            meta = section(manifest, "tagger")
+            inp = meta.get("input", {})
+            self.size = int(inp.get("shape", [0, 3, 224, 224])[2])
+            self.mean = tuple(float(v) for v in inp.get("mean", (0.5, 0.5, 0.5)))
+            self.std = tuple(float(v) for v in inp.get("std", (0.5, 0.5, 0.5)))
+            labels_name = str(meta.get("labels", "imagenet_labels.txt"))
+            model_name = str(meta.get("file", "tagger.onnx"))
+        except (TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ModelLoadError(f"{bundle}/manifest.json: malformed tagger entry: {exc}"
+                                 ) from exc
+        if not 16 <= self.size <= 1024 or len(self.mean) != 3 or len(self.std) != 3 \
+                or not all(math.isfinite(v) and v != 0 for v in self.std):
+            raise ModelLoadError(f"{bundle}/manifest.json: unusable tagger input spec")
+        self.labels = read_verified_text(bundle, manifest, labels_name).splitlines()
+        if not self.labels:
+            raise ModelLoadError(f"{bundle}/{labels_name} holds no labels")
+        self.session = make_session(read_verified(bundle, manifest, model_name),
+                                    _providers_or_cpu(providers), threads, name=model_name)
         self.k = k
         self.min_score = min_score
 
@@ -101,6 +143,11 @@ class Tagger:
         x = np.stack([resize_normalize(_check_rgb(im), self.size, self.size, self.mean,
                                        self.std) for im in images])
         logits, feats = self.session.run(["logits", "features"], {"pixels": x})
+        n = len(images)
+        logits = check_output("tagger logits", logits, (n, len(self.labels)))
+        feats = check_output("tagger features", feats, (n, None))
+        check_not_constant("tagger logits", logits)
+        logits = logits.astype(np.float64)
         z = logits - logits.max(axis=1, keepdims=True)
         prob = np.exp(z)
         prob /= prob.sum(axis=1, keepdims=True)
@@ -199,19 +246,26 @@ class OCR:
                  providers: Sequence[ProviderSpec] | None = None, threads: int | None = None,
                  det_limit_side: int = 640, det_thresh: float = 0.3, box_thresh: float = 0.5,
                  unclip_ratio: float = 1.6, text_score: float = 0.5, rec_batch: int = 8,
-                 max_rec_width: int = 1600, max_candidates: int = 1000) -> None:
+                 max_rec_width: int = 1600, max_candidates: int = 1000,
+                 max_boxes: int = MAX_OCR_BOXES) -> None:
         bundle = Path(bundle_dir)
-        meta = _manifest(bundle).get("ocr", {})
+        manifest = _manifest(bundle)
+        try:
+            meta = section(manifest, "ocr")
+            det_name = str(meta.get("det", {}).get("file", "ocr_det.onnx"))
+            rec_name = str(meta.get("rec", {}).get("file", "ocr_rec.onnx"))
+            keys_name = str(meta.get("rec", {}).get("dict", "ocr_keys.txt"))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ModelLoadError(f"{bundle}/manifest.json: malformed ocr entry: {exc}") from exc
+        if not isinstance(max_boxes, int) or max_boxes < 1:
+            raise InvalidInputError(f"max_boxes must be a positive int, got {max_boxes!r}")
         provs = _providers_or_cpu(providers)
-        self.det = make_session(bundle / meta.get("det", {}).get("file", "ocr_det.onnx"),
-                                provs, threads, mem_arena=False)
-        self.rec = make_session(bundle / meta.get("rec", {}).get("file", "ocr_rec.onnx"),
-                                provs, threads, mem_arena=False)
-        keys = bundle / meta.get("rec", {}).get("dict", "ocr_keys.txt")
-        if not keys.is_file():
-            raise ModelLoadError(f"OCR dictionary not found: {keys}")
+        self.det = make_session(read_verified(bundle, manifest, det_name), provs, threads,
+                                mem_arena=False, name=det_name)
+        self.rec = make_session(read_verified(bundle, manifest, rec_name), provs, threads,
+                                mem_arena=False, name=rec_name)
         # RapidOCR: blank at index 0, the file's characters, then a space at the end
-        chars = keys.read_text(encoding="utf-8").split("\n")
+        chars = read_verified_text(bundle, manifest, keys_name).split("\n")
         if chars and chars[-1] == "":
             chars = chars[:-1]
         self.charset = np.array(["", *chars, " "], dtype=object)
@@ -223,6 +277,7 @@ class OCR:
         self.rec_batch = rec_batch
         self.max_rec_width = max_rec_width
         self.max_candidates = max_candidates
+        self.max_boxes = max_boxes
         self.rec_height = 48
         self.rec_calls = 0  # recognition batches run; lets tests see rec was skipped
 
@@ -245,8 +300,12 @@ class OCR:
         rgb = _check_rgb(rgb)
         src_h, src_w = rgb.shape[:2]
         x = self._det_input(rgb)
-        prob = self.det.run(None, {self.det.get_inputs()[0].name: x})[0][0, 0]
-        return self._db_boxes(prob, src_h, src_w)
+        out = self.det.run(None, {self.det.get_inputs()[0].name: x})[0]
+        # DB's probability map: one channel at the input's size, sigmoid-valued
+        out = check_output("OCR detector", out, (1, 1, x.shape[2], x.shape[3]),
+                           lo=-1e-3, hi=1.0 + 1e-3)
+        check_not_constant("OCR detector", out)
+        return self._db_boxes(out[0, 0], src_h, src_w)
 
     def _db_boxes(self, prob: np.ndarray, src_h: int, src_w: int
                   ) -> list[tuple[tuple[int, int, int, int], float]]:
@@ -314,6 +373,7 @@ class OCR:
                                                    (0.5, 0.5, 0.5))[::-1]
             self.rec_calls += 1
             probs = self.rec.run(None, {self.rec.get_inputs()[0].name: x})[0]
+            probs = self._check_rec(probs, len(idx))
             for j, i in enumerate(idx):
                 res[i] = self._ctc(probs[j])
         return res
@@ -335,6 +395,16 @@ class OCR:
                 batches.append([int(i)])
         return batches
 
+    def _check_rec(self, probs: object, n: int) -> np.ndarray:
+        """CTC recogniser output: (n, steps, charset) softmax rows, each summing to one."""
+        probs = check_output("OCR recogniser", probs, (n, None, len(self.charset)),
+                             lo=-1e-3, hi=1.0 + 1e-3)
+        sums = probs.sum(axis=-1, dtype=np.float64)
+        if np.abs(sums - 1.0).max() > 1e-2:
+            raise GuardError("OCR recogniser: output rows are not probability distributions "
+                             "(a broken model); fail closed")
+        return probs
+
     def _ctc(self, p: np.ndarray) -> tuple[str, float]:
         ids = p.argmax(axis=1)
         conf = p.max(axis=1)
@@ -351,9 +421,38 @@ class OCR:
 
     def read(self, rgb: np.ndarray, boxes: Sequence[tuple[tuple[int, int, int, int], float]]
              ) -> list[OcrLine]:
-        """Recognise the given detected boxes (lets a caller time or skip the two stages)."""
+        """Recognise the given detected boxes (lets a caller time or skip the two stages).
+
+        At most ``max_boxes`` are read (see :meth:`read_capped`).
+        """
+        return self.read_capped(rgb, boxes)[0]
+
+    def select(self, boxes: Sequence[tuple[tuple[int, int, int, int], float]]
+               ) -> tuple[list[tuple[tuple[int, int, int, int], float]], bool]:
+        """The boxes worth reading, at most ``max_boxes``, and whether any were left out.
+
+        Recognition costs about 15 ms per box on one core, so an image covered in words would
+        otherwise cost seconds. When capped, the most prominent text is kept: the tallest
+        lines first (what a reader, or a VLM, sees first), ties broken by the detector's
+        score. The caller is told (``truncated``) so it never mistakes a partial read for a
+        full one.
+        """
+        boxes = list(boxes)
+        if len(boxes) <= self.max_boxes:
+            return boxes, False
+        order = sorted(range(len(boxes)), key=lambda i: (
+            -(boxes[i][0][3] - boxes[i][0][1]), -boxes[i][1], i))
+        keep = sorted(order[: self.max_boxes])
+        return [boxes[i] for i in keep], True
+
+    def read_capped(self, rgb: np.ndarray,
+                    boxes: Sequence[tuple[tuple[int, int, int, int], float]]
+                    ) -> tuple[list[OcrLine], bool]:
+        """Recognised lines in reading order, and whether the box cap left some unread."""
+        rgb = _check_rgb(rgb)
         if not boxes:
-            return []
+            return [], False
+        boxes, truncated = self.select(boxes)
         crops = []
         for (x0, y0, x1, y1), _ in boxes:
             c = rgb[y0: y1 + 1, x0: x1 + 1]
@@ -364,7 +463,7 @@ class OCR:
         lines = [OcrLine(t.strip(), s, box)
                  for ((box, _), (t, s)) in zip(boxes, texts, strict=True)
                  if s >= self.text_score and len(t.strip()) >= 2]  # lone glyphs are noise
-        return _reading_order(lines)
+        return _reading_order(lines), truncated
 
     def text(self, rgb: np.ndarray) -> str:
         """All text in the image, one line per detected box."""
