@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except VLMGuardError as exc:
         print(f"vlmguard: guard failed, fail closed: {exc}", file=sys.stderr)
         return 3
+    except Exception as exc:  # a bug must still fail closed, with a message, not a traceback
+        print(f"vlmguard: guard failed, fail closed: {exc!r}", file=sys.stderr)
+        return 3
     if args.json:
         print(result.to_json(indent=2))
     else:

@@ -39,6 +39,25 @@ _ACCEPTED = (
     "a file path (str or os.PathLike), encoded image bytes (bytes, bytearray, memoryview), "
     "a PIL.Image.Image, or a NumPy uint8 array shaped HxW, HxWx3 (RGB) or HxWx4 (RGBA)"
 )
+FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+"""The encoded formats the guard decodes: those a user sends (MPO is a phone camera's JPEG).
+Containers such as ICO/ICNS/CUR decode an embedded image inside ``Image.open``, before any
+size check could run (a 280 KB ICO can expand to hundreds of MB), so they are refused."""
+
+def _register_formats() -> tuple[str, ...]:
+    """Import the accepted formats' plugins (``Image.open(formats=...)`` needs them loaded)."""
+    import importlib
+
+    for mod in ("JpegImagePlugin", "MpoImagePlugin", "PngImagePlugin", "WebPImagePlugin",
+                "GifImagePlugin", "BmpImagePlugin", "TiffImagePlugin"):
+        try:
+            importlib.import_module(f"PIL.{mod}")
+        except ImportError:  # e.g. a Pillow built without WebP: that format is then refused
+            pass
+    return tuple(f for f in FORMATS if f in Image.OPEN)
+
+
+_OPEN_FORMATS = _register_formats()
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
 _HIGH_DEPTH_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
 
@@ -55,8 +74,11 @@ def load_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
     """
     if image is None:
         return None
+    if isinstance(image, np.matrix):  # 2-D only, and its indexing breaks HxWxC code
+        raise UnsupportedInputTypeError(
+            f"np.matrix is not an image; pass np.asarray(m) instead. Accepted: {_ACCEPTED}")
     if isinstance(image, np.ndarray):
-        return _from_array(image, max_pixels)
+        return _from_array(np.asarray(image), max_pixels)
     if isinstance(image, Image.Image):
         _check_size(image.size, max_pixels)
         try:
@@ -99,7 +121,7 @@ def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> np.ndarray:
         with warnings.catch_warnings():
             # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: both are bombs.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as im:
+            with Image.open(source, formats=_OPEN_FORMATS) as im:
                 _check_size(im.size, max_pixels)
                 im.load()  # full decode: truncated/corrupt data fails here, not later
                 return _to_rgb_array(_exif_transpose(im))
@@ -115,7 +137,7 @@ def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> np.ndarray:
         raise InvalidInputError(f"{what}: cannot be read: {exc}") from exc
     except Image.UnidentifiedImageError as exc:
         raise ImageDecodeError(
-            f"{what}: not an image format Pillow can read (PNG, JPEG, WebP, GIF, BMP, TIFF…)"
+            f"{what}: not an accepted image format (JPEG, PNG, WebP, GIF, BMP or TIFF)"
         ) from exc
     except MemoryError:
         raise

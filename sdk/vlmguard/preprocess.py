@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .errors import InvalidInputError
+
 try:  # the C extension is optional at run time; the NumPy path gives the same tensor
     if os.environ.get("VLMGUARD_DISABLE_NATIVE", "") in ("1", "true", "yes"):
         raise ImportError("disabled by VLMGUARD_DISABLE_NATIVE")
@@ -29,8 +31,11 @@ NATIVE: bool = _native is not None
 
 def _box_reduce(img: np.ndarray, k: int) -> np.ndarray:
     h, w = (img.shape[0] // k) * k, (img.shape[1] // k) * k
-    blocks = img[:h, :w].reshape(h // k, k, w // k, k, img.shape[2]).astype(np.float32)
-    return blocks.mean(axis=(1, 3))
+    # Integer sums are exact (as in the C path); a float32 running mean drifts by dozens of
+    # levels when a block holds tens of thousands of pixels.
+    blocks = img[:h, :w].reshape(h // k, k, w // k, k, img.shape[2])
+    sums = blocks.sum(axis=(1, 3), dtype=np.int64)
+    return (sums / float(k * k)).astype(np.float32)
 
 
 def _bilinear_coords(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,22 +73,24 @@ def resize_normalize(
     Uses the C extension when it is importable (same output within one uint8 level).
     """
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3:
-        raise ValueError(
+        raise InvalidInputError(
             f"expected an HxWx3 uint8 RGB array, got {type(rgb).__name__} "
             f"{getattr(rgb, 'dtype', '')} {getattr(rgb, 'shape', '')}"
         )
     if rgb.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 uint8 RGB array, got shape {rgb.shape}")
+        raise InvalidInputError(f"expected an HxWx3 uint8 RGB array, got shape {rgb.shape}")
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise ValueError(f"the image is empty (shape {rgb.shape}); it needs at least 1x1 pixel")
+        raise InvalidInputError(
+            f"the image is empty (shape {rgb.shape}); it needs at least 1x1 pixel")
     if height < 1 or width < 1:
-        raise ValueError(f"target size must be positive, got {height}x{width}")
+        raise InvalidInputError(f"target size must be positive, got {height}x{width}")
     mean_t = tuple(float(v) for v in mean)
     std_t = tuple(float(v) for v in std)
     if len(mean_t) != 3 or len(std_t) != 3:
-        raise ValueError(f"mean and std need 3 values (R, G, B), got {mean_t} and {std_t}")
+        raise InvalidInputError(
+            f"mean and std need 3 values (R, G, B), got {mean_t} and {std_t}")
     if any(v == 0.0 for v in std_t):
-        raise ValueError(f"std values must be non-zero, got {std_t}")
+        raise InvalidInputError(f"std values must be non-zero, got {std_t}")
     if _native is not None:
         buf = _native.resize_normalize(np.ascontiguousarray(rgb), height, width, mean_t, std_t)
         return np.frombuffer(buf, dtype=np.float32).reshape(3, height, width)
