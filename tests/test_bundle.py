@@ -1,0 +1,152 @@
+"""Every way a bundle can be broken gives ModelLoadError, and a modified file never loads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from vlmguard import Guard, ModelLoadError
+from vlmguard.guard import DEFAULT_BUNDLE
+from vlmguard.vision import OCR, Tagger
+
+SMALL = ("manifest.json", "policy.json", "tokenizer.json")
+
+
+def _copy_bundle(dst: Path, copy_model: bool = False, copy_vision: bool = False) -> Path:
+    """A bundle in ``dst``: small files copied, big ones linked unless asked for a copy."""
+    dst.mkdir()
+    for p in DEFAULT_BUNDLE.iterdir():
+        if p.is_file():
+            if p.name in SMALL or (copy_model and p.suffix == ".onnx"):
+                shutil.copy2(p, dst / p.name)
+            else:
+                (dst / p.name).symlink_to(p)
+    vis = dst / "vision"
+    vis.mkdir()
+    for p in (DEFAULT_BUNDLE / "vision").iterdir():
+        if copy_vision or p.name == "manifest.json" or p.suffix == ".txt":
+            shutil.copy2(p, vis / p.name)
+        else:
+            (vis / p.name).symlink_to(p)
+    return dst
+
+
+def _manifest(path: Path) -> dict:
+    return json.loads((path / "manifest.json").read_text())
+
+
+def _write_manifest(path: Path, data: object) -> None:
+    (path / "manifest.json").write_text(json.dumps(data))
+
+
+def _rehash(path: Path, name: str) -> None:
+    """Make the manifest agree with a file we changed on purpose (a 'valid' bad file)."""
+    m = _manifest(path)
+    data = (path / name).read_bytes()
+    m["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    _write_manifest(path, m)
+
+
+def _load(path: Path) -> Guard:
+    return Guard.from_pretrained(path, providers=["CPUExecutionProvider"])
+
+
+def test_an_intact_copy_loads(tmp_path: Path) -> None:
+    """The fixture itself is sound, so every failure below is the one we caused."""
+    g = _load(_copy_bundle(tmp_path / "b"))
+    assert g.rewrite(None, "How do I bake bread?").safe
+
+
+@pytest.mark.parametrize("where", [0.10, 0.30])
+def test_overwritten_model_is_refused(tmp_path: Path, where: float) -> None:
+    b = _copy_bundle(tmp_path / "b", copy_model=True)
+    model = b / "model.cpu.onnx"
+    data = bytearray(model.read_bytes())
+    at = int(len(data) * where)
+    data[at:at + 65536] = bytes(65536)
+    model.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="sha256"):
+        _load(b)
+
+
+def _edit(name: str, fn: Callable[[Path], None]) -> tuple[str, Callable[[Path], None]]:
+    return name, fn
+
+
+BREAKAGES = [
+    _edit("no manifest", lambda b: (b / "manifest.json").unlink()),
+    _edit("manifest not json", lambda b: (b / "manifest.json").write_text("{not json")),
+    _edit("manifest not utf-8", lambda b: (b / "manifest.json").write_bytes(b"\xff\xfe{}")),
+    _edit("manifest is a list", lambda b: _write_manifest(b, [1, 2])),
+    _edit("manifest without files", lambda b: _write_manifest(
+        b, {k: v for k, v in _manifest(b).items() if k != "files"})),
+    _edit("files entry without hash", lambda b: _write_manifest(
+        b, {**_manifest(b), "files": {**_manifest(b)["files"], "tokenizer.json": {}}})),
+    _edit("config not an object", lambda b: _write_manifest(b, {**_manifest(b), "config": 3})),
+    _edit("config threshold not a number", lambda b: _write_manifest(
+        b, {**_manifest(b), "config": {**_manifest(b)["config"], "threshold": "high"}})),
+    _edit("labels changed", lambda b: _write_manifest(b, {**_manifest(b), "labels": ["x"]})),
+    _edit("tokenizer missing", lambda b: (b / "tokenizer.json").unlink()),
+    _edit("tokenizer corrupt", lambda b: (b / "tokenizer.json").write_text("{}")),
+    _edit("tokenizer truncated", lambda b: (b / "tokenizer.json").write_bytes(
+        (b / "tokenizer.json").read_bytes()[:1000])),
+    _edit("tokenizer invalid but hashed", lambda b: (
+        (b / "tokenizer.json").write_text('{"model": 5}'), _rehash(b, "tokenizer.json"))),
+    _edit("policy invalid but hashed", lambda b: (
+        (b / "policy.json").write_text("[1]"), _rehash(b, "policy.json"))),
+    _edit("policy not json but hashed", lambda b: (
+        (b / "policy.json").write_text("{"), _rehash(b, "policy.json"))),
+    _edit("model missing", lambda b: (b / "model.cpu.onnx").unlink()),
+    _edit("model not listed", lambda b: _write_manifest(b, {**_manifest(b), "files": {
+        k: v for k, v in _manifest(b)["files"].items() if k != "model.cpu.onnx"}})),
+    _edit("model name escapes the bundle", lambda b: _write_manifest(b, {
+        **_manifest(b), "config": {**_manifest(b)["config"], "model_cpu": "../x.onnx"}})),
+    _edit("model size wrong", lambda b: _write_manifest(b, {**_manifest(b), "files": {
+        **_manifest(b)["files"], "model.cpu.onnx": {
+            **_manifest(b)["files"]["model.cpu.onnx"], "bytes": 12}}})),
+    _edit("vision manifest missing", lambda b: (b / "vision" / "manifest.json").unlink()),
+    _edit("vision manifest not json", lambda b: (b / "vision" / "manifest.json").write_text(
+        "]")),
+    _edit("vision labels changed", lambda b: (b / "vision" / "imagenet_labels.txt").write_text(
+        "cat\n")),
+    _edit("ocr dictionary missing", lambda b: (b / "vision" / "ocr_keys.txt").unlink()),
+    _edit("tagger entry malformed", lambda b: _write_manifest(
+        b / "vision", {**_manifest(b / "vision"), "tagger": {"input": {"shape": 7}}})),
+]
+
+
+@pytest.mark.parametrize("name, breakage", BREAKAGES, ids=[n for n, _ in BREAKAGES])
+def test_every_broken_bundle_raises_model_load_error(tmp_path: Path, name: str,
+                                                     breakage: Callable[[Path], None]) -> None:
+    b = _copy_bundle(tmp_path / "b")
+    breakage(b)
+    with pytest.raises(ModelLoadError):
+        _load(b)
+
+
+@pytest.mark.parametrize("victim", ["tagger.onnx", "ocr_det.onnx", "ocr_rec.onnx"])
+def test_modified_vision_model_is_refused(tmp_path: Path, victim: str) -> None:
+    b = _copy_bundle(tmp_path / "b", copy_vision=True)
+    p = b / "vision" / victim
+    data = bytearray(p.read_bytes())
+    data[len(data) // 3] ^= 0x40  # a single flipped bit
+    p.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="sha256"):
+        _load(b)
+    cls = Tagger if victim == "tagger.onnx" else OCR
+    with pytest.raises(ModelLoadError, match="sha256"):
+        cls(b / "vision")
+
+
+def test_every_shipped_file_is_covered_by_its_manifest() -> None:
+    """export/ writes hashes; the guard can only verify what the manifest lists."""
+    for d in (DEFAULT_BUNDLE, DEFAULT_BUNDLE / "vision"):
+        listed = set(_manifest(d)["files"])
+        loaded = {p.name for p in d.iterdir() if p.is_file()
+                  and p.suffix in (".onnx", ".json", ".txt") and p.name != "manifest.json"}
+        assert loaded <= listed, f"{d}: {sorted(loaded - listed)} not in the manifest"
