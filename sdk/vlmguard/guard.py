@@ -53,10 +53,10 @@ log = logging.getLogger("vlmguard")
 
 DEFAULT_BUNDLE = Path(__file__).parent / "models" / "default"
 MAX_TEXT_CHARS = 100_000
-MAX_TEXT_TOKENS = 16_384
+MAX_TEXT_TOKENS = 8_192
 """The request's token budget. Cost follows tokens, not characters (100,000 CJK characters are
 ~100,000 tokens but 100,000 English ones ~22,000), so the budget is counted in tokens: about
-190 windows of the encoder, a few seconds on one core."""
+90 encoder windows (~35,000 characters of English), a few seconds on a small CPU."""
 MAX_WINDOWS = 512
 """Encoder windows one request may cost (request windows x readings x image-text slices):
 the time bound, about 10-15 ms a window on one core."""
