@@ -211,17 +211,17 @@ def featurise_file(data: Path, out: Path, tokenizer: Path | None = None) -> dict
 
 def load_features(path: Path, split: str) -> list[dict]:
     """The inverse of :func:`featurise_file` for one split."""
-    z = np.load(path)
-    lengths = z[f"{split}_len"]
-    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    with np.load(path) as z:  # read each array once: NpzFile decompresses on every access
+        arr = {k: z[f"{split}_{k}"] for k in ("len", "ids", "types", "span", "safety",
+                                                "category", "source", "strategy")}
+    bounds = np.concatenate([[0], np.cumsum(arr["len"])])
+    ids, types, span = (arr[k].astype(np.int64).tolist() for k in ("ids", "types", "span"))
     out = []
-    for i in range(len(lengths)):
-        a, b = bounds[i], bounds[i + 1]
-        item = {"ids": z[f"{split}_ids"][a:b].astype(np.int64).tolist(),
-                "types": z[f"{split}_types"][a:b].astype(np.int64).tolist(),
-                "span": z[f"{split}_span"][a:b].astype(np.int64).tolist()}
+    for i in range(len(arr["len"])):
+        a, b = int(bounds[i]), int(bounds[i + 1])
+        item: dict = {"ids": ids[a:b], "types": types[a:b], "span": span[a:b]}
         for head in ("safety", "category", "source", "strategy"):
-            item[head] = int(z[f"{split}_{head}"][i])
+            item[head] = int(arr[head][i])
         out.append(item)
     return out
 

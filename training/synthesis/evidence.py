@@ -6,6 +6,7 @@ the model robust to them at run time; both come from the runtime package itself.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,9 +27,10 @@ class SeenImage:
 class EvidenceReader:
     """Runs the bundled tagger and OCR on an image, like the guard does."""
 
-    def __init__(self) -> None:
-        self.tagger = Tagger(providers=["CPUExecutionProvider"])
-        self.ocr = OCR(providers=["CPUExecutionProvider"])
+    def __init__(self, threads: int | None = None) -> None:
+        threads = threads or int(os.environ.get("VLMGUARD_EVIDENCE_THREADS", "0")) or None
+        self.tagger = Tagger(providers=["CPUExecutionProvider"], threads=threads)
+        self.ocr = OCR(providers=["CPUExecutionProvider"], threads=threads)
 
     def __call__(self, image: Image.Image) -> SeenImage:
         rgb = np.asarray(image.convert("RGB"))

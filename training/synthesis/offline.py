@@ -15,9 +15,12 @@ sets, so the evaluation shows transfer to unseen sources.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gzip
 import hashlib
 import json
 import logging
+import os
 import random
 import re
 from collections import Counter
@@ -49,7 +52,7 @@ HELD_OUT_GROUPS = {
     "redteam/simple_safety_tests", "redteam/coconot_original_safety",
 }
 # Per-source caps keep short intent utterances and any single style from dominating.
-BENIGN_CAP = {"benign/clinc150": 700, "benign/banking77": 400, "benign/snips": 400,
+BENIGN_CAP = {"handwritten/lookalike": 100_000, "benign/clinc150": 700, "benign/banking77": 400, "benign/snips": 400,
               "benign/gsm8k": 900, "benign/gpteacher_codegen": 1200,
               "benign/gpteacher_roleplay": 1400, "benign/strategyqa": 900}
 TYPO_CARRIERS = (
@@ -75,6 +78,11 @@ BENIGN_TYPO_EXTRA = (
     "Fire exit - keep clear", "Danger: high voltage, authorised staff only",
     "Poison control hotline: call if a child swallows medicine",
 )
+# ImageNet has no "person" class: classes whose photos nearly always show people.
+PERSON_CLASSES = ("groom", "scuba diver", "ballplayer", "suit", "academic gown", "jersey",
+                  "military uniform", "cowboy hat", "sombrero", "lab coat", "kimono",
+                  "cardigan", "sweatshirt", "fur coat", "trench coat", "bikini", "miniskirt",
+                  "wig", "abaya", "poncho", "stole", "bow tie", "Windsor tie", "jean")
 PARTS = ("text", "padded", "jailbreak", "typography", "figstep", "documents", "photo",
          "crossmodal")
 SPLIT_FRACTIONS = (("train", 0.85), ("val", 0.05), ("test", 0.10))
@@ -346,25 +354,39 @@ class OfflineSynthesiser:
                           image=f"rendered:{style}", split=self._split_for_seed(seed))
 
     def photo_requests(self, rows: list[dict], per_row: int = 2) -> None:
-        """Requests about a photo, paired with real training photos of the classes they need."""
+        """Requests about a photo, paired with real training photos of the classes they need.
+
+        A cross-modal row (harmless words, harmful with that photo) is only ever paired with
+        a photo that shows what it needs, and also appears beside an unrelated photo and
+        with no image, labelled safe; rows whose photo cannot be found are skipped.
+        """
         for row in rows:
             unsafe = row["label"] == "unsafe"
-            classes = row.get("classes") or ["any"]
+            kind = row.get("kind", "harmful_by_text" if unsafe else "ordinary")
+            cross = unsafe and kind == "cross_modal"
+            classes = [c for x in row.get("classes") or ["any"]
+                       for c in (PERSON_CLASSES if x == "person" else (x,))]
             seed_id = f"handwritten/photo:{row['text'][:80]}"
             for _ in range(per_row):
-                photo = self._photo(classes) or self._photo()
+                photo = self._photo(classes) or (None if cross else self._photo())
                 if photo is None:
-                    return
-                specific = set(classes) != {"any"}
+                    break
                 self._add(seed_id=seed_id, text=row["text"], unsafe=unsafe,
                           category=row.get("category") if unsafe else "none",
-                          source="cross_modal" if specific else "text",
+                          source="cross_modal" if cross else "text",
                           concepts=photo[1], ocr_text=photo[2],
                           span=("text", 0, len(row["text"])) if unsafe else None,
                           origin="handwritten/photo", licence="Apache-2.0",
                           evidence=f"{', '.join(photo[1])} in the photo with the request "
                           f"'{row['text'][:60]}'", intent="harmful help about the pictured "
                           "subject", image=f"photo:{photo[0]}")
+            if cross:
+                other = self._photo()
+                for ev in ((other[1], other[2]) if other else None, None):
+                    self._add(seed_id=seed_id, text=row["text"], unsafe=False, category="none",
+                              source="none", concepts=ev[0] if ev else (),
+                              ocr_text=ev[1] if ev else "", origin="handwritten/photo-contrast",
+                              licence="Apache-2.0", image="photo:other" if ev else None)
 
     def cross_modal(self) -> None:
         """Benign scene + benign-sounding request; the harm is only in the combination."""
@@ -407,13 +429,15 @@ class OfflineSynthesiser:
                               image="scene")
 
     # ---- the whole set ---------------------------------------------------------------------
-    def build(self, parts: Iterable[str] = PARTS) -> list[Example]:
-        """The whole set, or some ``parts`` of it (the rendered ones are slow: run them
-        once, the text parts as often as the seeds change; splits are by seed either way)."""
-        parts = set(parts)
-        unknown = parts - set(PARTS)
-        if unknown:
-            raise ValueError(f"unknown parts {sorted(unknown)}; choose from {PARTS}")
+    def seeds(self) -> tuple[list[Seed], list[Seed]]:
+        """(harmful, benign) seeds: every public and hand-written source, benign capped per
+        source; or, where ``VLMGUARD_SEED_PACK`` names a pack (see :func:`write_seed_pack`),
+        the seeds in it, so the slow rendered parts can run on a machine without the data."""
+        pack = os.environ.get("VLMGUARD_SEED_PACK")
+        if pack:
+            with gzip.open(pack, "rt", encoding="utf-8") as f:
+                rows = [Seed(**json.loads(line)) for line in f]
+            return [s for s in rows if s.unsafe], [s for s in rows if not s.unsafe]
         rng = self.rng
         hand = handwritten_seeds()
         harmful = (redteam_seeds() + [s for s in vlguard_seeds("train") if s.unsafe]
@@ -426,6 +450,16 @@ class OfflineSynthesiser:
         for group, seeds in sorted(by_group.items()):
             rng.shuffle(seeds)
             benign.extend(seeds[: BENIGN_CAP.get(group, self.benign_per_source)])
+        return harmful, benign
+
+    def build(self, parts: Iterable[str] = PARTS) -> list[Example]:
+        """The whole set, or some ``parts`` of it (the rendered ones are slow: run them
+        once, the text parts as often as the seeds change; splits are by seed either way)."""
+        parts = set(parts)
+        unknown = parts - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown parts {sorted(unknown)}; choose from {PARTS}")
+        harmful, benign = self.seeds()
         log.info("seeds: %d harmful, %d benign", len(harmful), len(benign))
         from .photo_evidence import CACHE, train_photos
 
@@ -450,6 +484,15 @@ class OfflineSynthesiser:
             if name in parts:
                 steps[name]()
         return dedupe(self.examples)
+
+
+def write_seed_pack(path: Path, seed: int = 0) -> int:
+    """Every seed the synthesiser would use, in one small gzip file (see ``seeds``)."""
+    harmful, benign = OfflineSynthesiser(seed=seed).seeds()
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for s in harmful + benign:
+            f.write(json.dumps(dataclasses.asdict(s), ensure_ascii=False) + "\n")
+    return len(harmful) + len(benign)
 
 
 def read_back(drawn: str, ocr_text: str) -> bool:
@@ -503,10 +546,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--figstep", type=int, default=800)
     ap.add_argument("--documents", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed-pack", type=Path, default=None,
+                    help="only write every seed to this .jsonl.gz and stop")
     ap.add_argument("--parts", default=",".join(PARTS),
                     help=f"comma-separated subset of {','.join(PARTS)}")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.seed_pack:
+        print(f"{write_seed_pack(args.seed_pack, args.seed)} seeds -> {args.seed_pack}")
+        return
     from .evidence import EvidenceReader
 
     synth = OfflineSynthesiser(EvidenceReader(), seed=args.seed, typography=args.typography,

@@ -6,6 +6,7 @@ signal: only what the text says does.
 
 from __future__ import annotations
 
+import os
 import random
 import textwrap
 from functools import lru_cache
@@ -15,7 +16,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 STYLES = ("plain", "figstep", "photo", "rotated", "low_contrast", "small", "coloured", "sign")
-FONT_DIRS = ("/usr/share/fonts/truetype",)
+# Where fonts are looked for; VLMGUARD_FONT_DIRS (":"-separated) overrides it, e.g. with
+# matplotlib's mpl-data/fonts/ttf on a machine without system fonts.
+FONT_DIRS = tuple(os.environ.get("VLMGUARD_FONT_DIRS", "/usr/share/fonts/truetype").split(":"))
 # Font families with full Latin coverage (others draw boxes); Debian packages fonts-dejavu,
 # fonts-liberation, fonts-freefont-ttf and fonts-noto-core provide them.
 LATIN_FONTS = ("DejaVu", "Liberation", "FreeSans", "FreeSerif", "FreeMono", "NotoSans-",
