@@ -297,3 +297,14 @@ def test_text_invariance_checks_run_on_the_bundled_model(guard) -> None:
     agree = sum(r["agreement"] * r["n"] for r in per.values()) / look["n"]
     assert look["agreement"] == pytest.approx(agree)
     assert len(ctx.outcomes) == 6 + 10
+
+
+def test_committed_report_is_rendered_from_its_json() -> None:
+    """docs/EVALUATION.md is exactly what render_markdown makes of docs/evaluation.json."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    report = json.loads((docs / "evaluation.json").read_text(encoding="utf-8"))
+    md = evaluate.render_markdown(report)
+    assert (docs / "EVALUATION.md").read_text(encoding="utf-8") == md
+    for section in ("## Bars", "## Held-out sources", "## Probe set", "## Real-photo set",
+                    "## Invariance"):
+        assert section in md

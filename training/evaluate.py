@@ -1025,15 +1025,17 @@ def bundle_id(guard: Guard) -> dict[str, str]:
 
 
 def git_commit() -> str | None:
-    """The repository's HEAD (the SDK code measured), or None outside a git checkout."""
+    """HEAD, plus "+dirty" when the SDK has uncommitted edits (what was measured)."""
     import subprocess
 
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
-                             capture_output=True, text=True)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sdk"], cwd=ROOT,
+                               check=True, capture_output=True, text=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
-    return out.stdout.strip() or None
+    return (head + ("+dirty sdk" if dirty else "")) or None
 
 
 def machine() -> str:
@@ -1116,8 +1118,9 @@ def _examples(title: str, rows: Sequence[dict[str, Any]], n: int = 5) -> list[st
     for r in rows[:n]:
         bits = [f"risk {r['risk']:.3f}"] if "risk" in r else []
         bits += [f"{k} {r[k]}" for k in ("family", "category", "kind", "predicted") if k in r]
-        ocr = f" — OCR: “{r['ocr_text'][:80]}”" if r.get("ocr_text") else ""
-        out.append(f"- “{r['text'][:140]}” ({', '.join(bits)}){ocr}")
+        ocr = " / ".join(r.get("ocr_text", "").split("\n"))[:80]
+        ocr = f" — OCR: “{ocr}”" if ocr else ""
+        out.append(f"- “{' '.join(r['text'].split())[:140]}” ({', '.join(bits)}){ocr}")
     return out + [""]
 
 
@@ -1128,7 +1131,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "# Evaluation",
         "",
         f"Model bundle `{b['name']}` ({b['model_file']} sha256 {b['sha256']}), "
-        f"{meta['date']}, {meta['machine']}, threshold {meta['threshold']:.4f}. "
+        f"{meta['date']}, {meta['machine']}, threshold {meta['threshold']:.4f}, "
+        f"code {meta.get('git_commit') or '?'}. "
         f"Parts: {', '.join(meta.get('parts', PARTS))}; wall time {meta['wall_s']:.0f} s.",
         "",
         "Everything below is data the model was never trained on: whole held-out source "
@@ -1267,8 +1271,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     other = [r for k, r in sets.items() if k.startswith(("synth", "e2e"))]
     if other:
         lines += ["", "## In-distribution sets", "",
-                  "The synthesised test split and the synthesis typography styles: the same "
-                  "generators as training, so these overstate real-world performance.", ""]
+                  "The synthesised test split (`--data`) and the synthesis typography styles "
+                  "(`e2e`): the same generators as training, so these overstate real-world "
+                  "performance.", ""]
         lines += _sets_table(other)
         wc = report.get("wrong_concept")
         if wc:
@@ -1518,7 +1523,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path, default=CACHE_DIR, help="vision evidence cache")
     ap.add_argument("--no-cache", action="store_true", help="read every image afresh")
     ap.add_argument("--shared-data", default=str(corpora.SHARED_DATA))
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="only re-render the Markdown of an existing JSON report")
     args = ap.parse_args(argv)
+    if args.from_json is not None:
+        md = render_markdown(json.loads(args.from_json.read_text(encoding="utf-8")))
+        out = args.out or args.from_json.with_name("EVALUATION.md")
+        out.write_text(md, encoding="utf-8")
+        print(md)
+        return
     full = set(args.only) == set(PARTS) and set(args.checks) == set(CHECKS)
     if args.out is None:
         args.out = Path("docs/EVALUATION.md") if full else Path("runs/eval/EVALUATION.md")
