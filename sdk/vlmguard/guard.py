@@ -7,13 +7,16 @@ pipeline raises :class:`~vlmguard.errors.GuardError`: callers must fail closed.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -48,6 +51,9 @@ from .result import Evidence, Reasoning, RewriteResult
 from .runtime import ProviderSpec, make_session, resolve_providers
 from .taxonomy import CATEGORIES, HAZARD_CODES
 from .vision import MAX_OCR_BOXES, OCR, Tagger, check_not_constant, check_output, lines_text
+
+if TYPE_CHECKING:
+    from .messages import FetchLimits, MessagesResult
 
 log = logging.getLogger("vlmguard")
 
@@ -121,7 +127,9 @@ class Guard:
                  policy: Policy | Mapping[str, Any] | None = None,
                  max_pixels: int = 40_000_000, ocr_side: int | None = None,
                  max_text_tokens: int = MAX_TEXT_TOKENS,
-                 max_ocr_boxes: int = MAX_OCR_BOXES) -> None:
+                 max_ocr_boxes: int = MAX_OCR_BOXES,
+                 category_thresholds: Mapping[str, float] | None = None,
+                 monitor: bool = False) -> None:
         bundle = Path(bundle)
         # Every file below is read once, checked against the manifest's sha256, and those
         # same bytes are loaded: a modified bundle raises ModelLoadError, never loads.
@@ -141,6 +149,10 @@ class Guard:
         self.threshold = _check_threshold(threshold if threshold is not None
                                           else bundle_threshold)
         self.categories = self._check_categories(categories)
+        self.category_thresholds = self._check_category_thresholds(category_thresholds)
+        if not isinstance(monitor, bool):
+            raise InvalidConfigError(f"monitor must be a bool, got {monitor!r}")
+        self.monitor = monitor
         if not _is_int(max_pixels) or max_pixels < 1:
             raise InvalidConfigError(f"max_pixels must be a positive int, got {max_pixels!r}")
         if not _is_int(max_text_tokens) or max_text_tokens < 1:
@@ -197,7 +209,10 @@ class Guard:
         ``providers`` defaults to TensorRT → CUDA → CPU, keeping those this onnxruntime
         offers; ``guard.providers`` says what actually runs. ``threshold`` and
         ``categories`` (the enforced hazard keys) default to the bundle's validated choice
-        and to all thirteen categories.
+        and to all thirteen categories. ``category_thresholds`` ({key: t}) judges those
+        categories alone, each by its own score against its own threshold; the rest are
+        judged together against ``threshold``. ``monitor=True`` reports verdicts but never
+        rewrites (``result.action == "monitor"``, ``prompt`` is the original text).
         """
         return cls(Path(path) if path is not None else DEFAULT_BUNDLE, providers, **kwargs)
 
@@ -221,6 +236,22 @@ class Guard:
         if not chosen:
             raise InvalidConfigError("enforce at least one category")
         return chosen
+
+    def _check_category_thresholds(self, given: Mapping[str, float] | None
+                                   ) -> dict[str, float]:
+        if given is None:
+            return {}
+        if not isinstance(given, Mapping):
+            raise InvalidConfigError("category_thresholds must be a mapping of category key "
+                                     f"to threshold, not {type(given).__name__}")
+        out = {}
+        for key, value in given.items():
+            if key not in self.categories:
+                raise InvalidConfigError(
+                    f"category_thresholds names {key!r}, which is not an enforced category; "
+                    f"choose from {sorted(self.categories)}")
+            out[key] = _check_threshold(value)
+        return out
 
     def _pick_model_file(self, cfg: Mapping[str, Any]) -> str:
         first = self.requested_providers[0]
@@ -300,15 +331,22 @@ class Guard:
                 logits: Sequence[np.ndarray], evidence_text: str, ocr_offset: int,
                 timings: dict[str, float]) -> RewriteResult:
         sl = self._slices
-        best, best_risk, best_probs = 0, -1.0, {}
+        best, best_key, best_probs, best_tripped = 0, (False, -1.0), {}, frozenset()
+        best_risk = 0.0
+        scores = dict.fromkeys(CATEGORIES[1:], 0.0)
         for i, lg in enumerate(logits):
             probs = {h: softmax(lg[0, sl[h]]) for h in ("safety", "category", "source",
                                                          "strategy")}
-            risk = self._enforced_risk(probs)
-            if risk > best_risk:
-                best, best_risk, best_probs = i, risk, probs
+            window_scores = self._category_scores(probs)
+            for c, v in window_scores.items():
+                scores[c] = max(scores[c], v)
+            risk, tripped, level = self._verdict(probs, window_scores)
+            if (bool(tripped), level) > best_key:
+                best, best_key, best_probs = i, (bool(tripped), level), probs
+                best_risk, best_tripped = risk, tripped
+        category_scores = {c: round(v, 4) for c, v in scores.items()}
         t = time.perf_counter()
-        if best_risk < self.threshold:
+        if not best_tripped:
             result = RewriteResult(
                 safe=True, risk=round(best_risk, 4), category="none", hazard_code=None,
                 source="none", strategy="none", prompt=text,
@@ -316,15 +354,17 @@ class Guard:
                                     "Pass the request through unchanged."),
                 evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, "",
                                   seen.ocr_truncated),
-                timings_ms=timings)
+                timings_ms=timings, category_scores=category_scores)
             timings["render"] = _ms(t)
             return result
-        category = self._argmax_named("category", best_probs["category"], self.categories)
+        category = self._argmax_named("category", best_probs["category"], best_tripped)
+        flagged = (category,) + tuple(sorted(
+            c for c, th in self.category_thresholds.items() if c != category and scores[c] >= th))
         source = self._argmax_named("source", best_probs["source"])
         strategy = self._argmax_named("strategy", best_probs["strategy"])
         span = self._span_text(windows[best], logits[best], text, evidence_text, ocr_offset)
         j = Judgement(best_risk, category, source, strategy, seen.concepts, seen.ocr_text, span)
-        prompt = self.policy.render(text, j)
+        prompt = text if self.monitor else self.policy.render(text, j)
         timings["render"] = _ms(t)
         return RewriteResult(
             safe=False, risk=round(best_risk, 4), category=category,
@@ -334,17 +374,51 @@ class Guard:
                                 self.policy.guidance_text(j)),
             evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, span,
                               seen.ocr_truncated),
-            timings_ms=timings)
+            timings_ms=timings, category_scores=category_scores, flagged_categories=flagged,
+            action="monitor" if self.monitor else "rewrite")
 
-    def _enforced_risk(self, probs: Mapping[str, np.ndarray]) -> float:
+    def _enforced_risk(self, probs: Mapping[str, np.ndarray],
+                       categories: frozenset[str] | None = None) -> float:
+        enforced_set = self.categories if categories is None else categories
         p_unsafe = float(probs["safety"][1])
-        if len(self.categories) == len(CATEGORIES) - 1:
+        if len(enforced_set) == len(CATEGORIES) - 1:
             return p_unsafe
         cats = HEADS["category"]
         pc = probs["category"]
         harmful = sum(float(pc[i]) for i, c in enumerate(cats) if c != "none")
-        enforced = sum(float(pc[i]) for i, c in enumerate(cats) if c in self.categories)
+        enforced = sum(float(pc[i]) for i, c in enumerate(cats) if c in enforced_set)
         return p_unsafe * (enforced / harmful if harmful > 0 else 0.0)
+
+    @staticmethod
+    def _category_scores(probs: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Each harmful category's share of P(unsafe), as the category head divides it."""
+        p_unsafe = float(probs["safety"][1])
+        pc = probs["category"]
+        cats = HEADS["category"]
+        harmful = sum(float(pc[i]) for i, c in enumerate(cats) if c != "none")
+        return {c: (p_unsafe * float(pc[i]) / harmful if harmful > 0 else 0.0)
+                for i, c in enumerate(cats) if c != "none"}
+
+    def _verdict(self, probs: Mapping[str, np.ndarray], scores: Mapping[str, float]
+                 ) -> tuple[float, frozenset[str], float]:
+        """(enforced risk, the categories a threshold trips, how close to tripping one).
+
+        Categories with their own threshold are judged alone by their own score; the rest
+        together, by their summed share of P(unsafe) against ``threshold``. With no
+        per-category thresholds this is exactly ``risk >= threshold``.
+        """
+        risk = self._enforced_risk(probs)
+        own = self.category_thresholds
+        if not own:
+            return (risk, self.categories if risk >= self.threshold else frozenset(),
+                    risk / self.threshold)
+        joint = self.categories - own.keys()
+        joint_risk = self._enforced_risk(probs, joint) if joint else 0.0
+        tripped = {c for c, th in own.items() if scores[c] >= th}
+        if joint and joint_risk >= self.threshold:
+            tripped |= joint
+        level = max([joint_risk / self.threshold] + [scores[c] / th for c, th in own.items()])
+        return risk, frozenset(tripped), level
 
     @staticmethod
     def _argmax_named(head: str, probs: np.ndarray, allowed: Iterable[str] | None = None) -> str:
@@ -376,6 +450,35 @@ class Guard:
     def rewrite(self, image: ImageInput = None, text: str | bytes | None = "") -> RewriteResult:
         """Check one request; return the verdict and the prompt to send downstream."""
         return self.rewrite_batch([(image, text)])[0]
+
+    async def arewrite(self, image: ImageInput = None, text: str | bytes | None = "", *,
+                       executor: Executor | None = None) -> RewriteResult:
+        """``rewrite`` in a worker thread (``executor``, or the loop's default), so an event
+        loop keeps serving while the models run (ONNX Runtime releases the GIL)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, functools.partial(self.rewrite, image, text))
+
+    def rewrite_messages(self, messages: Sequence[Mapping[str, Any]], *,
+                         limits: FetchLimits | None = None, inline_images: bool = False
+                         ) -> MessagesResult:
+        """Check an OpenAI-style chat (``messages``) and return the messages to forward.
+
+        The last user turn's text is judged against every image of the conversation (data:
+        or http(s) URLs, fetched within ``limits``); when it is rewritten its text parts
+        become the refined prompt and its image parts stay. See :mod:`vlmguard.messages`.
+        """
+        from .messages import rewrite_messages
+
+        return rewrite_messages(self, messages, limits=limits, inline_images=inline_images)
+
+    async def arewrite_messages(self, messages: Sequence[Mapping[str, Any]], *,
+                                limits: FetchLimits | None = None,
+                                inline_images: bool = False,
+                                executor: Executor | None = None) -> MessagesResult:
+        """``rewrite_messages`` in a worker thread (URL fetches included)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, functools.partial(
+            self.rewrite_messages, messages, limits=limits, inline_images=inline_images))
 
     def rewrite_batch(self, items: Iterable[tuple[ImageInput, str | bytes | None]]
                       ) -> list[RewriteResult]:
@@ -479,6 +582,8 @@ class Guard:
             "native_preprocessing": preprocess.NATIVE,
             "threshold": self.threshold,
             "categories": sorted(self.categories),
+            "category_thresholds": dict(self.category_thresholds),
+            "monitor": self.monitor,
         }
 
 

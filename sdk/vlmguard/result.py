@@ -31,8 +31,15 @@ class Reasoning:
 class RewriteResult:
     """The guard's verdict and the prompt to send downstream.
 
-    ``prompt`` equals the original text exactly when ``safe`` is true; otherwise it wraps
-    the original request, verbatim and quoted, in guidance for the downstream model.
+    ``prompt`` equals the original text exactly when ``action`` is ``"pass"`` (safe) or
+    ``"monitor"`` (unsafe, but the guard runs in monitor-only mode and only reports);
+    on ``"rewrite"`` it wraps the original request, verbatim and quoted, in guidance for the
+    downstream model.
+
+    ``category_scores`` holds every harmful category's score (P(unsafe) shared out by the
+    category head, the highest over the request's windows), so a caller can apply its own
+    thresholds; ``flagged_categories`` the categories that made the verdict, ``category``
+    first.
     """
 
     safe: bool
@@ -45,6 +52,9 @@ class RewriteResult:
     reasoning: Reasoning
     evidence: Evidence
     timings_ms: dict[str, float] = field(default_factory=dict)
+    category_scores: dict[str, float] = field(default_factory=dict)
+    flagged_categories: tuple[str, ...] = ()
+    action: str = "pass"              # pass / rewrite / monitor (unsafe, reported only)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,491 @@
+"""OpenAI-style chat messages in, the messages to forward out; image URLs fetched within limits.
+
+``rewrite_messages`` judges the *last user turn*: its text (string content, or its text parts
+joined by newlines) against every image of the conversation's user turns (an image sent
+earlier still reaches the model with the new question, so a cross-modal request can span
+turns). Each image is judged with the text and the riskiest verdict wins. A rewritten turn
+keeps its image parts and gets the refined prompt as its only text.
+
+Image references are data URLs (``data:image/png;base64,...``) or http(s) URLs. A URL is
+fetched with limits, since the caller controls it: size, total time, redirects, content type,
+and no ``file://``, loopback, private, link-local or otherwise non-global address unless
+allowed. The address is checked when the socket connects (every hop of a redirect, and the
+connection uses the checked address), so DNS rebinding cannot slip past the check. Every
+failure raises a typed error below, all of them :class:`~vlmguard.errors.InvalidInputError`.
+
+What is not judged: earlier user turns' text, system/assistant/tool messages (they are
+forwarded unchanged), and audio or file parts, which are refused (the guard cannot read them).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import functools
+import http.client
+import ipaddress
+import socket
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    BudgetExceededError,
+    ImageDecodeError,
+    InvalidConfigError,
+    InvalidInputError,
+    UnsupportedInputTypeError,
+)
+from .result import RewriteResult
+
+if TYPE_CHECKING:
+    from .guard import Guard
+
+__all__ = [
+    "FetchLimits", "MessagesResult", "rewrite_messages", "split_messages", "load_image_ref",
+    "fetch_image", "decode_data_url", "InvalidMessagesError", "ImageFetchError",
+    "ImageURLNotAllowedError", "ImageFetchTimeoutError", "ImageFetchTooLargeError",
+    "ImageFetchRedirectError", "ImageContentTypeError", "ImageFetchHTTPError",
+]
+
+
+# ---- errors ----------------------------------------------------------------------------------
+class InvalidMessagesError(InvalidInputError):
+    """The chat messages are malformed (no user turn, unknown part type, wrong shape)."""
+
+
+class ImageFetchError(InvalidInputError):
+    """An image reference (URL or data URL) could not be turned into image bytes."""
+
+
+class ImageURLNotAllowedError(ImageFetchError):
+    """The URL's scheme or address is not allowed (file://, loopback, private, ...)."""
+
+
+class ImageFetchTimeoutError(ImageFetchError):
+    """Fetching the image took longer than ``FetchLimits.timeout_s`` (all hops together)."""
+
+
+class ImageFetchTooLargeError(ImageFetchError):
+    """The image is larger than ``FetchLimits.max_bytes``."""
+
+
+class ImageFetchRedirectError(ImageFetchError):
+    """Too many redirects, or a redirect without a usable Location."""
+
+
+class ImageContentTypeError(ImageFetchError):
+    """The response's (or data URL's) media type is not an accepted image type."""
+
+
+class ImageFetchHTTPError(ImageFetchError):
+    """The server could not be reached, or answered with a status other than 200."""
+
+
+# ---- limits and results ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FetchLimits:
+    """How far the guard goes to fetch an image a request refers to."""
+
+    max_bytes: int = 10 * 1024 * 1024
+    timeout_s: float = 5.0            # the whole fetch, every redirect hop included
+    max_redirects: int = 3
+    content_types: tuple[str, ...] = ("image/",)  # accepted media-type prefixes
+    allow_http: bool = True           # plain http:// as well as https://
+    allow_private: bool = False       # loopback, private, link-local, reserved addresses
+    allowed_networks: tuple[str, ...] = ()  # e.g. ("10.1.2.0/24",): allowed even if private
+    allow_file: bool = False          # file:// URLs (a path on the guard's machine)
+    max_images: int = 8               # images per conversation that are judged
+    user_agent: str = "vlmguard"
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_redirects", "max_images"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0 or (
+                    v == 0 and name != "max_redirects"):
+                raise InvalidConfigError(f"FetchLimits.{name} must be a positive int, got {v!r}")
+        if not isinstance(self.timeout_s, int | float) or not self.timeout_s > 0:
+            raise InvalidConfigError(f"FetchLimits.timeout_s must be > 0, got {self.timeout_s!r}")
+        try:
+            nets = tuple(ipaddress.ip_network(n, strict=False) for n in self.allowed_networks)
+        except (TypeError, ValueError) as exc:
+            raise InvalidConfigError(f"FetchLimits.allowed_networks: {exc}") from exc
+        object.__setattr__(self, "_networks", nets)
+
+    def address_allowed(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Whether the guard may connect to ``ip`` (IPv4-mapped IPv6 judged as IPv4)."""
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in net for net in self._networks):  # type: ignore[attr-defined]
+            return True
+        if self.allow_private:
+            return True
+        return ip.is_global and not ip.is_multicast
+
+
+@dataclass(frozen=True)
+class MessagesResult:
+    """The messages to forward and the verdict behind them."""
+
+    messages: list[dict[str, Any]]   # to forward: the input, with the last user turn rewritten
+    result: RewriteResult            # the deciding verdict (the riskiest over the images)
+    turn: int                        # index of the judged (last) user message
+    results: tuple[RewriteResult, ...] = ()  # one verdict per judged image (or one, no image)
+    image_refs: tuple[str, ...] = field(default=(), repr=False)  # the judged references
+
+    @property
+    def rewritten(self) -> bool:
+        return self.result.action == "rewrite"
+
+
+@dataclass(frozen=True)
+class _Turn:
+    index: int
+    text: str
+    image_refs: tuple[str, ...]
+
+
+# ---- images -------------------------------------------------------------------------------------
+def _media_ok(media: str, limits: FetchLimits) -> bool:
+    media = media.split(";", 1)[0].strip().lower()
+    return any(media.startswith(p.lower()) for p in limits.content_types)
+
+
+def decode_data_url(url: str, limits: FetchLimits) -> tuple[bytes, str]:
+    """The bytes and media type of a ``data:`` URL, within ``limits.max_bytes``."""
+    head, sep, payload = url.partition(",")
+    if not sep:
+        raise ImageDecodeError("a data URL needs a ',' before its data")
+    meta = head[len("data:"):].split(";")
+    media = meta[0].strip().lower() or "text/plain"
+    if not _media_ok(media, limits):
+        raise ImageContentTypeError(f"data URL media type {media!r} is not an accepted image "
+                                    f"type ({', '.join(limits.content_types)})")
+    if "base64" in (m.strip().lower() for m in meta[1:]):
+        compact = "".join(payload.split())
+        if len(compact) * 3 // 4 > limits.max_bytes:
+            raise ImageFetchTooLargeError(f"data URL image is over {limits.max_bytes:,} bytes")
+        try:
+            data = base64.b64decode(compact, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ImageDecodeError(f"data URL is not valid base64: {exc}") from exc
+    else:
+        data = urllib.parse.unquote_to_bytes(payload)
+    if len(data) > limits.max_bytes:
+        raise ImageFetchTooLargeError(f"data URL image is over {limits.max_bytes:,} bytes")
+    if not data:
+        raise ImageDecodeError("data URL holds no data")
+    return data, media
+
+
+def _connect_checked(address: tuple[str, int], timeout: float | None = None,
+                     source_address: Any = None, *, limits: FetchLimits,
+                     deadline: float) -> socket.socket:
+    """Resolve, refuse any disallowed address, then connect to a checked one (pinned)."""
+    host, port = address
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ImageFetchHTTPError(f"cannot resolve image host {host!r}: {exc}") from exc
+    addrs = []
+    for family, socktype, proto, _, sockaddr in infos:
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if not limits.address_allowed(ip):
+            raise ImageURLNotAllowedError(
+                f"image host {host!r} resolves to {ip}, a non-public address; the guard "
+                "fetches only from public addresses (FetchLimits.allow_private / "
+                "allowed_networks)")
+        addrs.append((family, socktype, proto, sockaddr))
+    last: OSError | None = None
+    for family, socktype, proto, sockaddr in addrs:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ImageFetchTimeoutError(f"image fetch over {limits.timeout_s}s")
+        sock = socket.socket(family, socktype, proto)
+        try:
+            sock.settimeout(remaining)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    if isinstance(last, TimeoutError):
+        raise ImageFetchTimeoutError(f"connecting to {host!r} timed out") from last
+    raise ImageFetchHTTPError(f"cannot connect to image host {host!r}: {last}") from last
+
+
+def fetch_image(url: str, limits: FetchLimits | None = None) -> tuple[bytes, str]:
+    """GET an image over http(s) within ``limits``; the bytes and the response media type."""
+    limits = limits or FetchLimits()
+    deadline = time.monotonic() + float(limits.timeout_s)
+    for _hop in range(limits.max_redirects + 1):
+        parts = _parse_url(url, limits)
+        conn_cls = (http.client.HTTPSConnection if parts.scheme == "https"
+                    else http.client.HTTPConnection)
+        kwargs: dict[str, Any] = {"timeout": max(0.001, deadline - time.monotonic())}
+        if parts.scheme == "https":
+            kwargs["context"] = ssl.create_default_context()
+        host = parts.hostname or ""
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ImageFetchError(f"bad port in image URL: {exc}") from exc
+        conn = conn_cls(host, port, **kwargs)
+        # every connection (each redirect hop) goes through the address check, and connects
+        # to exactly the address that was checked
+        conn._create_connection = functools.partial(  # type: ignore[attr-defined]
+            _connect_checked, limits=limits, deadline=deadline)
+        try:
+            target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+            conn.request("GET", target, headers={"User-Agent": limits.user_agent,
+                                                 "Accept": "image/*",
+                                                 "Accept-Encoding": "identity"})
+            resp = conn.getresponse()
+            if resp.status in (301, 302, 303, 307, 308):
+                location = resp.getheader("Location")
+                if not location:
+                    raise ImageFetchRedirectError(f"redirect {resp.status} without a Location")
+                url = urllib.parse.urljoin(url, location)
+                continue
+            if resp.status != 200:
+                raise ImageFetchHTTPError(f"image URL answered HTTP {resp.status}")
+            media = (resp.getheader("Content-Type") or "").strip().lower()
+            if not _media_ok(media, limits):
+                raise ImageContentTypeError(
+                    f"image URL answered with content type {media or 'none'!r}, not an "
+                    f"accepted image type ({', '.join(limits.content_types)})")
+            length = resp.getheader("Content-Length")
+            if length and length.strip().isdigit() and int(length) > limits.max_bytes:
+                raise ImageFetchTooLargeError(
+                    f"image is {int(length):,} bytes; the limit is {limits.max_bytes:,}")
+            return _read_capped(conn, resp, limits, deadline), media.split(";", 1)[0]
+        except ImageFetchError:
+            raise
+        except TimeoutError as exc:
+            raise ImageFetchTimeoutError(f"image fetch over {limits.timeout_s}s") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise ImageFetchHTTPError(f"image fetch failed: {exc!r}") from exc
+        finally:
+            conn.close()
+    raise ImageFetchRedirectError(f"more than {limits.max_redirects} redirects")
+
+
+def _read_capped(conn: http.client.HTTPConnection, resp: http.client.HTTPResponse,
+                 limits: FetchLimits, deadline: float) -> bytes:
+    """Read the body a chunk at a time: stop at the byte cap or the deadline, whichever first
+    (one ``read1`` waits for at most one network read, so a slow drip cannot stretch it)."""
+    chunks, total = [], 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ImageFetchTimeoutError(f"image fetch over {limits.timeout_s}s")
+        if conn.sock is not None:
+            conn.sock.settimeout(remaining)
+        chunk = resp.read1(65536)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > limits.max_bytes:
+            raise ImageFetchTooLargeError(f"image is over {limits.max_bytes:,} bytes")
+        chunks.append(chunk)
+    if not total:
+        raise ImageFetchError("image URL answered with an empty body")
+    return b"".join(chunks)
+
+
+def _parse_url(url: str, limits: FetchLimits) -> urllib.parse.SplitResult:
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise ImageFetchError(f"not a URL: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or (scheme == "http" and not limits.allow_http):
+        allowed = "https" if not limits.allow_http else "http(s)"
+        raise ImageURLNotAllowedError(f"image URL scheme {scheme or 'none'!r} is not allowed "
+                                      f"(only {allowed}, or a data: URL)")
+    if not parts.hostname:
+        raise ImageFetchError("image URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ImageURLNotAllowedError("image URLs with credentials are not fetched")
+    return parts
+
+
+def load_image_ref(ref: object, limits: FetchLimits | None = None, *,
+                   raw_base64: bool = False) -> tuple[bytes, str]:
+    """The bytes and media type behind an image reference.
+
+    ``ref`` is a ``data:`` URL, an http(s) URL, a ``file://`` URL (only with
+    ``limits.allow_file``) or, with ``raw_base64``, bare base64 image data (LiteLLM's form).
+    """
+    limits = limits or FetchLimits()
+    if not isinstance(ref, str):
+        raise UnsupportedInputTypeError(f"an image reference must be a str URL, "
+                                        f"not {type(ref).__name__}")
+    ref = ref.strip()
+    scheme = ref.split(":", 1)[0].lower() if ":" in ref[:16] else ""
+    if scheme == "data":
+        return decode_data_url(ref, limits)
+    if scheme in ("http", "https"):
+        return fetch_image(ref, limits)
+    if scheme == "file":
+        if not limits.allow_file:
+            raise ImageURLNotAllowedError("file:// image URLs are not allowed "
+                                          "(FetchLimits.allow_file)")
+        path = Path(urllib.parse.unquote(urllib.parse.urlsplit(ref).path))
+        try:
+            size = path.stat().st_size
+            if size > limits.max_bytes:
+                raise ImageFetchTooLargeError(f"{path} is {size:,} bytes; the limit is "
+                                              f"{limits.max_bytes:,}")
+            return path.read_bytes(), ""
+        except OSError as exc:
+            raise ImageFetchError(f"cannot read {path}: {exc}") from exc
+    if raw_base64 and ref and not scheme:
+        return decode_data_url("data:image/*;base64," + ref, limits)
+    raise ImageURLNotAllowedError(f"image reference scheme {scheme or 'none'!r} is not "
+                                  "supported (data:, http(s):)")
+
+
+# ---- messages ---------------------------------------------------------------------------------
+def _image_ref(part: Mapping[str, Any], where: str) -> str:
+    iu = part.get("image_url")
+    url = iu.get("url") if isinstance(iu, Mapping) else iu
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidMessagesError(f"{where}: an image_url part needs image_url.url")
+    return url
+
+
+def _parts(content: object, where: str) -> list[Mapping[str, Any]]:
+    if content is None or isinstance(content, str):
+        return [{"type": "text", "text": content or ""}]
+    if isinstance(content, Sequence) and not isinstance(content, bytes | bytearray):
+        parts = list(content)
+        for k, part in enumerate(parts):
+            if not isinstance(part, Mapping):
+                raise InvalidMessagesError(f"{where}.content[{k}] must be an object")
+        return parts
+    raise InvalidMessagesError(f"{where}.content must be a string or a list of parts, "
+                               f"not {type(content).__name__}")
+
+
+def split_messages(messages: object) -> tuple[_Turn, list[str]]:
+    """The last user turn (index, text, its images) and every user image, latest first."""
+    if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
+        raise InvalidMessagesError("messages must be a list of {role, content} objects")
+    last = None
+    per_turn: list[list[str]] = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise InvalidMessagesError(f"messages[{i}] must be an object, "
+                                       f"not {type(m).__name__}")
+        role = m.get("role")
+        if not isinstance(role, str):
+            raise InvalidMessagesError(f"messages[{i}] has no role")
+        if role != "user":
+            continue
+        texts, images = [], []
+        for k, part in enumerate(_parts(m.get("content"), f"messages[{i}]")):
+            kind = part.get("type")
+            if kind == "text":
+                t = part.get("text")
+                if not isinstance(t, str):
+                    raise InvalidMessagesError(f"messages[{i}].content[{k}].text must be a str")
+                texts.append(t)
+            elif kind == "image_url":
+                images.append(_image_ref(part, f"messages[{i}].content[{k}]"))
+            else:
+                raise InvalidMessagesError(
+                    f"messages[{i}].content[{k}] has type {kind!r}; the guard reads only text "
+                    "and image_url parts and refuses what it cannot check")
+        last = _Turn(i, "\n".join(t for t in texts if t), tuple(images))
+        per_turn.append(images)
+    if last is None:
+        raise InvalidMessagesError("messages hold no user message to check")
+    ordered: list[str] = []
+    for images in reversed(per_turn):
+        for ref in images:
+            if ref not in ordered:
+                ordered.append(ref)
+    return last, ordered
+
+
+def _rewrite_turn(message: Mapping[str, Any], prompt: str) -> dict[str, Any]:
+    out = dict(message)
+    content = message.get("content")
+    if content is None or isinstance(content, str):
+        out["content"] = prompt
+        return out
+    new_parts: list[Any] = []
+    placed = False
+    for part in content:
+        if part.get("type") == "text":
+            if not placed:
+                new_parts.append({"type": "text", "text": prompt})
+                placed = True
+        else:
+            new_parts.append(part)
+    if not placed:
+        new_parts.insert(0, {"type": "text", "text": prompt})
+    out["content"] = new_parts
+    return out
+
+
+def _inline(message: Mapping[str, Any], data_urls: Mapping[str, str]) -> dict[str, Any]:
+    """The message with fetched http(s) image URLs replaced by data URLs of the checked bytes."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return dict(message)
+    parts = []
+    for part in content:
+        if part.get("type") == "image_url":
+            ref = _image_ref(part, "message")
+            if ref in data_urls:
+                part = copy.deepcopy(dict(part))
+                iu = part["image_url"]
+                if isinstance(iu, dict):
+                    iu["url"] = data_urls[ref]
+                else:
+                    part["image_url"] = {"url": data_urls[ref]}
+        parts.append(part)
+    return {**message, "content": parts}
+
+
+def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
+                     limits: FetchLimits | None = None, inline_images: bool = False,
+                     load: Callable[[str, FetchLimits], tuple[bytes, str]] | None = None
+                     ) -> MessagesResult:
+    """Judge the last user turn with every user image; return the messages to forward.
+
+    ``inline_images`` replaces each fetched http(s) image URL by a data URL of the bytes
+    that were judged, so the model sees exactly what the guard saw (the server's proxy does
+    this: a URL could answer differently on a second fetch).
+    """
+    limits = limits or FetchLimits()
+    load = load or load_image_ref
+    turn, refs = split_messages(messages)
+    if len(refs) > limits.max_images:
+        raise BudgetExceededError(f"the conversation holds {len(refs)} images; the guard "
+                                  f"judges at most {limits.max_images} (FetchLimits.max_images)")
+    images = [load(ref, limits) for ref in refs]
+    if images:
+        results = guard.rewrite_batch([(data, turn.text) for data, _ in images])
+    else:
+        results = [guard.rewrite(None, turn.text)]
+    decisive = max(range(len(results)), key=lambda k: (not results[k].safe, results[k].risk))
+    result = results[decisive]
+    out = [dict(m) for m in messages]
+    if result.action == "rewrite":
+        out[turn.index] = _rewrite_turn(messages[turn.index], result.prompt)
+    if inline_images:
+        data_urls = {ref: f"data:{media or 'image/png'};base64,"
+                          + base64.b64encode(data).decode("ascii")
+                     for ref, (data, media) in zip(refs, images, strict=True)
+                     if not ref.lower().startswith("data:")}
+        if data_urls:
+            out = [_inline(m, data_urls) if m.get("role") == "user" else m for m in out]
+    return MessagesResult(out, result, turn.index, tuple(results), tuple(refs))
