@@ -37,7 +37,14 @@ from torch.nn import functional as F
 from tqdm import tqdm
 from transformers import BertConfig, BertForTokenClassification
 
-from vlmguard.encoder import HEADS, SequenceEncoder, head_slices, label_names, verbalise_evidence
+from vlmguard.encoder import (
+    HEADS,
+    SequenceEncoder,
+    Window,
+    head_slices,
+    label_names,
+    verbalise_evidence,
+)
 
 from .synthesis.schema import Example
 
@@ -56,16 +63,34 @@ def has_image(ex: Example) -> bool:
     return ex.image is not None or bool(ex.concepts) or bool(ex.ocr_text)
 
 
-def featurise(ex: Example, enc: SequenceEncoder) -> dict:
-    """Token ids and every head's target for one example: its first window, or, when the
-    image text spans several windows, the window that holds the harmful line."""
+def featurise(ex: Example, enc: SequenceEncoder, max_safe_windows: int = 3) -> list[dict]:
+    """Token ids and every head's target, one dict per window the example is trained on.
+
+    A harmful example trains only the window that holds its harmful part (the request
+    slice with the span, or the image-text slice with the harmful line), so a window of
+    wrapper or padding text is never labelled unsafe. A safe example trains its first
+    ``max_safe_windows`` windows: the same wrapper text on its own is safe.
+    """
     ev = verbalise_evidence(ex.concepts, ex.ocr_text, has_image(ex))
     windows = enc.encode(ev.text, ex.text, ev.ocr_offset, readings=False)
-    window = windows[0]
-    ocr_line = ""
-    if ex.unsafe and ex.intent_span is not None and ex.intent_span[0] == "ocr":
+    if not ex.unsafe:
+        return [_window_targets(ex, w, ev.ocr_offset, "") for w in windows[:max_safe_windows]]
+    window, ocr_line = windows[0], ""
+    if ex.intent_span is not None and ex.intent_span[0] == "ocr":
         ocr_line = " ".join(ex.ocr_text[ex.intent_span[1]:ex.intent_span[2]].split())
         window = next((w for w in windows if ocr_line[:40] in w.evidence), window)
+    elif ex.intent_span is not None:
+        start = ex.intent_span[1]
+        for w in windows:
+            ends = [b for s_, (_, b) in zip(w.encoding.sequence_ids, w.encoding.offsets,
+                                            strict=True) if s_ == 1]
+            if w.request_offset <= start < w.request_offset + (max(ends) if ends else 0):
+                window = w
+                break
+    return [_window_targets(ex, window, ev.ocr_offset, ocr_line)]
+
+
+def _window_targets(ex: Example, window: Window, ocr_offset: int, ocr_line: str) -> dict:
     e = window.encoding
     seq_ids = e.sequence_ids
     span = [IGNORE if s is None else 0 for s in seq_ids]
@@ -74,15 +99,15 @@ def featurise(ex: Example, enc: SequenceEncoder) -> dict:
     elif ex.unsafe and ex.intent_span is not None:
         where, start, end = ex.intent_span
         if where == "ocr":  # the OCR text is whitespace-normalised in the sequence
-            seg, text_a = 0, window.evidence or ev.text
+            seg, text_a = 0, window.evidence
             lo = text_a.find(ocr_line) if ocr_line else -1
-            lo, hi = (lo, lo + len(ocr_line)) if lo >= 0 else (ev.ocr_offset, len(text_a))
+            lo, hi = (lo, lo + len(ocr_line)) if lo >= 0 else (ocr_offset, len(text_a))
         else:
             seg = 1
             lo, hi = start - window.request_offset, end - window.request_offset
         inside = False
         for i, (s, (a, b)) in enumerate(zip(seq_ids, e.offsets, strict=True)):
-            if s == seg and lo >= 0 and a >= lo and b <= hi and b > a:
+            if s == seg and lo >= 0 and a >= max(lo, 0) and b <= hi and b > a:
                 span[i] = 2 if inside else 1
                 inside = True
     cat = ex.category
@@ -195,7 +220,8 @@ def featurise_file(data: Path, out: Path, tokenizer: Path | None = None) -> dict
     counts = {}
     for split in ("train", "val"):
         rows = [e for e in read_jsonl(data) if e.split == split]
-        feats = [featurise(e, enc) for e in tqdm(rows, desc=f"featurise {split}", mininterval=5)]
+        feats = [f for e in tqdm(rows, desc=f"featurise {split}", mininterval=5)
+                 for f in featurise(e, enc)]
         counts[split] = len(feats)
         arrays[f"{split}_len"] = np.array([len(f["ids"]) for f in feats], dtype=np.int32)
         arrays[f"{split}_ids"] = np.concatenate([f["ids"] for f in feats]).astype(np.uint16)
@@ -284,8 +310,9 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
                   or train_ex[: max(8, len(train_ex) // 10)])
         enc = SequenceEncoder(Tokenizer.from_file(str(base / "tokenizer.json")),
                               max_tokens=TRAIN_MAX_TOKENS)
-        feats = [featurise(e, enc) for e in tqdm(train_ex, desc="featurise", mininterval=5)]
-        val_feats = [featurise(e, enc) for e in val_ex]
+        feats = [f for e in tqdm(train_ex, desc="featurise", mininterval=5)
+                 for f in featurise(e, enc)]
+        val_feats = [f for e in val_ex for f in featurise(e, enc)]
     log.info("%d train / %d val features in %.1fs", len(feats), len(val_feats), time.time() - t0)
 
     model = build_model(base, init).to(device)
@@ -418,7 +445,7 @@ def calibrate(checkpoint: Path, data: Path, max_fpr: float) -> float:
     model = build_model(checkpoint, init=checkpoint).eval()
     enc = SequenceEncoder(Tokenizer.from_file(str(checkpoint / "tokenizer.json")),
                           max_tokens=TRAIN_MAX_TOKENS)
-    feats = [featurise(e, enc) for e in read_jsonl(data) if e.split == "val"]
+    feats = [f for e in read_jsonl(data) if e.split == "val" for f in featurise(e, enc)]
     p = predict_unsafe(model, feats)
     y = np.array([f["safety"] for f in feats])
     t = choose_threshold(p, y, max_fpr)

@@ -52,7 +52,8 @@ HELD_OUT_GROUPS = {
     "redteam/simple_safety_tests", "redteam/coconot_original_safety",
 }
 # Per-source caps keep short intent utterances and any single style from dominating.
-BENIGN_CAP = {"handwritten/lookalike": 100_000, "benign/clinc150": 700, "benign/banking77": 400, "benign/snips": 400,
+BENIGN_CAP = {"handwritten/lookalike": 100_000, "benign/clinc150": 700,
+              "benign/banking77": 400, "benign/snips": 400,
               "benign/gsm8k": 900, "benign/gpteacher_codegen": 1200,
               "benign/gpteacher_roleplay": 1400, "benign/strategyqa": 900}
 TYPO_CARRIERS = (
@@ -141,8 +142,8 @@ class OfflineSynthesiser:
     """Builds the synthesised set; ``see`` reads rendered images the way the guard does."""
 
     def __init__(self, see: Callable | None = None, seed: int = 0, typography: int = 3000,
-                 jailbreaks: int = 4000, benign_per_source: int = 1100,
-                 figstep: int = 800, documents: int = 600, padded: int = 3000) -> None:
+                 jailbreaks: int = 5000, benign_per_source: int = 1100,
+                 figstep: int = 800, documents: int = 600, padded: int = 6000) -> None:
         self.rng = random.Random(seed)
         self.see = see
         self.n_typography = typography
@@ -226,7 +227,7 @@ class OfflineSynthesiser:
         """
         rng = self.rng
         fillers = [s.text.strip() for s in benign if 15 <= len(s.text) <= 140
-                   and "\n" not in s.text and not s.group.startswith("handwritten/")]
+                   and "\n" not in s.text]
         if not fillers:
             return
         for i in range(n):
@@ -258,8 +259,9 @@ class OfflineSynthesiser:
             seed = rng.choice(harmful if unsafe else benign)
             name, tpl = rng.choice(templates)
             before, _, after = tpl.partition("{{ prompt }}")
-            before = before[-rng.randint(150, 700):]
-            after = after[: rng.randint(0, 250)]
+            if rng.random() < 0.5:  # half cut short, half whole: the full wrapper's text
+                before = before[-rng.randint(150, 700):]  # alone is seen, and is safe
+                after = after[: rng.randint(0, 250)]
             text = " ".join(before.split()) + " " + seed.text + " " + " ".join(after.split())
             start = text.index(seed.text)
             self._add(seed_id=seed.seed_id, text=text.strip(), unsafe=unsafe,
@@ -542,7 +544,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/data/synth.jsonl"))
     ap.add_argument("--typography", type=int, default=3000)
-    ap.add_argument("--jailbreaks", type=int, default=4000)
+    ap.add_argument("--jailbreaks", type=int, default=5000)
     ap.add_argument("--figstep", type=int, default=800)
     ap.add_argument("--documents", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
