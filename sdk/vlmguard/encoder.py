@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from .normalise import variants
+from .normalise import readings as text_readings
 from .taxonomy import CATEGORIES, SOURCES, SPAN_TAGS, STRATEGIES
 
 MAX_TOKENS = 128          # one window of the encoder: the length the model was trained on
@@ -114,9 +114,13 @@ class SequenceEncoder:
         slices, each behind the same concepts, so a harmful line after many benign ones is
         still read. The request is split into overlapping windows too. With ``readings``,
         each disguised reading of the request (fullwidth, homoglyphs, spacing, leetspeak,
-        base64 undone) is scored as well. The guard keeps the riskiest window.
+        base64 undone) and each of its sentences alone is scored as well
+        (:func:`vlmguard.normalise.readings`). The guard keeps the riskiest window.
         """
-        texts = [request] + (variants(request) if readings else [])
+        texts = [request]
+        if readings:
+            keep_typed, extra = text_readings(request)
+            texts = ([request] if keep_typed else []) + extra
         windows = []
         for ev in self._evidence_slices(evidence, ocr_offset):
             for text in texts:

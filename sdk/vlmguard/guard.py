@@ -300,9 +300,13 @@ class Guard:
         Every output is checked before it is trusted: NaN, inf, the wrong shape or a
         constant (e.g. all-zero) output raises GuardError instead of reading as "safe".
         """
-        out: list[np.ndarray] = []
-        for i in range(0, len(windows), MAX_BATCH_WINDOWS):
-            chunk = windows[i:i + MAX_BATCH_WINDOWS]
+        # Windows of similar length share a call, so short readings (single sentences)
+        # are not padded to the width of a full window.
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i].encoding.ids))
+        out: list[np.ndarray] = [np.empty(0, np.float32)] * len(windows)
+        for i in range(0, len(order), MAX_BATCH_WINDOWS):
+            idx = order[i:i + MAX_BATCH_WINDOWS]
+            chunk = [windows[j] for j in idx]
             t = time.perf_counter()
             feeds = self.encoder.batch(chunk)
             feeds = {k: v for k, v in feeds.items() if k in self._input_names}
@@ -316,7 +320,8 @@ class Guard:
             check_not_constant("rewriter logits", logits)
             check_not_constant("rewriter logits (first token)", logits[:, 0, :])
             logits = logits.astype(np.float32)
-            out.extend(logits[j] for j in range(len(chunk)))
+            for j, k in enumerate(idx):
+                out[k] = logits[j]
         return out
 
     def _check_tokens(self, text: str) -> None:

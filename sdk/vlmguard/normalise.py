@@ -56,7 +56,13 @@ def _unconfuse(text: str) -> str:
     """Map homoglyphs to Latin in words that mix them with Latin letters (``раypal``), or in
     any word when the text is mostly Latin; genuine Cyrillic or Greek text is left alone."""
     letters = [c for c in text if c.isalpha()]
-    mostly_latin = bool(letters) and sum(map(_is_latin_letter, letters)) >= 0.5 * len(letters)
+    latin = sum(map(_is_latin_letter, letters))
+    lookalike = sum(c in _CONFUSABLE_CHARS for c in letters)
+    # Mostly Latin, or written almost only in letters that look Latin (real Russian or Greek
+    # uses many letters with no Latin twin: б, д, ж, и, л, я, λ, π …).
+    mostly_latin = bool(letters) and (latin >= 0.5 * len(letters)
+                                      or (latin + lookalike >= 0.97 * len(letters)
+                                          and lookalike < len(letters)))
 
     def fix(m: re.Match[str]) -> str:
         w = m.group(0)
@@ -70,20 +76,24 @@ def _unconfuse(text: str) -> str:
 
 
 def _unleet(text: str) -> str:
-    """``m3th`` → ``meth``, ``b0mb`` → ``bomb``: only in words made of letters and their
-    substitutes alone, with a substitute between two letters or at least three letters
-    (``python3.11``, ``i7``, ``16GB`` and plain numbers are left alone)."""
+    """``m3th`` → ``meth``, ``b0mb`` → ``bomb``, in words made only of letters and their
+    substitutes; when such words are common (≥ 30 %), short all-digit words too (``70`` →
+    ``to``). Ordinary text (``python3.11``, ``2024``, ``16GB``) is left alone."""
     shape = re.compile(r"^[A-Za-z0134578@$!|+]+$")
+    words = text.split()
+
+    def leet_word(core: str, min_len: int = 3) -> bool:
+        return (len(core) >= min_len and bool(shape.match(core))
+                and any(c.isalpha() for c in core) and any(c in _LEET_CHARS for c in core))
+
+    cores = [w.strip(".,;:?!\"'()[]") for w in words]
+    dense = bool(words) and sum(map(leet_word, cores)) >= 0.3 * len(words)
 
     def fix(m: re.Match[str]) -> str:
         w = m.group(0)
         core = w.strip(".,;:?!\"'()[]")
-        if not core or not shape.match(core) or not any(c in _LEET_CHARS for c in core):
-            return w
-        letters = sum(c.isalpha() for c in core)
-        inside = any(core[i] in _LEET_CHARS and core[i - 1].isalpha() and core[i + 1].isalpha()
-                     for i in range(1, len(core) - 1))
-        if letters < 2 or not (inside or letters >= 3):
+        digits_only = dense and 1 <= len(core) <= 4 and all(c in _LEET_CHARS for c in core)
+        if not (leet_word(core, 2 if dense else 3) or digits_only):
             return w
         return w.replace(core, core.translate(_LEET))
 
@@ -160,3 +170,66 @@ def variants(text: str) -> list[str]:
     if leet != c and leet not in out:
         out.append(leet)
     return out
+
+
+def disguised_share(text: str, reading: str) -> float:
+    """The share of words a reading changed: high when the typed text is mostly disguise."""
+    a, b = text.split(), reading.split()
+    if not a:
+        return 0.0
+    if len(a) != len(b):
+        return 1.0
+    return sum(x != y for x, y in zip(a, b, strict=True)) / len(a)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+MAX_SENTENCE_READINGS = 48
+MIN_SENTENCE_WORDS = 4
+
+
+def sentences(text: str) -> list[str]:
+    """Sentences and sentence pairs of a multi-sentence request, each also read on its own.
+
+    A harmful ask among ordinary sentences must be judged as if it stood alone: a guard
+    that reads only the whole text can be diluted by padding. Fragments under
+    ``MIN_SENTENCE_WORDS`` words join the next sentence; beyond ``MAX_SENTENCE_READINGS``
+    sentences, neighbours are grouped so that the count (and the cost) stays bounded and
+    every sentence is still read. One sentence: nothing extra.
+    """
+    parts = [p.strip() for p in _SENTENCE_END.split(text[:MAX_VARIANT_CHARS]) if p.strip()]
+    merged: list[str] = []
+    carry = ""
+    for p in parts:
+        cur = f"{carry} {p}".strip() if carry else p
+        if len(cur.split()) < MIN_SENTENCE_WORDS:
+            carry = cur
+            continue
+        merged.append(cur)
+        carry = ""
+    if carry:
+        if merged:
+            merged[-1] = f"{merged[-1]} {carry}"
+        else:
+            merged.append(carry)
+    if len(merged) <= 1:
+        return []
+    if 2 * len(merged) - 1 > MAX_SENTENCE_READINGS:
+        size = -(-(2 * len(merged)) // MAX_SENTENCE_READINGS)
+        merged = [" ".join(merged[i:i + size]) for i in range(0, len(merged), size)]
+    # Each sentence alone, and each with its successor (an ask may span two sentences).
+    pairs = [f"{a} {b}" for a, b in zip(merged, merged[1:], strict=False)] \
+        if len(merged) > 2 else []
+    return merged + pairs
+
+
+def readings(text: str) -> tuple[bool, list[str]]:
+    """(whether to score the text as typed, the other readings to score).
+
+    The typed text is dropped when a reading rewrote most of its words: the encoder would
+    only see noise there, while the VLM reads it as the reading does.
+    """
+    alt = variants(text)
+    keep_typed = not alt or disguised_share(text, alt[-1]) < 0.3
+    base = alt[-1] if alt else text
+    extra = [s for s in sentences(base) if s not in alt]
+    return keep_typed, alt + extra
