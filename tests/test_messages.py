@@ -48,7 +48,7 @@ def user(text: str | None, *images: str) -> dict[str, Any]:
     return {"role": "user", "content": parts}
 
 
-# ---- rewrite_messages ----------------------------------------------------------------------------
+# ---- rewrite_messages ---------------------------------------------------------------------------
 def test_last_user_turn_is_rewritten_and_the_rest_kept(guard: Guard) -> None:
     msgs = [{"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "Hi!"},
@@ -189,7 +189,7 @@ def test_fetch_limits_are_validated() -> None:
         FetchLimits(allowed_networks=("not a net",))
 
 
-# ---- fetching over HTTP from a local server ------------------------------------------------------
+# ---- fetching over HTTP from a local server -----------------------------------------------------
 class _Handler(http.server.BaseHTTPRequestHandler):
     hits: list[str] = []
 

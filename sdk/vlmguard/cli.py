@@ -1,4 +1,5 @@
-"""Command line: ``vlmguard rewrite --image PATH --text TEXT [--json]`` and ``vlmguard info``."""
+"""Command line: ``vlmguard rewrite --image PATH --text TEXT [--json]``, ``vlmguard info`` and
+``vlmguard serve [--host H] [--port P] [--upstream URL]`` (the HTTP service, an extra)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import logging
 import sys
 
-from .errors import InvalidInputError, VLMGuardError
+from .errors import InvalidConfigError, InvalidInputError, VLMGuardError
 
 
 def _guard(args: argparse.Namespace):  # -> Guard, imported lazily for a fast --help
@@ -32,9 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     rw.add_argument("--json", action="store_true", help="print the whole result as JSON")
     info = sub.add_parser("info", help="version, model, providers, native preprocessing")
     info.add_argument("--json", action="store_true")
+    serve = sub.add_parser("serve", help="run the HTTP service (pip install "
+                           "'vlmguard-sdk[server]'); every flag also reads VLMGUARD_<FLAG>")
+    _add_serve_arguments(serve)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        return _serve(args)
     try:
         guard = _guard(args)
         if args.command == "info":
@@ -57,6 +63,28 @@ def main(argv: list[str] | None = None) -> int:
     else:
         verdict = "SAFE" if result.safe else f"UNSAFE ({result.category}, {result.hazard_code})"
         print(f"# {verdict} risk={result.risk:.3f} source={result.source}\n{result.prompt}")
+    return 0
+
+
+def _add_serve_arguments(ap: argparse.ArgumentParser) -> None:
+    from .server.config import add_arguments  # stdlib only: no extra needed for --help
+
+    add_arguments(ap)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import ServerConfig, serve
+
+    try:
+        cfg = ServerConfig.load({k: v for k, v in vars(args).items()
+                                 if k not in ("command", "verbose")})
+        serve(cfg)
+    except ImportError as exc:
+        print(f"vlmguard: {exc}", file=sys.stderr)
+        return 2
+    except VLMGuardError as exc:
+        print(f"vlmguard: cannot start the service: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, InvalidInputError | InvalidConfigError) else 3
     return 0
 
 

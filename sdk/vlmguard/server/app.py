@@ -1,0 +1,439 @@
+"""The HTTP service: OpenAI-compatible moderation, the guard's own rewrite endpoint, LiteLLM's
+generic guardrail API, a chat-completions pre-filter proxy, health, readiness and metrics.
+
+Fail closed: a failure inside the guard answers 5xx and the proxy never forwards the request;
+a bad request answers 4xx. Every error body is OpenAI's shape,
+``{"error": {"message", "type", "param", "code"}}``. Guard checks run in a thread pool (the
+models release the GIL), bounded by ``max_pending`` (503 above) and ``request_timeout_s``
+(504), so the event loop keeps serving health checks and streams while the models run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..errors import InvalidInputError
+from ..guard import Guard
+from ..messages import MessagesResult
+from ..result import RewriteResult
+from .config import ServerConfig
+from .metrics import Metrics
+from .openai_compat import moderation_result
+
+log = logging.getLogger("vlmguard.server")
+T = TypeVar("T")
+_URL_SCHEMES = ("data:", "http://", "https://", "file:")
+
+
+class ApiError(Exception):
+    """An answer other than 200, as OpenAI shapes errors."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.kind = status, code, message, kind
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": {"message": self.message, "type": self.kind,
+                                       "param": None, "code": self.code}},
+                            status_code=self.status)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower().removesuffix("_error") + "_error"
+
+
+# ---- request schemas ----------------------------------------------------------------------------
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ModerationRequest(_Lenient):
+    input: str | list[str | dict[str, Any]]
+    model: str | None = None
+
+
+class RewriteRequest(_Lenient):
+    text: str = ""
+    image: str | None = None
+    images: list[str] = []
+    messages: list[dict[str, Any]] | None = None
+
+
+class LiteLLMGuardrailRequest(_Lenient):
+    texts: list[str] = []
+    images: list[str] | None = None
+    tools: list[dict[str, Any]] | None = None
+    request_data: dict[str, Any] = {}
+    input_type: Literal["request", "response"] = "request"
+    litellm_call_id: str | None = None
+    litellm_trace_id: str | None = None
+    additional_provider_specific_params: dict[str, Any] | None = None
+
+
+class ChatRequest(_Lenient):
+    messages: list[dict[str, Any]]
+    stream: bool | None = None
+
+
+def _validate(model: type[BaseModel], body: Any) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        raise ApiError(400, "invalid_request",
+                       f"{where or 'body'}: {first.get('msg', 'invalid')}") from exc
+
+
+def _image_url(ref: str) -> str:
+    """A URL for an image reference; bare base64 (LiteLLM's form) becomes a data URL."""
+    ref = ref.strip()
+    return ref if ref.lower().startswith(_URL_SCHEMES) else "data:image/*;base64," + ref
+
+
+def _user_turn(text: str, images: list[str]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    parts += [{"type": "image_url", "image_url": {"url": _image_url(u)}} for u in images]
+    return [{"role": "user", "content": parts}]
+
+
+# ---- the app ------------------------------------------------------------------------------------
+class _State:
+    def __init__(self, cfg: ServerConfig, guard: Guard) -> None:
+        self.cfg, self.guard = cfg, guard
+        self.metrics = Metrics()
+        self.executor = ThreadPoolExecutor(cfg.workers, thread_name_prefix="vlmguard")
+        self.pending = 0
+        self.ready = False
+        self.ready_error = "starting"
+        self.client: httpx.AsyncClient | None = None
+        self.limits = cfg.fetch_limits()
+        self.model_name = str(guard.manifest.get("name", guard.bundle.name))
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn`` in the guard's thread pool, within the time and queue limits; guard
+        errors become ApiErrors (input → 400, anything else → 500: fail closed)."""
+        if self.pending >= self.cfg.max_pending:
+            raise ApiError(503, "overloaded", f"{self.pending} guard checks already pending; "
+                           "retry later", "server_error")
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        self.pending += 1
+        self.metrics.pending.inc()
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self.pending -= 1
+            self.metrics.pending.dec()
+            if not f.cancelled():
+                f.exception()  # retrieved, even when the caller timed out
+
+        fut.add_done_callback(done)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.cfg.request_timeout_s)
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise ApiError(504, "guard_timeout", "the guard check took longer than "
+                           f"{self.cfg.request_timeout_s}s; nothing was forwarded",
+                           "server_error") from exc
+        except InvalidInputError as exc:
+            raise ApiError(400, _snake(type(exc).__name__), str(exc)) from exc
+        except Exception as exc:  # GuardError, ModelLoadError, or a bug: fail closed
+            log.exception("guard failure")
+            raise ApiError(500, "guard_error", f"the guard failed, so nothing was forwarded "
+                           f"(fail closed): {exc}", "server_error") from exc
+
+    def check_key(self, request: Request) -> None:
+        keys = self.cfg.api_keys
+        if not keys:
+            return  # no keys configured: any bearer token (or none) is accepted
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        token = token or request.headers.get("x-api-key", "").strip()
+        if not token or not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
+            raise ApiError(401, "invalid_api_key", "missing or unknown API key "
+                           "(Authorization: Bearer <key> or x-api-key)", "authentication_error")
+
+    async def json_body(self, request: Request) -> Any:
+        """The body as JSON, refused above ``max_body_bytes`` before it is all read."""
+        limit = self.cfg.max_body_bytes
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise ApiError(413, "request_too_large", f"the body is over {limit:,} bytes")
+        chunks, total = [], 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise ApiError(413, "request_too_large", f"the body is over {limit:,} bytes")
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks))
+        except (ValueError, RecursionError) as exc:
+            raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from exc
+
+    def observe(self, endpoint: str, result: RewriteResult, action: str | None = None) -> None:
+        self.metrics.observe(endpoint, result, action)
+
+
+def build_guard(cfg: ServerConfig) -> Guard:
+    """The guard the configuration describes."""
+    return Guard.from_pretrained(
+        cfg.model, providers=list(cfg.providers) or None, threshold=cfg.threshold,
+        categories=list(cfg.categories) or None, threads=cfg.threads,
+        category_thresholds=cfg.category_thresholds or None, monitor=cfg.monitor)
+
+
+def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
+               upstream_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+    """The service's ASGI app. ``guard`` defaults to the one ``cfg`` describes;
+    ``upstream_transport`` replaces the network for the proxy (tests)."""
+    cfg = cfg or ServerConfig()
+    st = _State(cfg, guard or build_guard(cfg))
+    g = st.guard
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if cfg.upstream:
+            st.client = httpx.AsyncClient(transport=upstream_transport,
+                                          timeout=cfg.upstream_timeout_s)
+        info = g.info()
+        for p in info["providers"]:
+            st.metrics.providers.labels("rewriter", p).set(1)
+        for model, provs in info["vision_providers"].items():
+            for p in provs:
+                st.metrics.providers.labels(model, p).set(1)
+        try:  # readiness means one real check went through every stage that will run
+            await st.run(g.rewrite, None, "Is this service ready?")
+            st.ready, st.ready_error = True, ""
+        except ApiError as exc:
+            st.ready_error = exc.message
+            log.error("warm-up check failed: %s", exc.message)
+        try:
+            yield
+        finally:
+            if st.client is not None:
+                await st.client.aclose()
+            st.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="vlmguard", version=__version__, lifespan=lifespan,
+                  docs_url="/docs", redoc_url=None)
+    app.state.vlmguard = st
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        route = request.scope.get("route")
+        st.metrics.errors.labels(getattr(route, "path", "other"), exc.code).inc()
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return ApiError(400, "invalid_request", str(exc.errors()[:1])).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return ApiError(exc.status_code, code, str(exc.detail)).response()
+
+    @app.middleware("http")
+    async def _timed(request: Request, call_next: Callable[[Request], Any]) -> Response:
+        t = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        st.metrics.http.labels(getattr(route, "path", "other")).observe(
+            time.perf_counter() - t)
+        return response
+
+    # ---- health ------------------------------------------------------------------------------
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        info = g.info()
+        body = {"status": "ready" if st.ready else "not_ready", "version": __version__,
+                "model": info["model"], "model_file": info["model_file"],
+                "providers": info["providers"], "vision_providers": info["vision_providers"],
+                "native_preprocessing": info["native_preprocessing"],
+                "monitor": g.monitor, "threshold": g.threshold,
+                "category_thresholds": info["category_thresholds"],
+                "upstream": bool(cfg.upstream), "pending": st.pending}
+        if not st.ready:
+            body["error"] = st.ready_error
+        return JSONResponse(body, status_code=200 if st.ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(st.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    # ---- OpenAI moderation ----------------------------------------------------------------------
+    @app.post("/v1/moderations")
+    async def moderations(request: Request) -> dict[str, Any]:
+        st.check_key(request)
+        req: ModerationRequest = _validate(ModerationRequest, await st.json_body(request))
+        inp = req.input
+        if isinstance(inp, str) or (inp and all(isinstance(x, str) for x in inp)):
+            texts = [inp] if isinstance(inp, str) else list(inp)
+            results = await st.run(g.rewrite_batch, [(None, t) for t in texts])
+            entries = [moderation_result(r, ["text"]) for r in results]
+        elif inp and all(isinstance(x, dict) for x in inp):
+            texts, images = [], []
+            for k, part in enumerate(inp):
+                kind = part.get("type")
+                if kind == "text" and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+                elif kind == "image_url":
+                    iu = part.get("image_url")
+                    url = iu.get("url") if isinstance(iu, dict) else iu
+                    if not isinstance(url, str):
+                        raise ApiError(400, "invalid_request",
+                                       f"input[{k}].image_url.url must be a string")
+                    images.append(url)
+                else:
+                    raise ApiError(400, "invalid_request", f"input[{k}]: a part is "
+                                   "{type: text, text} or {type: image_url, image_url: {url}}")
+            out: MessagesResult = await st.run(
+                g.rewrite_messages, _user_turn("\n".join(texts), images), limits=st.limits)
+            kinds = (["text"] if any(t.strip() for t in texts) else []) + (
+                ["image"] if images else [])
+            results = [out.result]
+            entries = [moderation_result(out.result, kinds)]
+        else:
+            raise ApiError(400, "invalid_request", "input is a string, a non-empty array of "
+                           "strings, or a non-empty array of content parts (not mixed)")
+        for r in results:
+            st.observe("/v1/moderations", r)
+        return {"id": f"modr-{uuid.uuid4().hex}", "model": st.model_name, "results": entries}
+
+    # ---- the guard's own schema -----------------------------------------------------------------
+    @app.post("/v1/rewrite")
+    async def rewrite(request: Request) -> dict[str, Any]:
+        st.check_key(request)
+        req: RewriteRequest = _validate(RewriteRequest, await st.json_body(request))
+        body: dict[str, Any] = {"id": f"rw-{uuid.uuid4().hex}", "model": st.model_name}
+        if req.messages is not None:
+            out = await st.run(g.rewrite_messages, req.messages, limits=st.limits)
+            body.update(result=out.result.to_dict(), messages=out.messages, turn=out.turn)
+            result = out.result
+        else:
+            images = ([req.image] if req.image else []) + list(req.images)
+            if images:
+                out = await st.run(g.rewrite_messages, _user_turn(req.text, images),
+                                   limits=st.limits)
+                result = out.result
+            else:
+                result = await st.run(g.rewrite, None, req.text)
+            body["result"] = result.to_dict()
+        st.observe("/v1/rewrite", result)
+        return body
+
+    # ---- LiteLLM generic guardrail API ----------------------------------------------------------
+    @app.post("/beta/litellm_basic_guardrail_api")
+    async def litellm_guardrail(request: Request) -> dict[str, Any]:
+        """LiteLLM's contract: NONE (proceed), GUARDRAIL_INTERVENED (proceed with ``texts``
+        rewritten) or BLOCKED. The last non-blank text is the request judged, with every
+        image; output (``input_type: response``) is not the guard's to judge: NONE."""
+        st.check_key(request)
+        req: LiteLLMGuardrailRequest = _validate(LiteLLMGuardrailRequest,
+                                                 await st.json_body(request))
+        params = req.additional_provider_specific_params or {}
+        on_flagged = params.get("on_flagged", "rewrite")
+        if on_flagged not in ("rewrite", "block"):
+            raise ApiError(400, "invalid_request",
+                           "additional_provider_specific_params.on_flagged is rewrite or block")
+        images = list(req.images or [])
+        if req.input_type != "request":
+            return {"action": "NONE"}
+        idx = next((i for i in range(len(req.texts) - 1, -1, -1) if req.texts[i].strip()),
+                   len(req.texts) - 1 if req.texts else None)
+        text = req.texts[idx] if idx is not None else ""
+        if not text.strip() and not images:
+            return {"action": "NONE"}
+        out = await st.run(g.rewrite_messages, _user_turn(text, images), limits=st.limits)
+        r = out.result
+        if r.safe or r.action == "monitor":
+            st.observe("/beta/litellm_basic_guardrail_api", r)
+            return {"action": "NONE"}
+        if on_flagged == "block" or idx is None:  # no text to carry a rewrite: block
+            st.observe("/beta/litellm_basic_guardrail_api", r, "block")
+            return {"action": "BLOCKED",
+                    "blocked_reason": f"vlmguard: {r.reasoning.threat} {r.reasoning.intent}"}
+        texts = list(req.texts)
+        texts[idx] = r.prompt
+        st.observe("/beta/litellm_basic_guardrail_api", r)
+        return {"action": "GUARDRAIL_INTERVENED", "texts": texts}
+
+    # ---- chat completions pre-filter proxy ------------------------------------------------------
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        st.check_key(request)
+        if not cfg.upstream or st.client is None:
+            raise ApiError(501, "no_upstream", "this service has no --upstream to forward "
+                           "chat completions to")
+        body = await st.json_body(request)
+        req: ChatRequest = _validate(ChatRequest, body)
+        out = await st.run(g.rewrite_messages, req.messages, limits=st.limits,
+                           inline_images=cfg.inline_images)
+        st.observe("/v1/chat/completions", out.result)
+        headers = {"content-type": "application/json", "accept-encoding": "identity",
+                   "accept": request.headers.get("accept", "application/json")}
+        if cfg.upstream_api_key:
+            headers["authorization"] = f"Bearer {cfg.upstream_api_key}"
+        elif not cfg.api_keys and "authorization" in request.headers:
+            headers["authorization"] = request.headers["authorization"]
+        url = cfg.upstream.rstrip("/") + "/chat/completions"
+        upstream_req = st.client.build_request(
+            "POST", url, headers=headers,
+            content=json.dumps({**body, "messages": out.messages}, ensure_ascii=False))
+        try:
+            resp = await st.client.send(upstream_req, stream=True)
+        except httpx.HTTPError as exc:
+            st.metrics.upstream.labels("unreachable").inc()
+            raise ApiError(502, "upstream_unreachable", f"upstream {url}: {exc!r}",
+                           "server_error") from exc
+        st.metrics.upstream.labels(str(resp.status_code)).inc()
+        r = out.result
+        out_headers = {k: v for k, v in resp.headers.items()
+                       if k.lower() in ("content-type", "cache-control", "x-request-id")}
+        out_headers.update({"x-vlmguard-action": r.action, "x-vlmguard-category": r.category,
+                            "x-vlmguard-risk": f"{r.risk:.4f}"})
+        if req.stream:
+            return StreamingResponse(resp.aiter_raw(), status_code=resp.status_code,
+                                     headers=out_headers, background=BackgroundTask(resp.aclose))
+        try:
+            content = await resp.aread()
+        finally:
+            await resp.aclose()
+        return Response(content, status_code=resp.status_code, headers=out_headers)
+
+    # ---- playground -----------------------------------------------------------------------------
+    if cfg.playground:
+        page = (Path(__file__).parent / "playground.html").read_text(encoding="utf-8")
+
+        @app.get("/", response_class=HTMLResponse)
+        async def playground() -> HTMLResponse:
+            return HTMLResponse(page)
+
+    return app

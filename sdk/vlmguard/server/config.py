@@ -1,0 +1,170 @@
+"""The service's settings: each one a command-line flag, an environment variable
+(``VLMGUARD_<NAME>``) and a key of an optional JSON config file, in that order of precedence."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidConfigError
+from ..messages import FetchLimits
+
+ENV_PREFIX = "VLMGUARD_"
+
+
+def _bool(v: object) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {v!r}")
+
+
+def _list(v: object) -> tuple[str, ...]:
+    if isinstance(v, list | tuple):
+        return tuple(str(x).strip() for x in v if str(x).strip())
+    return tuple(x.strip() for x in str(v).split(",") if x.strip())
+
+
+def _thresholds(v: object) -> dict[str, float]:
+    """``{"hate": 0.8}`` or ``"hate=0.8,privacy=0.9"``."""
+    if isinstance(v, Mapping):
+        return {str(k): float(x) for k, x in v.items()}
+    out = {}
+    for item in _list(v):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected category=threshold, got {item!r}")
+        out[key.strip()] = float(value)
+    return out
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``vlmguard serve`` can be told. Secrets (API keys) are best set from the
+    environment, where ``ps`` does not show them."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8000, metadata={"help": "port to listen on"})
+    upstream: str | None = field(default=None, metadata={
+        "help": "OpenAI-compatible base URL that /v1/chat/completions forwards to, "
+                "e.g. http://localhost:8001/v1"})
+    upstream_api_key: str | None = field(default=None, metadata={
+        "help": "bearer token sent upstream (default: the client's own Authorization header "
+                "when the service has no API keys of its own)"})
+    upstream_timeout_s: float = field(default=120.0, metadata={"help": "upstream timeout"})
+    api_keys: tuple[str, ...] = field(default=(), metadata={
+        "help": "comma-separated keys clients must send (Authorization: Bearer or x-api-key);"
+                " none configured: any bearer token is accepted"})
+    model: str | None = field(default=None, metadata={"help": "bundle directory"})
+    providers: tuple[str, ...] = field(default=(), metadata={
+        "help": "ONNX Runtime providers in order (default TensorRT, CUDA, CPU as available)"})
+    threads: int | None = field(default=None, metadata={"help": "ONNX Runtime threads"})
+    threshold: float | None = field(default=None, metadata={"help": "risk threshold"})
+    categories: tuple[str, ...] = field(default=(), metadata={
+        "help": "enforced category keys (default: all thirteen)"})
+    category_thresholds: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "per-category thresholds, e.g. specialized_advice=0.9,hate=0.5"})
+    monitor: bool = field(default=False, metadata={
+        "help": "monitor-only: report verdicts, never rewrite or block"})
+    max_body_bytes: int = field(default=16 * 1024 * 1024, metadata={
+        "help": "largest request body accepted (413 above)"})
+    request_timeout_s: float = field(default=30.0, metadata={
+        "help": "longest a guard check may take, image fetches included (504 above)"})
+    workers: int = field(default=2, metadata={"help": "threads running guard checks"})
+    max_pending: int = field(default=64, metadata={
+        "help": "guard checks queued or running at once before requests get 503"})
+    inline_images: bool = field(default=True, metadata={
+        "help": "proxy: forward fetched image URLs as data URLs of the bytes the guard "
+                "checked, so the model sees exactly what was judged"})
+    image_max_bytes: int = field(default=10 * 1024 * 1024, metadata={
+        "help": "largest image fetched or decoded from a data URL"})
+    image_timeout_s: float = field(default=5.0, metadata={"help": "image fetch time limit"})
+    image_max_redirects: int = field(default=3, metadata={"help": "image fetch redirects"})
+    max_images: int = field(default=8, metadata={"help": "images judged per request"})
+    allow_private_image_urls: bool = field(default=False, metadata={
+        "help": "let image URLs reach loopback/private addresses (off: SSRF protection)"})
+    image_allowed_networks: tuple[str, ...] = field(default=(), metadata={
+        "help": "CIDR networks image URLs may reach even though private"})
+    playground: bool = field(default=True, metadata={"help": "serve the playground at /"})
+
+    def fetch_limits(self) -> FetchLimits:
+        return FetchLimits(max_bytes=self.image_max_bytes, timeout_s=self.image_timeout_s,
+                           max_redirects=self.image_max_redirects,
+                           allow_private=self.allow_private_image_urls,
+                           allowed_networks=self.image_allowed_networks,
+                           max_images=self.max_images)
+
+    @classmethod
+    def load(cls, cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+             config_file: str | Path | None = None) -> ServerConfig:
+        """Merge CLI values (None/absent = not given), ``VLMGUARD_*`` variables, a JSON file."""
+        cli = dict(cli or {})
+        env = os.environ if env is None else env
+        config_file = config_file or cli.pop("config", None) or env.get(ENV_PREFIX + "CONFIG")
+        from_file: dict[str, Any] = {}
+        if config_file:
+            try:
+                from_file = json.loads(Path(config_file).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise InvalidConfigError(f"cannot read config file {config_file}: {exc}") from exc
+            if not isinstance(from_file, dict):
+                raise InvalidConfigError(f"{config_file}: expected a JSON object")
+        names = {f.name: f for f in fields(cls)}
+        unknown = set(from_file) - set(names)
+        if unknown:
+            raise InvalidConfigError(f"{config_file}: unknown settings {sorted(unknown)}")
+        values: dict[str, Any] = {}
+        for name in names:
+            raw: Any = cli.get(name)
+            where = f"--{name.replace('_', '-')}"
+            if raw is None and ENV_PREFIX + name.upper() in env:
+                raw, where = env[ENV_PREFIX + name.upper()], ENV_PREFIX + name.upper()
+            if raw is None and name in from_file:
+                raw, where = from_file[name], f"{config_file}: {name}"
+            if raw is None:
+                continue
+            try:
+                values[name] = _PARSERS[name](raw)
+            except (TypeError, ValueError) as exc:
+                raise InvalidConfigError(f"{where}: {exc}") from exc
+        return cls(**values)
+
+
+def _opt(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v in (None, "") else parse(v)
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "host": str, "port": int, "upstream": _opt(str), "upstream_api_key": _opt(str),
+    "upstream_timeout_s": float, "api_keys": _list, "model": _opt(str), "providers": _list,
+    "threads": _opt(int), "threshold": _opt(float), "categories": _list,
+    "category_thresholds": _thresholds, "monitor": _bool, "max_body_bytes": int,
+    "request_timeout_s": float, "workers": int, "max_pending": int, "inline_images": _bool,
+    "image_max_bytes": int, "image_timeout_s": float, "image_max_redirects": int,
+    "max_images": int, "allow_private_image_urls": _bool, "image_allowed_networks": _list,
+    "playground": _bool,
+}
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """One flag per setting; unset flags stay absent so the environment and file apply."""
+    ap.add_argument("--config", default=argparse.SUPPRESS,
+                    help=f"JSON file of settings (env {ENV_PREFIX}CONFIG)")
+    for f in fields(ServerConfig):
+        flag = "--" + f.name.replace("_", "-")
+        env = ENV_PREFIX + f.name.upper()
+        help_text = f"{f.metadata.get('help', '')} (env {env})"
+        if _PARSERS[f.name] is _bool:
+            ap.add_argument(flag, dest=f.name, default=argparse.SUPPRESS,
+                            action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            ap.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=help_text)
