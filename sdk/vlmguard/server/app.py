@@ -61,7 +61,9 @@ class ApiError(Exception):
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower().removesuffix("_error") + "_error"
+    """``ImageURLNotAllowedError`` → ``image_url_not_allowed_error``."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+    return words.removesuffix("_error") + "_error"
 
 
 # ---- request schemas ----------------------------------------------------------------------------
