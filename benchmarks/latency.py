@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "sdk"))  # run from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import onnxruntime as ort  # noqa: E402
-from _inputs import Request, requests  # noqa: E402
+from _inputs import Request, photo_set, requests, text_set, typographic_set  # noqa: E402
 
 import vlmguard  # noqa: E402
 from vlmguard import Guard  # noqa: E402
@@ -54,6 +54,7 @@ from vlmguard.guard import DEFAULT_BUNDLE  # noqa: E402
 from vlmguard.runtime import cpu_name  # noqa: E402
 
 STAGES = ("decode", "tagger", "ocr_det", "ocr_rec", "tokenise", "encoder", "render")
+SETS = ("photos", "typographic", "text")
 WARMUP = 3
 BATCH_SIZES = (1, 8, 32)
 MB = 1e6  # sizes and memory in decimal megabytes
@@ -61,9 +62,10 @@ Stats = dict[str, float]
 
 # Each target: (description, result key, limit, True when lower is better).
 TARGETS: list[tuple[str, str, float, bool]] = [
-    ("benign photo without text p50 <= 20 ms", "benign_p50_ms", 20.0, True),
-    ("typographic image p50 <= 100 ms", "typographic_p50_ms", 100.0, True),
-    (">= 4x faster than PyTorch eager (worst input, p50)", "min_speedup", 4.0, False),
+    ("real benign photos p50 <= 20 ms", "benign_p50_ms", 20.0, True),
+    ("typographic images (every style) p50 <= 100 ms", "typographic_p50_ms", 100.0, True),
+    (">= 4x faster than PyTorch eager + RapidOCR (worst input kind, p50)", "min_speedup", 4.0,
+     False),
     ("cold start <= 1.5 s (import + load + first call)", "cold_start_s", 1.5, True),
     ("peak RSS <= 400 MB", "peak_rss_mb", 400.0, True),
     ("bundled model <= 60 MB (incl. vision models)", "bundle_mb", 60.0, True),
@@ -113,6 +115,36 @@ def bench_guard(guard: Guard, reqs: Sequence[Request], repeat: int) -> dict[str,
                        "stages_p50_ms": stage_p50([x.timings_ms for x in results], STAGES),
                        "verdict": "safe" if last.safe else f"unsafe ({last.category})",
                        "ocr_text": last.evidence.ocr_text}
+    return out
+
+
+def bench_sets(guard: Guard, sets: dict[str, list[Request]]) -> dict[str, dict]:
+    """Per set: one timed call per request (after warm-ups on the first), wall p50/p95, each
+    stage's p50/p95 (0 ms where a call skipped it) and how often OCR detection was skipped."""
+    out = {}
+    for name, reqs in sets.items():
+        if not reqs:
+            continue
+        for r in reqs[:WARMUP]:
+            guard.rewrite(r.image, r.text)
+        ocr = guard.ocr
+        runs0, skips0 = (ocr.gate_runs, ocr.gate_skips) if ocr is not None else (0, 0)
+        times, stages = [], []
+        for r in reqs:
+            t0 = time.perf_counter()
+            res = guard.rewrite(r.image, r.text)
+            times.append((time.perf_counter() - t0) * 1e3)
+            stages.append(res.timings_ms)
+        st = {k: percentiles([t.get(k, 0.0) for t in stages])
+              for k in STAGES if any(k in t for t in stages)}
+        entry: dict[str, Any] = {"n": len(reqs), "wall_ms": percentiles(times),
+                                 "stages_ms": {k: {"p50": v["p50"], "p95": v["p95"]}
+                                               for k, v in st.items()},
+                                 "ocr_read_text": sum("ocr_rec" in t for t in stages)}
+        if ocr is not None:
+            entry["gate_runs"] = ocr.gate_runs - runs0
+            entry["gate_skips"] = ocr.gate_skips - skips0
+        out[name] = entry
     return out
 
 
@@ -335,18 +367,47 @@ def bench_baseline(base: EagerBaseline, guard: Guard, reqs: Sequence[Request],
     return out
 
 
+def bench_baseline_sets(base: EagerBaseline, guard: Guard, sets: dict[str, list[Request]],
+                        per_set: int) -> dict[str, dict]:
+    """The guard and the baseline alternate on up to ``per_set`` requests of every set (spread
+    over the set); the speed-up is the ratio of their p50s over these paired calls."""
+    out = {}
+    for name, reqs in sets.items():
+        if not reqs:
+            continue
+        pick = reqs[:: max(1, len(reqs) // per_set)][:per_set]
+        for r in pick[:WARMUP]:
+            base(r)
+            guard.rewrite(r.image, r.text)
+        ours, theirs, stages = [], [], []
+        for r in pick:
+            t0 = time.perf_counter()
+            guard.rewrite(r.image, r.text)
+            t1 = time.perf_counter()
+            stages.append(base(r))
+            ours.append((t1 - t0) * 1e3)
+            theirs.append((time.perf_counter() - t1) * 1e3)
+        b, g = percentiles(theirs), percentiles(ours)
+        out[name] = {"n": len(pick), "wall_ms": b, "guard_wall_ms": g,
+                     "speedup_p50": b["p50"] / g["p50"],
+                     "stages_p50_ms": stage_p50(stages, ("decode", "tagger", "ocr",
+                                                         "tokenise", "encoder"))}
+    return out
+
+
 def find_checkpoint(path: Path | None) -> Path | None:
-    candidates = [path] if path is not None else [ROOT / "runs" / "model", ROOT / "runs" / "smoke"]
+    candidates = [path] if path is not None else [ROOT / "runs" / "model", ROOT / "runs" / "smoke",
+                                                  ROOT / "runs" / "model_a"]
     return next((p for p in candidates if (p / "config.json").is_file()), None)
 
 
 # ---------------------------------------------------------------------------- report
 def check_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
-    guard = res["guard"]
     values: dict[str, float | None] = {
-        "benign_p50_ms": guard["benign photo"]["wall_ms"]["p50"],
-        "typographic_p50_ms": guard["typographic attack"]["wall_ms"]["p50"],
-        "min_speedup": (min(res["speedup_p50"].values()) if res.get("speedup_p50") else None),
+        "benign_p50_ms": res["sets"]["photos"]["wall_ms"]["p50"],
+        "typographic_p50_ms": res["sets"]["typographic"]["wall_ms"]["p50"],
+        "min_speedup": (min(v["speedup_p50"] for v in res["baseline_sets"].values())
+                        if res.get("baseline_sets") else None),
         "cold_start_s": res["cold_start"]["cold_start_s"],
         "peak_rss_mb": res["cold_start"]["peak_rss_bytes"] / MB,
         "bundle_mb": res["sizes"]["bundle_mb"],
@@ -376,7 +437,30 @@ def markdown(res: dict[str, Any]) -> str:
              f"providers {e['providers']}, native preprocessing {e['native_preprocessing']}, "
              f"threads {e['threads'] or 'default'}; model {res['model']}; "
              f"{res['repeat']} timed calls after {WARMUP} warm-ups.", "",
-             "## Guard.rewrite (ms)", ""]
+             "## Real inputs: Guard.rewrite over each set (ms)", ""]
+    sset = res["sets"]
+    rows = []
+    for name, v in sset.items():
+        st = v["stages_ms"]
+        skip = (f"{v['gate_skips']}/{v['gate_runs']}" if v.get("gate_runs") else "-")
+        rows.append([name, str(v["n"]), _f(v["wall_ms"]["p50"]), _f(v["wall_ms"]["p95"]),
+                     *(f"{_f(st[k]['p50'], 1)} / {_f(st[k]['p95'], 1)}" if k in st else "-"
+                       for k in STAGES), skip, str(v["ocr_read_text"])])
+    lines += _table(["set", "n", "p50", "p95", *(f"{k} p50/p95" for k in STAGES),
+                     "OCR det skipped by gate", "calls that read text"], rows)
+    if res.get("baseline_sets"):
+        lines += ["", "## Against PyTorch eager + RapidOCR on the real sets "
+                  "(p50 ms, calls interleaved)", ""]
+        rows = []
+        for name, b in res["baseline_sets"].items():
+            s = b["stages_p50_ms"]
+            rows.append([name, str(b["n"]), _f(b["guard_wall_ms"]["p50"]), _f(b["wall_ms"]["p50"]),
+                         f"{b['speedup_p50']:.1f}x",
+                         *(_f(s.get(k)) for k in ("decode", "tagger", "ocr", "tokenise",
+                                                   "encoder"))])
+        lines += _table(["set", "n", "guard", "baseline", "baseline / guard", "b. decode",
+                         "b. tagger", "b. ocr", "b. tokenise", "b. encoder"], rows)
+    lines += ["", "## The four fixed requests: Guard.rewrite (ms)", ""]
     rows = []
     for name, g in res["guard"].items():
         w, s = g["wall_ms"], g["stages_p50_ms"]
@@ -436,6 +520,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write all results as JSON")
     ap.add_argument("--markdown", type=Path, default=None, help="write the report as Markdown")
     ap.add_argument("--skip-baselines", action="store_true", help="do not time PyTorch/RapidOCR")
+    ap.add_argument("--photos", type=int, default=200, help="real photos timed (>= 200)")
+    ap.add_argument("--per-style", type=int, default=5,
+                    help="typographic renders per typography style")
+    ap.add_argument("--texts", type=int, default=50, help="text-only requests")
+    ap.add_argument("--baseline-per-set", type=int, default=24,
+                    help="requests per set timed against the baseline (interleaved)")
     ap.add_argument("--torch-checkpoint", type=Path, default=None,
                     help="baseline PyTorch checkpoint (default runs/model, else runs/smoke)")
     args = ap.parse_args(argv)
@@ -447,6 +537,11 @@ def main(argv: list[str] | None = None) -> int:
     guard = Guard.from_pretrained(args.model, providers=providers, threads=args.threads)
     res: dict[str, Any] = {"model": str(args.model), "repeat": repeat,
                            "env": environment(guard, args.threads)}
+    sets = {"photos": photo_set(args.photos), "typographic": typographic_set(args.per_style),
+            "text": text_set(args.texts)}
+    sizes_txt = ", ".join(f"{k} {len(v)}" for k, v in sets.items())
+    print(f"timing Guard.rewrite on the real sets ({sizes_txt}) ...", flush=True)
+    res["sets"] = bench_sets(guard, sets)
     print(f"timing Guard.rewrite on {guard.providers} ...", flush=True)
     res["guard"] = bench_guard(guard, reqs, repeat)
     print("timing Guard.rewrite_batch ...", flush=True)
@@ -468,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = Path(res["sizes"]["vision_dir"]) / "imagenet_labels.txt"
         res["baseline_checkpoint"] = str(ckpt)
         base = EagerBaseline(ckpt, labels, args.threads)
+        res["baseline_sets"] = bench_baseline_sets(base, guard, sets, args.baseline_per_set)
         res["baseline"] = bench_baseline(base, guard, reqs, repeat)
         res["speedup_p50"] = {k: b["speedup_p50"] for k, b in res["baseline"].items()}
     res["targets"] = check_targets(res)

@@ -11,6 +11,10 @@ native (C) path.
 * :class:`OCR` reimplements RapidOCR's PP-OCR pipeline (DB detection → crop → CTC
   recognition) in NumPy. Recognition is skipped when detection finds nothing, which is
   the common case for photos.
+* A text-presence gate runs the same detector at a fraction of the detection size first
+  (:meth:`OCR.gate`): where its probability map shows nothing that could be text, full
+  detection is skipped. It only ever skips on a clear "no": a broken map raises, and any
+  pixel above a low threshold runs full detection.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ from .preprocess import resize_normalize
 from .runtime import ProviderSpec, make_session
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default" / "vision"
+GATE_SCALE = 0.5
+"""Gate input side / full detection side. At half the size a line of text still spans ~8
+detector pixels when it spans ~16 at full size, and the pass costs a quarter as much."""
+GATE_THRESH = 0.1
+"""Full detection runs when any gate-map pixel reaches this (DB binarises at 0.3): a low bar,
+so the gate skips only images where the detector sees nothing at all."""
+GATE_MIN_SIDE = 160
+"""Below this full-detection long side the gate would cost about as much as it saves."""
 MAX_OCR_BOXES = 48
 """Text boxes recognised per image at most: bounds OCR time (~15 ms a box on one core).
 The rewriter reads about 64 tokens of image text per window, so 48 lines cover it."""
@@ -247,7 +259,8 @@ class OCR:
                  det_limit_side: int = 640, det_thresh: float = 0.3, box_thresh: float = 0.5,
                  unclip_ratio: float = 1.6, text_score: float = 0.5, rec_batch: int = 8,
                  max_rec_width: int = 1600, max_candidates: int = 1000,
-                 max_boxes: int = MAX_OCR_BOXES) -> None:
+                 max_boxes: int = MAX_OCR_BOXES, text_gate: bool = True,
+                 gate_scale: float | None = None, gate_thresh: float | None = None) -> None:
         bundle = Path(bundle_dir)
         manifest = _manifest(bundle)
         try:
@@ -255,10 +268,19 @@ class OCR:
             det_name = str(meta.get("det", {}).get("file", "ocr_det.onnx"))
             rec_name = str(meta.get("rec", {}).get("file", "ocr_rec.onnx"))
             keys_name = str(meta.get("rec", {}).get("dict", "ocr_keys.txt"))
+            gate_cfg = meta.get("text_gate", {})
+            gate_scale = float(gate_cfg.get("scale", GATE_SCALE) if gate_scale is None
+                               else gate_scale)
+            gate_thresh = float(gate_cfg.get("threshold", GATE_THRESH) if gate_thresh is None
+                                else gate_thresh)
         except (TypeError, ValueError, AttributeError) as exc:
             raise ModelLoadError(f"{bundle}/manifest.json: malformed ocr entry: {exc}") from exc
         if not isinstance(max_boxes, int) or max_boxes < 1:
             raise InvalidInputError(f"max_boxes must be a positive int, got {max_boxes!r}")
+        if not (0.0 < gate_scale <= 1.0 and 0.0 < gate_thresh < det_thresh):
+            raise InvalidInputError(f"text gate: scale {gate_scale!r} must be in (0, 1] and "
+                                    f"threshold {gate_thresh!r} in (0, {det_thresh}): a gate "
+                                    "stricter than detection would skip text it can read")
         provs = _providers_or_cpu(providers)
         self.det = make_session(read_verified(bundle, manifest, det_name), provs, threads,
                                 mem_arena=False, name=det_name)
@@ -279,7 +301,14 @@ class OCR:
         self.max_candidates = max_candidates
         self.max_boxes = max_boxes
         self.rec_height = 48
+        self.rec_min_width = 320  # RapidOCR pads every line to at least this width
         self.rec_calls = 0  # recognition batches run; lets tests see rec was skipped
+        self.text_gate = bool(text_gate)
+        self.gate_scale = gate_scale
+        self.gate_thresh = gate_thresh
+        self.gate_runs = 0  # gate passes run, and how many of them skipped full detection
+        self.gate_skips = 0
+        self.last_gate_max: float | None = None  # the last gate map's max (None: no gate)
 
     @property
     def providers(self) -> list[str]:
@@ -287,25 +316,62 @@ class OCR:
         return self.det.get_providers()
 
     # -- detection
-    def _det_input(self, rgb: np.ndarray) -> np.ndarray:
-        h, w = rgb.shape[:2]
-        ratio = min(1.0, self.det_limit_side / max(h, w))
-        rh = max(32, int(round(int(h * ratio) / 32) * 32))
-        rw = max(32, int(round(int(w * ratio) / 32) * 32))
+    def _det_size(self, h: int, w: int, scale: float = 1.0) -> tuple[int, int]:
+        """Detector input (height, width): long side at most ``det_limit_side`` (never
+        upscaled), times ``scale``, each rounded to a multiple of 32."""
+        ratio = min(1.0, self.det_limit_side / max(h, w)) * scale
+        return (max(32, int(round(int(h * ratio) / 32) * 32)),
+                max(32, int(round(int(w * ratio) / 32) * 32)))
+
+    def _det_input(self, rgb: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        rh, rw = self._det_size(*rgb.shape[:2], scale=scale)
         x = resize_normalize(rgb, rh, rw, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
         return np.ascontiguousarray(x[::-1])[None]  # PP-OCR was trained on BGR
 
-    def detect(self, rgb: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
-        """Axis-aligned text boxes (x0, y0, x1, y1) in image pixels with DB box scores."""
-        rgb = _check_rgb(rgb)
-        src_h, src_w = rgb.shape[:2]
-        x = self._det_input(rgb)
+    def _prob_map(self, x: np.ndarray, name: str) -> np.ndarray:
         out = self.det.run(None, {self.det.get_inputs()[0].name: x})[0]
         # DB's probability map: one channel at the input's size, sigmoid-valued
-        out = check_output("OCR detector", out, (1, 1, x.shape[2], x.shape[3]),
-                           lo=-1e-3, hi=1.0 + 1e-3)
-        check_not_constant("OCR detector", out)
-        return self._db_boxes(out[0, 0], src_h, src_w)
+        out = check_output(name, out, (1, 1, x.shape[2], x.shape[3]), lo=-1e-3, hi=1.0 + 1e-3)
+        check_not_constant(name, out)
+        return out[0, 0]
+
+    def gate_applies(self, h: int, w: int) -> bool:
+        """Whether the gate runs for an image of this size: enabled, and the reduced pass is
+        really smaller than full detection (on small images it would only add work)."""
+        if not self.text_gate or self.gate_scale >= 1.0:
+            return False
+        full = self._det_size(h, w)
+        gate = self._det_size(h, w, self.gate_scale)
+        return max(full) >= GATE_MIN_SIDE and gate[0] * gate[1] < full[0] * full[1]
+
+    def gate(self, rgb: np.ndarray) -> float:
+        """The max of the detector's probability map at ``gate_scale`` of the detection size.
+
+        Below ``gate_thresh`` nothing in the image looks like text even to a low bar, and
+        :meth:`detect` returns no boxes without the full pass. A broken map (NaN, constant,
+        wrong shape) raises :class:`GuardError`, as full detection does: never "no text".
+        """
+        rgb = _check_rgb(rgb)
+        prob = self._prob_map(self._det_input(rgb, self.gate_scale), "OCR text gate")
+        return float(prob.max())
+
+    def detect(self, rgb: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
+        """Axis-aligned text boxes (x0, y0, x1, y1) in image pixels with DB box scores.
+
+        With the text gate on, a reduced pass runs first and full detection only where it
+        sees anything that may be text (see :meth:`gate`).
+        """
+        rgb = _check_rgb(rgb)
+        src_h, src_w = rgb.shape[:2]
+        self.last_gate_max = None
+        if self.gate_applies(src_h, src_w):
+            self.gate_runs += 1
+            self.last_gate_max = self.gate(rgb)
+            if not self.last_gate_max >= self.gate_thresh:  # NaN can't get here; be explicit
+                self.gate_skips += 1
+                return []
+        prob = self._prob_map(self._det_input(rgb), "OCR detector")
+        return self._db_boxes(prob, src_h, src_w)
 
     def _db_boxes(self, prob: np.ndarray, src_h: int, src_w: int
                   ) -> list[tuple[tuple[int, int, int, int], float]]:
@@ -364,7 +430,7 @@ class OCR:
         order = np.argsort(ratios)  # similar widths share a batch, as in RapidOCR
         hgt = self.rec_height
         for idx in self._rec_batches(order, ratios):
-            max_ratio = max(320 / hgt, max(ratios[i] for i in idx))
+            max_ratio = max(self.rec_min_width / hgt, max(ratios[i] for i in idx))
             width = min(int(math.ceil(hgt * max_ratio)), self.max_rec_width)
             x = np.zeros((len(idx), 3, hgt, width), dtype=np.float32)  # 0 == mid-grey pad
             for j, i in enumerate(idx):
@@ -384,7 +450,7 @@ class OCR:
         Every crop in a batch is padded to the widest, so mixing a "1." with a long line
         would make the short crop cost as much as the long one.
         """
-        floor = 320 / self.rec_height
+        floor = self.rec_min_width / self.rec_height
         batches: list[list[int]] = []
         for i in order:
             r = max(ratios[i], floor)
