@@ -212,6 +212,37 @@ def write_bundle(bundle: Path, checkpoint: Path, files: dict[str, Path], parity:
     return manifest
 
 
+def calibrate_bundle(bundle: Path, data: Path, max_fpr: float) -> dict:
+    """Choose the threshold end to end: the shipped runtime (every window and reading,
+    the quantised model) scores the validation split, and the lowest threshold whose
+    false-positive rate stays within ``max_fpr`` is written into the manifest.
+
+    The checkpoint's own threshold (training_meta.json) saw first windows in float32 only.
+    """
+    from tqdm import tqdm
+
+    from training.synthesis.offline import read_jsonl
+    from training.train import choose_threshold, has_image
+    from vlmguard import Guard
+
+    guard = Guard.from_pretrained(bundle, providers=["CPUExecutionProvider"])
+    rows = [e for e in read_jsonl(data) if e.split == "val"]
+    risk = np.array([guard.rewrite_seen(e.text, e.concepts, e.ocr_text, has_image(e)).risk
+                     for e in tqdm(rows, desc="calibrate", mininterval=10)])
+    y = np.array([e.unsafe for e in rows])
+    t = choose_threshold(risk, y.astype(int), max_fpr)
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["config"]["threshold"] = round(t, 4)
+    calib = {"set": f"{data} (val split, {len(rows)} rows, end to end)", "max_fpr": max_fpr,
+             "threshold": round(t, 4), "recall": float((risk[y] >= t).mean()),
+             "fpr": float((risk[~y] >= t).mean())}
+    manifest["calibration"] = calib
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("calibrated: %s", calib)
+    return calib
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", type=Path, default=Path("runs/model"))
@@ -223,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fp16-in-bundle", action="store_true",
                     help="also ship the FP16 (GPU) model in the bundle (+45 MB)")
     ap.add_argument("--no-assert", action="store_true", help="report parity, do not fail on it")
+    ap.add_argument("--calibrate-max-fpr", type=float, default=None,
+                    help="re-choose the threshold end to end on --data's val split through "
+                    "the bundled runtime, at most this FPR (default: keep the checkpoint's)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     log.setLevel(logging.INFO)
@@ -246,6 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_assert:
         assert_parity(parity)
     manifest = write_bundle(args.bundle, args.checkpoint, files, parity, args.fp16_in_bundle)
+    if args.calibrate_max_fpr is not None:
+        calibrate_bundle(args.bundle, args.data, args.calibrate_max_fpr)
     size = sum(f["bytes"] for f in manifest["files"].values())
     print(f"bundle {args.bundle}: {size / 1e6:.1f} MB in {len(manifest['files'])} files "
           f"(+ vision/), {time.time() - t:.0f}s")

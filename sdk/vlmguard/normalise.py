@@ -183,7 +183,7 @@ def disguised_share(text: str, reading: str) -> float:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-MAX_SENTENCE_READINGS = 48
+MAX_SENTENCE_READINGS = 16
 MIN_SENTENCE_WORDS = 4
 
 
