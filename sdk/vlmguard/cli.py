@@ -7,11 +7,15 @@ import argparse
 import json
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from .errors import InvalidConfigError, InvalidInputError, VLMGuardError
 
+if TYPE_CHECKING:
+    from .guard import Guard
 
-def _guard(args: argparse.Namespace):  # -> Guard, imported lazily for a fast --help
+
+def _guard(args: argparse.Namespace) -> Guard:  # Guard imported lazily for a fast --help
     from .guard import Guard
 
     providers = args.providers.split(",") if args.providers else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -51,7 +52,17 @@ CONCEPT_TOP_K = 3         # concepts put into the sequence
 CONCEPT_MIN_SCORE = 0.05  # ...and only those the tagger gives at least this probability
 
 
-def concept_words(concepts: Sequence, k: int = CONCEPT_TOP_K,
+class ScoredLabel(Protocol):
+    """What :func:`concept_words` reads from a tagger concept (``vision.Concept`` or a test's)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
+
+
+def concept_words(concepts: Sequence[ScoredLabel], k: int = CONCEPT_TOP_K,
                   min_score: float = CONCEPT_MIN_SCORE) -> tuple[str, ...]:
     """The tagger concepts that enter the sequence (objects with ``label`` and ``score``)."""
     return tuple(c.label for c in list(concepts)[:k] if c.score >= min_score)
@@ -77,8 +88,9 @@ def verbalise_evidence(concepts: Sequence[str], ocr_text: str, has_image: bool) 
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    e: np.ndarray = np.exp(x - x.max(axis=-1, keepdims=True))
+    out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return out
 
 
 @dataclass(frozen=True)

@@ -336,7 +336,8 @@ class Guard:
                 logits: Sequence[np.ndarray], evidence_text: str, ocr_offset: int,
                 timings: dict[str, float]) -> RewriteResult:
         sl = self._slices
-        best, best_key, best_probs, best_tripped = 0, (False, -1.0), {}, frozenset()
+        best, best_key, best_probs = 0, (False, -1.0), {}
+        best_tripped: frozenset[str] = frozenset()
         best_risk = 0.0
         scores = dict.fromkeys(CATEGORIES[1:], 0.0)
         for i, lg in enumerate(logits):
@@ -430,7 +431,8 @@ class Guard:
         names = HEADS[head]
         allowed_set = set(allowed) if allowed is not None else set(names) - {"none"}
         order = np.argsort(-probs)
-        return next(names[i] for i in order if names[i] in allowed_set)
+        picked: str = next(names[i] for i in order if names[i] in allowed_set)
+        return picked
 
     def _span_text(self, window: Window, logits: np.ndarray, text: str, evidence: str,
                    ocr_offset: int) -> str:

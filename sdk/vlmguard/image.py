@@ -12,10 +12,10 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import (
     ImageDecodeError,
@@ -135,7 +135,7 @@ def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> np.ndarray:
         raise InvalidInputError(f"{what}: does not exist; expected {_ACCEPTED}") from exc
     except PermissionError as exc:
         raise InvalidInputError(f"{what}: cannot be read: {exc}") from exc
-    except Image.UnidentifiedImageError as exc:
+    except UnidentifiedImageError as exc:
         raise ImageDecodeError(
             f"{what}: not an accepted image format (JPEG, PNG, WebP, GIF, BMP or TIFF)"
         ) from exc
@@ -186,7 +186,8 @@ def _lab_to_rgb(im: Image.Image) -> Image.Image:
         transform = ImageCms.buildTransform(
             ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
         )
-        return ImageCms.applyTransform(im, transform)
+        # Not in place, so Pillow returns a new image (its stub also allows None for inPlace).
+        return cast(Image.Image, ImageCms.applyTransform(im, transform))
     except Exception as exc:  # ImageCms (littlecms) may be missing from a Pillow build
         raise ImageDecodeError(
             "image mode 'LAB' cannot be converted to RGB here; save the image as RGB"

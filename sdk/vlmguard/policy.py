@@ -111,7 +111,8 @@ class Policy:
         return Policy(merge(copy.deepcopy(self.data), overrides))
 
     def category(self, key: str) -> dict[str, str]:
-        return self.data["categories"][key]
+        entry: dict[str, str] = self.data["categories"][key]
+        return entry
 
     def threat_text(self, j: Judgement) -> str:
         title = self.category(j.category)["title"]

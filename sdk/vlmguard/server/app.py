@@ -18,11 +18,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import httpx
 from fastapi import FastAPI, Request
@@ -257,7 +257,8 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         return ApiError(exc.status_code, code, str(exc.detail)).response()
 
     @app.middleware("http")
-    async def _timed(request: Request, call_next: Callable[[Request], Any]) -> Response:
+    async def _timed(request: Request,
+                     call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         t = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
@@ -296,13 +297,17 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         st.check_key(request)
         req: ModerationRequest = _validate(ModerationRequest, await st.json_body(request))
         inp = req.input
+        texts: list[str]
+        images: list[str]
         if isinstance(inp, str) or (inp and all(isinstance(x, str) for x in inp)):
-            texts = [inp] if isinstance(inp, str) else list(inp)
+            # every item checked to be a string just above
+            texts = [inp] if isinstance(inp, str) else list(cast(list[str], inp))
             results = await st.run(g.rewrite_batch, [(None, t) for t in texts])
             entries = [moderation_result(r, ["text"]) for r in results]
         elif inp and all(isinstance(x, dict) for x in inp):
+            parts = cast(list[dict[str, Any]], inp)  # every item checked to be a dict just above
             texts, images = [], []
-            for k, part in enumerate(inp):
+            for k, part in enumerate(parts):
                 kind = part.get("type")
                 if kind == "text" and isinstance(part.get("text"), str):
                     texts.append(part["text"])
