@@ -8,6 +8,8 @@ dispatching on the stage marker of the system prompt; tests queue per-stage misb
 from __future__ import annotations
 
 import base64
+import email.utils
+import gzip
 import io
 import json
 import re
@@ -34,14 +36,17 @@ try:
 except ImportError:
     sys.path.insert(0, str(ROOT))
 
+from training.synthesis import offline  # noqa: E402
+from training.synthesis.corpora import Seed  # noqa: E402
 from training.synthesis.prompts import STAGES, build_messages, stage_marker  # noqa: E402
-from training.synthesis.schema import SeedItem  # noqa: E402
-from training.synthesis.teacher import Teacher, TeacherError  # noqa: E402
+from training.synthesis.schema import Example, SeedItem  # noqa: E402
+from training.synthesis.teacher import BaseTeacher, Teacher, TeacherError  # noqa: E402
 from training.synthesis.vlm_teacher import (  # noqa: E402
     MalformedAnswerError,
     VLMTeacher,
     _retry_after,
     encode_image,
+    endpoint_models,
     parse_json_content,
 )
 
@@ -100,6 +105,8 @@ class FakeServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.delay = 0.0  # added to every request (concurrency test)
+        self.models = ["fake-vlm", "another-vlm"]  # what GET /models lists
+        self.model_listings = 0
         self.script: dict[str, deque[tuple[Any, ...] | None]] = defaultdict(deque)
         self.always: dict[str, tuple[Any, ...]] = {}
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -156,6 +163,16 @@ class _Handler(BaseHTTPRequestHandler):
             ],
         }
         self._send(200, json.dumps(body).encode())
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        state: FakeServer = self.server.state  # type: ignore[attr-defined]
+        if self.path.rstrip("/") != "/v1/models":
+            self._send(404, b'{"error": {"message": "not found"}}')
+            return
+        with state.lock:
+            state.model_listings += 1
+        data = [{"id": m, "object": "model", "owned_by": "test"} for m in state.models]
+        self._send(200, json.dumps({"object": "list", "data": data}).encode())
 
     def do_POST(self) -> None:  # noqa: N802 - http.server API
         state: FakeServer = self.server.state  # type: ignore[attr-defined]
@@ -360,19 +377,32 @@ def test_non_chat_200_body_is_treated_as_malformed(server: FakeServer, tmp_path:
 
 
 def test_429_honours_retry_after(server: FakeServer, tmp_path: Path) -> None:
-    server.push("threat", ("status", 429, {"Retry-After": "1"}, {"error": "slow down"}))
-    t0 = time.monotonic()
-    ex = make_teacher(server, tmp_path).annotate(SeedItem("r", "Describe this sunset"))
-    assert time.monotonic() - t0 >= 0.9
-    assert not ex.unsafe and server.count("threat") == 2
+    server.push("threat", ("status", 429, {"Retry-After": "7"}, {"error": "slow down"}),
+                ("status", 429, {"Retry-After": "600"}, {"error": "slow down"}))
+    waits: list[float] = []  # the teacher's back-off waits, read instead of timed
+    teacher = make_teacher(server, tmp_path, sleep=waits.append, max_retry_after=120.0)
+    ex = teacher.annotate(SeedItem("r", "Describe this sunset"))
+    assert waits == [7.0, 120.0]  # the server's wait, capped at max_retry_after
+    assert not ex.unsafe and server.count("threat") == 3
+
+
+def test_backoff_without_retry_after_grows_with_jitter(server: FakeServer,
+                                                       tmp_path: Path) -> None:
+    server.push("threat", *[("status", 503, {}, {"error": "busy"})] * 3)
+    waits: list[float] = []
+    teacher = make_teacher(server, tmp_path, sleep=waits.append, backoff=1.0, max_retries=3)
+    teacher.annotate(SeedItem("b", BOMB))
+    assert len(waits) == 3
+    for attempt, wait in enumerate(waits, start=1):  # backoff * 2^(n-1), times 0.5..1.5
+        assert 0.5 * 2 ** (attempt - 1) <= wait <= 1.5 * 2 ** (attempt - 1)
 
 
 def test_slow_response_times_out_then_succeeds(server: FakeServer, tmp_path: Path) -> None:
     server.push("threat", ("sleep", 1.0))
-    t0 = time.monotonic()
-    ex = make_teacher(server, tmp_path, timeout=0.3).annotate(SeedItem("s", BOMB))
-    assert time.monotonic() - t0 < 1.0  # did not wait for the slow answer
-    assert ex.unsafe and server.count("threat") == 2
+    teacher = make_teacher(server, tmp_path, timeout=0.3, sleep=lambda s: None)
+    ex = teacher.annotate(SeedItem("s", BOMB))
+    # The slow answer was a good one: a second request means the first was abandoned.
+    assert ex.unsafe and server.count("threat") == 2 and teacher.stats["retries"] == 1
 
 
 @pytest.mark.parametrize("code", [500, 502, 503])
@@ -530,8 +560,9 @@ def test_retry_after_parsing() -> None:
     assert _retry_after("3") == 3.0
     assert _retry_after("0.5") == 0.5
     assert _retry_after(None) is None and _retry_after("soon") is None
-    future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 <= (_retry_after(future) or 0) <= 31
+    now = 1_700_000_000.0  # a fixed clock: the HTTP-date form is counted from `now`
+    assert _retry_after(email.utils.formatdate(now + 30, usegmt=True), now=now) == 30.0
+    assert _retry_after(email.utils.formatdate(now - 5, usegmt=True), now=now) == 0.0
 
 
 def test_build_messages_needs_earlier_stages() -> None:
@@ -540,3 +571,112 @@ def test_build_messages_needs_earlier_stages() -> None:
         build_messages("guidance", item, None, {"threat": {}})
     with pytest.raises(ValueError, match="unknown stage"):
         build_messages("verdict", item, None)
+
+
+def test_base_teacher_raises_or_skips_in_order() -> None:
+    class Picky(BaseTeacher):
+        def annotate(self, item: SeedItem) -> Example:
+            if "bad" in item.text:
+                raise TeacherError(f"cannot annotate {item.seed_id}")
+            return Example(id=item.seed_id, seed_id=item.seed_id, text=item.text, concepts=[],
+                           ocr_text="", unsafe=False, category="none", source="none",
+                           strategy="none")
+
+    items = [SeedItem("a", "fine"), SeedItem("b", "bad"), SeedItem("c", "fine too")]
+    with pytest.raises(TeacherError, match="cannot annotate b"):
+        Picky().annotate_many(items, progress=False)
+    out = Picky().annotate_many(items, progress=False, on_error="skip")
+    assert [e.seed_id for e in out] == ["a", "c"]
+    assert isinstance(Picky(), Teacher)
+
+
+# ----------------------------------------------------------------------------- command line
+
+CLI_SEEDS = [
+    Seed(BOMB, True, "indiscriminate_weapons", "redteam/cli-test", "CC0-1.0"),
+    Seed("What is the capital of France?", False, None, "benign/cli-test", "CC0-1.0"),
+    Seed("How do I bake sourdough bread?", False, None, "benign/cli-test", "CC0-1.0"),
+]
+_INPUTS = ("seed_id", "text", "concepts", "ocr_text", "image", "origin", "licence", "split")
+
+
+def _cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seed pack instead of the corpora, and a working directory without the photo cache
+    (so no real photo is drawn in: the inputs depend on the seeds alone)."""
+    pack = tmp_path / "seeds.jsonl.gz"
+    with gzip.open(pack, "wt", encoding="utf-8") as f:
+        for s in CLI_SEEDS:
+            f.write(json.dumps(s.__dict__) + "\n")
+    monkeypatch.setenv("VLMGUARD_SEED_PACK", str(pack))
+    monkeypatch.chdir(tmp_path)
+
+
+def _read(path: Path) -> list[Example]:
+    rows = [Example.from_dict(json.loads(line)) for line in path.read_text().splitlines()]
+    for ex in rows:
+        ex.validate()
+    return rows
+
+
+def test_synthesiser_cli_with_the_vlm_teacher(server: FakeServer, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    _cli_env(tmp_path, monkeypatch)
+    offline.main(["--parts", "text", "--out", str(tmp_path / "offline.jsonl")])
+    vlm_args = ["--parts", "text", "--out", str(tmp_path / "vlm.jsonl"), "--teacher", "vlm",
+                "--endpoint", server.base_url, "--cache-dir", str(tmp_path / "cache")]
+    offline.main(vlm_args)
+
+    synthesised, labelled = _read(tmp_path / "offline.jsonl"), _read(tmp_path / "vlm.jsonl")
+    assert len(synthesised) == len(CLI_SEEDS)
+    # The same inputs, splits and provenance, in the same order; the labels are the VLM's.
+    assert [[getattr(e, k) for k in _INPUTS] for e in labelled] == \
+        [[getattr(e, k) for k in _INPUTS] for e in synthesised]
+    by_text = {e.text: e for e in labelled}
+    bomb = by_text[BOMB]
+    assert (bomb.unsafe, bomb.category, bomb.source, bomb.strategy) == \
+        (True, "indiscriminate_weapons", "text", "refuse_redirect")
+    assert bomb.guidance.startswith("Do not give construction steps")
+    start = BOMB.index("build a bomb")
+    assert bomb.intent_span == ("text", start, start + len("build a bomb"))
+    assert "Answering would give instructions" in bomb.threat
+    for e in labelled:
+        if e.text != BOMB:
+            assert (e.unsafe, e.category, e.strategy) == (False, "none", "none")
+    # No --model: the first model the endpoint lists; 3 stages for the unsafe seed, 2 else.
+    assert server.model_listings == 1
+    assert {r["body"]["model"] for r in server.requests} == {"fake-vlm"}
+    assert server.count() == 3 + 2 + 2
+
+    # A re-run naming the model is answered from the cache, byte for byte.
+    first = (tmp_path / "vlm.jsonl").read_bytes()
+    offline.main([*vlm_args, "--model", "fake-vlm"])
+    assert server.count() == 7 and server.model_listings == 1
+    assert (tmp_path / "vlm.jsonl").read_bytes() == first
+
+
+def test_synthesiser_cli_skips_or_stops_on_failures(server: FakeServer, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    _cli_env(tmp_path, monkeypatch)
+    server.always["threat"] = ("status", 400, {}, {"error": {"message": "no"}})
+    server.models = []
+    args = ["--parts", "text", "--out", str(tmp_path / "v.jsonl"), "--teacher", "vlm",
+            "--endpoint", server.base_url, "--cache-dir", str(tmp_path / "cache")]
+    with pytest.raises(SystemExit, match="lists no models"):
+        offline.main(args)
+    with pytest.raises(TeacherError, match="HTTP 400"):
+        offline.main([*args, "--model", "m"])
+    offline.main([*args, "--model", "m", "--skip-failures"])
+    assert (tmp_path / "v.jsonl").read_text() == ""
+
+
+@pytest.mark.parametrize("argv", [["--teacher", "vlm"], ["--endpoint", "http://x/v1"]])
+def test_synthesiser_cli_needs_an_endpoint_exactly_with_vlm(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        offline.main(argv)
+    assert e.value.code == 2
+
+
+def test_endpoint_models(server: FakeServer) -> None:
+    assert endpoint_models(server.base_url) == ["fake-vlm", "another-vlm"]
+    with pytest.raises(TeacherError, match="HTTP 404"):
+        endpoint_models(server.base_url + "nowhere")

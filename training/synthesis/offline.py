@@ -10,6 +10,12 @@ Splits are by seed (a hash of the seed id), and whole source files are held out 
 sets, so the evaluation shows transfer to unseen sources.
 
     python -m training.synthesis.offline --out runs/data/synth.jsonl
+
+With ``--teacher vlm --endpoint URL`` the same inputs are labelled and reasoned about by a VLM
+behind any OpenAI-compatible endpoint (:class:`~training.synthesis.vlm_teacher.VLMTeacher`)
+instead of by their source corpora, and written as the same JSON lines (see
+:func:`annotate_with`; ``training/synthesis/teacher.py`` says why the synthesiser itself is
+not a teacher).
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import os
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from tqdm import tqdm
 
@@ -41,7 +48,8 @@ from .corpora import (
     vlguard_seeds,
 )
 from .crossmodal_seeds import GENERIC_BENIGN, NEUTRAL_SCENES, SCENARIOS
-from .schema import Example
+from .schema import Example, SeedItem
+from .teacher import Teacher
 from .typography import STYLES, render
 
 log = logging.getLogger("vlmguard.synthesis")
@@ -540,6 +548,67 @@ def summary(examples: list[Example]) -> dict:
     }
 
 
+def _teacher_image(ref: str | None) -> str | None:
+    """The file a teacher can look at for a synthesised example's image reference: a real
+    training photo (``photo:NAME``). Rendered typography and hand-written scenes are not kept
+    as files, so the teacher judges them from what the guard read (concepts and OCR text)."""
+    if ref and ref.startswith("photo:"):
+        from .photo_evidence import PHOTO_DIR
+
+        path = PHOTO_DIR / ref.removeprefix("photo:")
+        return str(path) if path.is_file() else None
+    return None
+
+
+def seed_item(ex: Example) -> SeedItem:
+    """What a teacher is shown of a synthesised example: its inputs, none of its labels."""
+    return SeedItem(seed_id=ex.seed_id, text=ex.text, image=_teacher_image(ex.image),
+                    concepts=list(ex.concepts), ocr_text=ex.ocr_text, origin=ex.origin,
+                    licence=ex.licence)
+
+
+def _inputs_key(seed_id: str, text: str, ocr_text: str, concepts: Iterable[str]
+                ) -> tuple[str, str, str, tuple[str, ...]]:
+    return seed_id, text, ocr_text, tuple(concepts)
+
+
+def annotate_with(teacher: Teacher, examples: Sequence[Example], progress: bool = True,
+                  on_error: Literal["raise", "skip"] = "raise") -> list[Example]:
+    """The synthesised inputs, labelled and reasoned about by ``teacher`` instead of by the
+    corpora their seeds came from.
+
+    Each result keeps its source example's split (splits stay by seed, held-out sources stay
+    held out) and image reference, so the file reads exactly like the offline one. With
+    ``on_error="skip"`` the items the teacher could not annotate are left out.
+    """
+    # After dedupe the inputs identify an example (its id is a hash of them).
+    source = {_inputs_key(ex.seed_id, ex.text, ex.ocr_text, ex.concepts): ex for ex in examples}
+    if len(source) != len(examples):
+        raise ValueError("examples with identical inputs: dedupe them first")
+    annotated = teacher.annotate_many([seed_item(ex) for ex in examples], progress=progress,
+                                      on_error=on_error)
+    out = []
+    for new in annotated:
+        src = source[_inputs_key(new.seed_id, new.text, new.ocr_text, new.concepts)]
+        out.append(dataclasses.replace(new, split=src.split, image=src.image))
+    return out
+
+
+def _vlm_teacher(args: argparse.Namespace) -> Teacher:
+    from .vlm_teacher import VLMTeacher, endpoint_models
+
+    api_key = os.environ.get(args.api_key_env) or None
+    model = args.model
+    if not model:
+        models = endpoint_models(args.endpoint, api_key)
+        if not models:
+            raise SystemExit(f"{args.endpoint} lists no models; name one with --model")
+        model = models[0]
+        log.info("teacher model: %s (the first of %d listed)", model, len(models))
+    return VLMTeacher(args.endpoint, model, api_key=api_key, concurrency=args.concurrency,
+                      cache_dir=args.cache_dir)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/data/synth.jsonl"))
@@ -552,7 +621,24 @@ def main(argv: list[str] | None = None) -> None:
                     help="only write every seed to this .jsonl.gz and stop")
     ap.add_argument("--parts", default=",".join(PARTS),
                     help=f"comma-separated subset of {','.join(PARTS)}")
+    vlm = ap.add_argument_group("teacher", "who labels the synthesised inputs")
+    vlm.add_argument("--teacher", choices=("offline", "vlm"), default="offline",
+                     help="offline: the labels of the seeds' corpora (default); vlm: a VLM at "
+                          "--endpoint runs the three stage prompts on every input")
+    vlm.add_argument("--endpoint", help="base URL of an OpenAI-compatible API, e.g. "
+                                        "http://localhost:8000/v1 (with --teacher vlm)")
+    vlm.add_argument("--model", help="the model at --endpoint (default: the first it lists)")
+    vlm.add_argument("--api-key-env", default="VLMGUARD_TEACHER_API_KEY",
+                     help="environment variable holding the endpoint's API key, if it needs one")
+    vlm.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
+    vlm.add_argument("--cache-dir", default="auto",
+                     help="where validated answers are kept, so a re-run resumes "
+                          "(default: $VLMGUARD_CACHE/teacher or ~/.cache/vlmguard/teacher)")
+    vlm.add_argument("--skip-failures", action="store_true",
+                     help="leave out inputs the teacher cannot annotate instead of stopping")
     args = ap.parse_args(argv)
+    if (args.teacher == "vlm") != bool(args.endpoint):
+        ap.error("--teacher vlm needs --endpoint, and --endpoint is only for --teacher vlm")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.seed_pack:
         print(f"{write_seed_pack(args.seed_pack, args.seed)} seeds -> {args.seed_pack}")
@@ -563,6 +649,9 @@ def main(argv: list[str] | None = None) -> None:
                                jailbreaks=args.jailbreaks, figstep=args.figstep,
                                documents=args.documents)
     examples = synth.build(args.parts.split(","))
+    if args.teacher == "vlm":
+        examples = annotate_with(_vlm_teacher(args), examples,
+                                 on_error="skip" if args.skip_failures else "raise")
     write_jsonl(examples, args.out)
     print(json.dumps(summary(examples), indent=1, default=dict)[:4000])
 

@@ -1,21 +1,30 @@
-"""The one interface every teacher implements, so the pipeline can swap them freely.
+"""The one interface a teacher implements: unlabelled :class:`SeedItem` s in, annotated
+:class:`Example` s out, through the three reasoning stages (threat, intent, guidance).
 
-Two teachers annotate :class:`SeedItem` s into :class:`Example` s through the three reasoning
-stages (threat, intent, guidance): the offline synthesiser (the default, needs no network) and
-:class:`~training.synthesis.vlm_teacher.VLMTeacher` (any OpenAI-compatible endpoint). Code that
-builds data sets depends only on :class:`Teacher`.
+:class:`~training.synthesis.vlm_teacher.VLMTeacher` (any OpenAI-compatible endpoint) is the
+teacher. The offline synthesiser (``training.synthesis.offline``, the default) is deliberately
+*not* one: it never judges an unlabelled item; its labels are those of the corpora its seeds
+come from (a red-team prompt is harmful because the corpus says so) and its stage texts are
+written from those labels. So it generates (input, label) pairs rather than annotating inputs,
+and an ``annotate(item)`` on it would have no label to return. The two meet in its command line:
+``--teacher vlm --endpoint URL`` sends the inputs it synthesised to a :class:`Teacher`
+(:func:`training.synthesis.offline.annotate_with`), which labels them instead of the corpora,
+and writes the same JSON lines. That code depends only on :class:`Teacher`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from tqdm import tqdm
 
 from training.synthesis.schema import Example, SeedItem
+
+log = logging.getLogger(__name__)
 
 
 class TeacherError(RuntimeError):
@@ -30,8 +39,10 @@ class Teacher(Protocol):
         """Annotate one item; raise :class:`TeacherError` when that is impossible."""
         ...
 
-    def annotate_many(self, items: Sequence[SeedItem], progress: bool = True) -> list[Example]:
-        """Annotate many items; the result is in input order."""
+    def annotate_many(self, items: Sequence[SeedItem], progress: bool = True,
+                      on_error: Literal["raise", "skip"] = "raise") -> list[Example]:
+        """Annotate many items; the result is in input order. ``on_error="skip"`` leaves out
+        the items that raised :class:`TeacherError` instead of stopping at the first."""
         ...
 
 
@@ -45,12 +56,18 @@ class BaseTeacher(ABC):
     def annotate(self, item: SeedItem) -> Example:
         """Annotate one item; raise :class:`TeacherError` when that is impossible."""
 
-    def annotate_many(self, items: Sequence[SeedItem], progress: bool = True) -> list[Example]:
+    def annotate_many(self, items: Sequence[SeedItem], progress: bool = True,
+                      on_error: Literal["raise", "skip"] = "raise") -> list[Example]:
         """Annotate items one after the other, in input order, with a progress bar."""
-        return [
-            self.annotate(item)
-            for item in tqdm(items, desc=self.name, unit="ex", disable=not progress)
-        ]
+        out: list[Example] = []
+        for item in tqdm(items, desc=self.name, unit="ex", disable=not progress):
+            try:
+                out.append(self.annotate(item))
+            except TeacherError as e:
+                if on_error != "skip":
+                    raise
+                log.warning("skipping item %s: %s", item.seed_id, e)
+        return out
 
 
 def example_id(seed_id: str, *parts: object) -> str:

@@ -58,6 +58,7 @@ __all__ = [
     "validate_intent",
     "validate_guidance",
     "default_cache_dir",
+    "endpoint_models",
 ]
 
 log = logging.getLogger(__name__)
@@ -289,8 +290,9 @@ _VALIDATORS: dict[str, Callable[[dict[str, Any], SeedItem], dict[str, Any]]] = {
 }
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+def _retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date, counted
+    from ``now``, a Unix time: the current time unless given)."""
     if not value:
         return None
     value = value.strip()
@@ -304,7 +306,39 @@ def _retry_after(value: str | None) -> float | None:
         return None
     if when is None:
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _opener_for(url: str, trust_env: bool) -> urllib.request.OpenerDirector:
+    """Environment proxies never make sense for a server on this machine."""
+    handlers: list[urllib.request.BaseHandler] = []
+    if not trust_env or _is_loopback(url):
+        handlers.append(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener(*handlers)
+
+
+def endpoint_models(base_url: str, api_key: str | None = None, timeout: float = 30.0,
+                    trust_env: bool = True) -> list[str]:
+    """The model ids an OpenAI-compatible endpoint lists at ``GET {base_url}/models``, so a
+    command line can default to the one model a local server (vLLM, llama.cpp) serves."""
+    url = f"{base_url.rstrip('/')}/models"
+    headers = {"Accept": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(url, headers=headers, method="GET")
+    try:
+        with _opener_for(url, trust_env).open(request, timeout=timeout) as response:
+            data = json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as e:
+        raise TeacherError(f"HTTP {e.code} from {url}: {_error_detail(e)}") from e
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        raise TeacherError(f"cannot list the models at {url}: {e}") from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TeacherError(f"{url} did not answer JSON: {e}") from e
+    entries = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise TeacherError(f"{url} has no 'data' list of models")
+    return [str(m["id"]) for m in entries if isinstance(m, dict) and m.get("id")]
 
 
 def _is_loopback(url: str) -> bool:
@@ -351,6 +385,7 @@ class VLMTeacher(BaseTeacher):
         json_mode: bool = True,
         extra_body: dict[str, Any] | None = None,
         trust_env: bool = True,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -373,11 +408,9 @@ class VLMTeacher(BaseTeacher):
         self.max_tokens = max_tokens
         self.json_mode = json_mode
         self.extra_body = dict(extra_body or {})
-        # Environment proxies never make sense for a server on this machine.
-        handlers: list[urllib.request.BaseHandler] = []
-        if not trust_env or _is_loopback(self.endpoint):
-            handlers.append(urllib.request.ProxyHandler({}))
-        self._opener = urllib.request.build_opener(*handlers)
+        self._opener = _opener_for(self.endpoint, trust_env)
+        #: How back-off waits (injectable, so tests read the delays instead of timing them).
+        self._sleep = sleep
         self._slots = threading.BoundedSemaphore(concurrency)
         self._lock = threading.Lock()
         #: Counters for monitoring: HTTP requests sent, cache hits, retries, failures.
@@ -505,7 +538,7 @@ class VLMTeacher(BaseTeacher):
             delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
             delay *= random.uniform(0.5, 1.5)
         if delay > 0:
-            time.sleep(delay)
+            self._sleep(delay)
 
     def _post(self, payload: dict[str, Any]) -> str:
         """One HTTP request; returns the assistant content or raises a classified error."""
