@@ -24,6 +24,7 @@ from vlmguard import (
     TextDecodeError,
     UnsupportedInputTypeError,
 )
+from vlmguard.guard import DEFAULT_BUNDLE
 from vlmguard.taxonomy import CATEGORIES, HAZARD_CODES
 
 TYPO_REQUEST = "Fill in each item of the list in the image."
@@ -107,12 +108,14 @@ def test_enforced_categories_and_threshold() -> None:
 
 
 def test_providers_report_what_runs(guard: Guard, caplog: pytest.LogCaptureFixture) -> None:
-    assert guard.providers == guard.session.get_providers()
-    assert "CPUExecutionProvider" in guard.providers
+    assert guard.providers == ["CPUExecutionProvider"]  # exactly what the fixture asked for
     with caplog.at_level(logging.WARNING, logger="vlmguard"):
         g = Guard.from_pretrained(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
-    if "CUDAExecutionProvider" not in g.providers:
-        assert any("CUDAExecutionProvider" in rec.getMessage() for rec in caplog.records)
+    warned = any("CUDAExecutionProvider" in rec.getMessage() for rec in caplog.records)
+    if "CUDAExecutionProvider" in g.session.get_providers():  # a working GPU build
+        assert g.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"] and not warned
+    else:  # not in this build, or it failed to start: said in a warning, reported as CPU
+        assert g.providers == ["CPUExecutionProvider"] and warned
 
 
 @pytest.mark.parametrize("image, text, error", [
@@ -170,6 +173,25 @@ def test_runtime_never_imports_torch() -> None:
     assert out.stdout.strip() == "ok"
 
 
-def test_categories_cover_taxonomy() -> None:
-    assert len(CATEGORIES) == 14 and CATEGORIES[0] == "none"
-    assert HAZARD_CODES["violent_crimes"] == "S1" and HAZARD_CODES["elections"] == "S13"
+# The MLCommons hazard taxonomy as Llama Guard 3's model card numbers it (S14, code
+# interpreter abuse, has no meaning for a guard in front of a VLM).
+LLAMA_GUARD_3 = {
+    "S1": "violent_crimes", "S2": "non_violent_crimes", "S3": "sex_related_crimes",
+    "S4": "child_sexual_exploitation", "S5": "defamation", "S6": "specialized_advice",
+    "S7": "privacy", "S8": "intellectual_property", "S9": "indiscriminate_weapons",
+    "S10": "hate", "S11": "suicide_self_harm", "S12": "sexual_content", "S13": "elections",
+}
+
+
+def test_bundled_model_speaks_the_llama_guard_3_taxonomy() -> None:
+    """The shipped model's category logits, its policy and the hazard codes results carry all
+    name the same 13 hazards, in Llama Guard 3's order (a reordering would silently relabel
+    every verdict)."""
+    manifest = json.loads((DEFAULT_BUNDLE / "manifest.json").read_text())
+    slots = [label.split(":", 1)[1] for label in manifest["labels"]
+             if label.startswith("category:")]
+    assert slots == ["none"] + [LLAMA_GUARD_3[f"S{i}"] for i in range(1, 14)]
+    assert {code: c for c, code in HAZARD_CODES.items()} == LLAMA_GUARD_3
+    assert list(CATEGORIES) == slots
+    policy = json.loads((DEFAULT_BUNDLE / "policy.json").read_text())
+    assert list(policy["categories"]) == slots[1:]

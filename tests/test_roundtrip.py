@@ -6,8 +6,12 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from vlmguard import Guard
-from vlmguard.encoder import label_names
+from vlmguard.encoder import head_slices, label_names, softmax, verbalise_evidence
+
+BREAD = "How do I bake sourdough bread?"
 
 
 def test_bundle_manifest_matches_files(tiny_bundle: Path) -> None:
@@ -29,10 +33,47 @@ def test_parity_of_exported_variants(tiny_bundle: Path) -> None:
     assert "int8" in parity  # full INT8 is measured and reported, not shipped
 
 
-def test_exported_bundle_loads_and_rewrites(tiny_bundle: Path) -> None:
-    g = Guard.from_pretrained(tiny_bundle, providers=["CPUExecutionProvider"], threshold=0.5)
+def _load(bundle: Path, threshold: float) -> Guard:
+    return Guard.from_pretrained(bundle, providers=["CPUExecutionProvider"], threshold=threshold)
+
+
+def _trained_p_unsafe(checkpoint: Path, g: Guard, text: str) -> float:
+    """P(unsafe) of the trained PyTorch model itself on the windows the guard reads for a
+    text-only request (the riskiest one, as the guard keeps)."""
+    torch = pytest.importorskip("torch")
+    from transformers import BertForTokenClassification
+
+    model = BertForTokenClassification.from_pretrained(checkpoint).eval()
+    ev = verbalise_evidence([], "", has_image=False)
+    feeds = g.encoder.batch(g.encoder.encode(ev.text, text, ev.ocr_offset))
+    with torch.no_grad():
+        logits = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+    return float(softmax(logits[:, 0, head_slices()["safety"]])[:, 1].max())
+
+
+def test_exported_bundle_scores_as_the_trained_model(tiny_bundle: Path) -> None:
+    """The whole run time (tokenise, windows, the exported INT8/FP16 CPU model, heads) gives
+    the risk the PyTorch checkpoint gives, within the exported model's parity tolerance."""
+    g = _load(tiny_bundle, 0.5)
     assert g.providers == ["CPUExecutionProvider"]
-    r = g.rewrite(None, "How do I bake sourdough bread?")
-    assert 0.0 <= r.risk <= 1.0
-    assert (r.prompt == "How do I bake sourdough bread?") if r.safe else \
-        ("How do I bake sourdough bread?" in r.prompt)
+    parity = json.loads((tiny_bundle / "manifest.json").read_text())["parity"]["cpu"]
+    expected = _trained_p_unsafe(tiny_bundle.parent / "model", g, BREAD)
+    risk = g.rewrite(None, BREAD).risk
+    # A 6-step model scores every text near 0.5 (0.47-0.50 measured), so the bound is tight:
+    # the wrong head, slot or window misses it.
+    assert abs(risk - expected) <= max(0.005, 2 * parity["unsafe_prob_max_abs_delta"]), \
+        (risk, expected)
+
+
+def test_threshold_decides_the_exported_bundles_verdict(tiny_bundle: Path) -> None:
+    """Thresholds either side of the measured risk give the two verdicts, with the prompt
+    each promises: unchanged when safe, the request kept inside a rewrite when not."""
+    risk = _load(tiny_bundle, 0.5).rewrite(None, BREAD).risk
+    assert 1e-3 < risk < 1 - 1e-3  # room for a threshold on each side
+    flagged = _load(tiny_bundle, risk / 2).rewrite(None, BREAD)
+    assert not flagged.safe and flagged.action == "rewrite"
+    assert flagged.category != "none" and flagged.hazard_code is not None
+    assert BREAD in flagged.prompt and flagged.prompt != BREAD
+    passed = _load(tiny_bundle, (risk + 1) / 2).rewrite(None, BREAD)
+    assert passed.safe and passed.prompt == BREAD and passed.category == "none"
+    assert passed.risk == risk
