@@ -66,9 +66,11 @@ def datasheet(examples: list[Example], data_path: str) -> str:
         "Each example carries stage 1 (unsafe, category, source, threat text), stage 2 (intent "
         "text and the intent span: the harmful ask inside a wrapper, the text read in the "
         "image, or the whole request) and stage 3 (strategy and guidance). Image evidence "
-        "(concepts, OCR text) is the *real* output of the bundled tagger and OCR on the "
-        "rendered image; cross-modal scenes, which have no image, carry concept lists with "
-        "modelled tagger noise (dropped, shuffled and distractor concepts).",
+        "(concepts, OCR text) is the *real* output of the bundled tagger and OCR: on the "
+        "rendered image, or on one of the 673 real training photos (`runs/photo_evidence.json`;"
+        " the 327 photos in `training/heldout/test_photos.txt` are never used). Cross-modal "
+        "scenes take a real photo of a class in the scene 70% of the time and otherwise a "
+        "concept list with modelled tagger noise.",
         "## Splits\n\n" + _table(["split", "examples"], [[s, by_split[s]] for s in SPLITS]),
         "## By kind × split\n\n" + _table(["kind", *SPLITS], kind_rows),
         "## By category × source × split\n\n" + _table(["category", "source", *SPLITS],
@@ -86,10 +88,13 @@ def datasheet(examples: list[Example], data_path: str) -> str:
         "SimpleSafetyTests, CoCoNot) and from the scenarios; AdvBench, Do-Not-Answer and "
         "VLGuard unsafe instructions carry no category, and the category loss is masked "
         "there.\n"
-        "- The set behind the bundled model was assembled in three steps: one run of the "
-        "synthesiser, the cross-modal rows regenerated after a SIUO sentence was removed from "
-        "the seeds, and 800 FigStep-style renders appended by `figstep_typography` (seed 1). A "
-        "fresh run of the command gives a set of the same composition, not byte-identical.\n"
+        "- The set behind the bundled model was assembled from three runs, deduplicated by id: "
+        "the text parts (`--parts text,padded,jailbreak,photo,crossmodal`, seed 0); the "
+        "rendered parts (`typography,figstep,documents`) run as 15 processes with seeds 10–24 "
+        "on a 16-core machine from a seed pack (`--seed-pack`, taken while the hand-written "
+        "seeds were still being written: about 1,500 harmful and 600 look-alike hand-written "
+        "seeds in it); and 700 + 300 renders of the complete hand-written seeds (seed 7). A "
+        "fresh run gives a set of the same composition, not byte-identical.\n"
         "- Typography is rendered in 8 styles and the fonts available offline (DejaVu, "
         "Liberation, FreeFont, Noto); handwriting and non-Latin scripts are not covered.",
     ]) + "\n"
