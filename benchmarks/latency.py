@@ -446,6 +446,12 @@ def markdown(res: dict[str, Any]) -> str:
         rows.append([name, str(v["n"]), _f(v["wall_ms"]["p50"]), _f(v["wall_ms"]["p95"]),
                      *(f"{_f(st[k]['p50'], 1)} / {_f(st[k]['p95'], 1)}" if k in st else "-"
                        for k in STAGES), skip, str(v["ocr_read_text"])])
+    for name, v in res.get("sets_gate_off", {}).items():
+        st = v["stages_ms"]
+        rows.append([f"{name} (gate off)", str(v["n"]), _f(v["wall_ms"]["p50"]),
+                     _f(v["wall_ms"]["p95"]),
+                     *(f"{_f(st[k]['p50'], 1)} / {_f(st[k]['p95'], 1)}" if k in st else "-"
+                       for k in STAGES), "-", str(v["ocr_read_text"])])
     lines += _table(["set", "n", "p50", "p95", *(f"{k} p50/p95" for k in STAGES),
                      "OCR det skipped by gate", "calls that read text"], rows)
     if res.get("baseline_sets"):
@@ -542,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes_txt = ", ".join(f"{k} {len(v)}" for k, v in sets.items())
     print(f"timing Guard.rewrite on the real sets ({sizes_txt}) ...", flush=True)
     res["sets"] = bench_sets(guard, sets)
+    if guard.ocr is not None and guard.ocr.text_gate:
+        print("timing the image sets again with the text gate off (same run) ...", flush=True)
+        guard.ocr.text_gate = False
+        res["sets_gate_off"] = bench_sets(guard, {k: v for k, v in sets.items() if k != "text"})
+        guard.ocr.text_gate = True
     print(f"timing Guard.rewrite on {guard.providers} ...", flush=True)
     res["guard"] = bench_guard(guard, reqs, repeat)
     print("timing Guard.rewrite_batch ...", flush=True)
