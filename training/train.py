@@ -28,6 +28,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -459,22 +460,23 @@ def calibrate(checkpoint: Path, data: Path, max_fpr: float) -> float:
     return t
 
 
+SUBCOMMANDS: dict[str, tuple[str, tuple[str, ...], Callable[[argparse.Namespace], object]]] = {
+    "featurise": ("Write train/val features to one .npz.", ("--data", "--out"),
+                  lambda a: featurise_file(a.data, a.out)),
+    "assemble": ("Rebuild a checkpoint from --shards output.", ("--shards", "--out"),
+                 lambda a: assemble(a.shards, a.out)),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if argv[:1] == ["featurise"]:
-        fp = argparse.ArgumentParser(description="Write train/val features to one .npz.")
-        fp.add_argument("--data", type=Path, required=True)
-        fp.add_argument("--out", type=Path, required=True)
-        a = fp.parse_args(argv[1:])
-        featurise_file(a.data, a.out)
-        return
-    if argv[:1] == ["assemble"]:
-        sp = argparse.ArgumentParser(description="Rebuild a checkpoint from --shards output.")
-        sp.add_argument("--shards", type=Path, required=True)
-        sp.add_argument("--out", type=Path, required=True)
-        a = sp.parse_args(argv[1:])
-        assemble(a.shards, a.out)
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        about, flags, run = SUBCOMMANDS[argv[0]]
+        sp = argparse.ArgumentParser(prog=f"training.train {argv[0]}", description=about)
+        for flag in flags:
+            sp.add_argument(flag, type=Path, required=True)
+        run(sp.parse_args(argv[1:]))
         return
     ap = argparse.ArgumentParser(description="Fine-tune the guard's cross-encoder.")
     ap.add_argument("--data", type=Path, default=Path("runs/data/synth.jsonl"))
