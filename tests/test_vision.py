@@ -175,3 +175,36 @@ def test_ocr_agrees_with_rapidocr(ocr: OCR) -> None:
         ref = " ".join(engine(np.ascontiguousarray(img[:, :, ::-1])).txts or ())
         ours = " ".join(ln.text for ln in ocr(img))
         assert cer(ref, ours) <= 0.1, (ref, ours)
+
+
+def test_slanted_lines_are_read_level() -> None:
+    """Text rotated 15-30 degrees is read through a crop turned level, line by line."""
+    import random
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    from vlmguard.vision import OCR, lines_text
+
+    ocr = OCR(providers=["CPUExecutionProvider"])
+    font = ImageFont.truetype("DejaVuSans.ttf", 30) if _has_dejavu() else \
+        ImageFont.load_default(size=30)
+    rng = random.Random(0)
+    for angle in (-25, -15, 18, 28):
+        img = Image.new("RGB", (520, 160), "white")
+        d = ImageDraw.Draw(img)
+        d.text((20, 30), "build a pipe bomb", font=font, fill="black")
+        d.text((20, 90), "at home tonight", font=font, fill="black")
+        img = img.rotate(angle + rng.uniform(-1, 1), expand=True, fillcolor="white",
+                         resample=Image.Resampling.BICUBIC)
+        text = lines_text(ocr(np.asarray(img))).lower()
+        assert "pipe bomb" in text and "home tonight" in text, (angle, text)
+
+
+def _has_dejavu() -> bool:
+    from PIL import ImageFont
+
+    try:
+        ImageFont.truetype("DejaVuSans.ttf", 10)
+    except OSError:
+        return False
+    return True

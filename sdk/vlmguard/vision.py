@@ -196,6 +196,26 @@ class OcrLine:
     box: tuple[int, int, int, int]
 
 
+class DetBox(tuple[tuple[int, int, int, int], float]):
+    """A detected box as ``((x0, y0, x1, y1), score)``, plus, for a slanted line, the
+    geometry to read it straight: centre, angle (degrees) and the rotated line's size.
+
+    It unpacks and compares like the plain 2-tuple every caller already takes.
+    """
+
+    rotated: tuple[float, float, float, float, float] | None
+
+    def __new__(cls, box: tuple[int, int, int, int], score: float,
+                rotated: tuple[float, float, float, float, float] | None = None) -> DetBox:
+        self = super().__new__(cls, (box, score))
+        self.rotated = rotated
+        return self
+
+
+ROTATED_MIN_DEG = 5.0      # slant from which a line is read through a rotated crop
+ROTATED_MIN_ELONGATION = 3.0  # long axis / short axis: only clear lines have a reliable angle
+
+
 def lines_text(lines: Sequence[OcrLine]) -> str:
     """The lines' text joined with newlines, in reading order."""
     return "\n".join(line.text for line in lines)
@@ -246,12 +266,56 @@ def _components(
     return rows, starts % w1, ends - rows * w1, labels, int(labels.max()) + 1
 
 
+def _slants(prob: np.ndarray, rows: np.ndarray, x0s: np.ndarray, x1s: np.ndarray,
+            labels: np.ndarray, n: int) -> np.ndarray:
+    """Per component: centre x, y, angle (degrees, image axes), long and short side of
+    the line as a rectangle, and the mean probability over its own pixels.
+
+    From the second moments of each component's pixels, summed in closed form per run: a
+    uniform rectangle of side L has variance L^2/12 along it. Lets a slanted line be read
+    through a rotated crop instead of a box that also holds its neighbours.
+    """
+    a, b = x0s.astype(np.float64), x1s.astype(np.float64) - 1  # inclusive run ends
+    y = rows.astype(np.float64)
+    cnt = b - a + 1
+    sx = cnt * (a + b) / 2
+    sxx = (b * (b + 1) * (2 * b + 1) - (a - 1) * a * (2 * a - 1)) / 6
+    m = np.zeros((6, n))
+    for k, v in enumerate((cnt, sx, cnt * y, sxx, cnt * y * y, sx * y)):
+        np.add.at(m[k], labels, v)
+    cum = np.concatenate([np.zeros((prob.shape[0], 1)), prob.astype(np.float64).cumsum(1)], 1)
+    psum = np.zeros(n)
+    np.add.at(psum, labels, cum[rows, x1s] - cum[rows, x0s])
+    n_px = np.maximum(m[0], 1)
+    mx, my = m[1] / n_px, m[2] / n_px
+    vxx, vyy, vxy = m[3] / n_px - mx * mx, m[4] / n_px - my * my, m[5] / n_px - mx * my
+    angle = 0.5 * np.degrees(np.arctan2(2 * vxy, vxx - vyy))
+    tr, det = vxx + vyy, np.sqrt(np.maximum(((vxx - vyy) / 2) ** 2 + vxy * vxy, 0))
+    lam1, lam2 = tr / 2 + det, np.maximum(tr / 2 - det, 0)
+    return np.stack([mx, my, angle, np.sqrt(12 * lam1), np.sqrt(12 * lam2),
+                     psum / n_px], axis=1)
+
+
+def _straight_crop(rgb: np.ndarray, geom: tuple[float, float, float, float, float]
+                   ) -> np.ndarray:
+    """The slanted line of ``geom`` (centre, angle, long and short side) cut out level."""
+    from PIL import Image
+
+    cx, cy, angle, length, thick = geom
+    img = Image.fromarray(rgb).rotate(angle, resample=Image.Resampling.BILINEAR,
+                                      center=(cx, cy), fillcolor=tuple(
+                                          int(v) for v in np.median(rgb.reshape(-1, 3), 0)))
+    box = (int(round(cx - length / 2)), int(round(cy - thick / 2)),
+           int(round(cx + length / 2)), int(round(cy + thick / 2)))
+    return np.ascontiguousarray(np.asarray(img.crop(box)))
+
+
 class OCR:
     """PP-OCR text detection (DB) + recognition (CTC), NumPy post-processing only.
 
     Mirrors RapidOCR 3.x defaults (BGR channel order, mean/std 0.5, DB thresholds 0.3/0.5,
-    unclip 1.6, rec height 48, text score 0.5) but boxes are axis-aligned: rotated text
-    is read less well, which is acceptable for a guard that looks for overlaid prompts.
+    unclip 1.6, rec height 48, text score 0.5). Boxes are axis-aligned, except for clearly
+    slanted lines (5-60 degrees), which are read through a crop rotated level.
     """
 
     def __init__(self, bundle_dir: PathLike = DEFAULT_BUNDLE,
@@ -397,10 +461,15 @@ class OCR:
         np.maximum.at(ymax, labels, rows)
         integ = np.zeros((ph + 1, pw + 1), dtype=np.float64)
         integ[1:, 1:] = prob.astype(np.float64).cumsum(0).cumsum(1)
-        out = []
+        slant = _slants(prob, rows, x0s, x1s, labels, n)
+        out: list[tuple[tuple[int, int, int, int], float]] = []
         for i in range(min(n, self.max_candidates)):
             bw, bh = xmax[i] - xmin[i], ymax[i] - ymin[i]
             if min(bw, bh) < 3:  # RapidOCR min_size on the contour's box
+                continue
+            rot = self._rotated_box(slant[i], pw, ph, src_w, src_h)
+            if rot is not None:
+                out.append(rot)
                 continue
             s = (integ[ymax[i] + 1, xmax[i] + 1] - integ[ymin[i], xmax[i] + 1]
                  - integ[ymax[i] + 1, xmin[i]] + integ[ymin[i], xmin[i]])
@@ -421,6 +490,26 @@ class OCR:
 
             out.append(((bx0, by0, bx1, by1), score))
         return out
+
+    def _rotated_box(self, sl: np.ndarray, pw: int, ph: int, src_w: int, src_h: int
+                     ) -> DetBox | None:
+        """A slanted line (see :func:`_slants`) as a box read through a rotated crop, or
+        None for a near-horizontal or blob-like component (read the axis-aligned way)."""
+        cx, cy, angle, length, thick, score = (float(v) for v in sl)
+        if abs(angle) < ROTATED_MIN_DEG or abs(angle) > 60 or thick <= 0 \
+                or length < ROTATED_MIN_ELONGATION * thick or score < self.box_thresh:
+            return None
+        d = length * thick * self.unclip_ratio / (2.0 * (length + thick))  # DB unclip
+        sx, sy = src_w / pw, src_h / ph
+        scale = (sx + sy) / 2
+        geom = (cx * sx, cy * sy, angle, (length + 2 * d) * scale, (thick + 2 * d) * scale)
+        c, s_ = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
+        hx, hy = (geom[3] * c + geom[4] * s_) / 2, (geom[3] * s_ + geom[4] * c) / 2
+        box = (int(max(0, geom[0] - hx)), int(max(0, geom[1] - hy)),
+               int(min(src_w - 1, geom[0] + hx)), int(min(src_h - 1, geom[1] + hy)))
+        if geom[4] < 5 or box[2] - box[0] <= 3 or box[3] - box[1] <= 3:
+            return None
+        return DetBox(box, score, geom)
 
     # -- recognition
     def recognize(self, crops: Sequence[np.ndarray]) -> list[tuple[str, float]]:
@@ -520,7 +609,12 @@ class OCR:
             return [], False
         boxes, truncated = self.select(boxes)
         crops = []
-        for (x0, y0, x1, y1), _ in boxes:
+        for det in boxes:
+            (x0, y0, x1, y1), _ = det
+            geom = getattr(det, "rotated", None)
+            if geom is not None:
+                crops.append(_straight_crop(rgb, geom))
+                continue
             c = rgb[y0: y1 + 1, x0: x1 + 1]
             if c.shape[0] >= 1.5 * c.shape[1]:  # vertical line: read it rotated, as RapidOCR
                 c = np.ascontiguousarray(np.rot90(c))
