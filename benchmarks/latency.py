@@ -342,6 +342,21 @@ class EagerBaseline:
         return ms
 
 
+def _interleaved(base: EagerBaseline, guard: Guard, calls: Sequence[Request]
+                 ) -> tuple[list[float], list[float], list[dict[str, float]]]:
+    """Guard then baseline on each request in turn (same background load for both): the
+    guard's wall times, the baseline's, and the baseline's per-stage times (ms)."""
+    ours, theirs, stages = [], [], []
+    for r in calls:
+        t0 = time.perf_counter()
+        guard.rewrite(r.image, r.text)
+        t1 = time.perf_counter()
+        stages.append(base(r))
+        ours.append((t1 - t0) * 1e3)
+        theirs.append((time.perf_counter() - t1) * 1e3)
+    return ours, theirs, stages
+
+
 def bench_baseline(base: EagerBaseline, guard: Guard, reqs: Sequence[Request],
                    repeat: int) -> dict[str, dict]:
     """Baseline and guard calls alternate, so both see the same background load; the
@@ -351,14 +366,7 @@ def bench_baseline(base: EagerBaseline, guard: Guard, reqs: Sequence[Request],
         for _ in range(WARMUP):
             base(r)
             guard.rewrite(r.image, r.text)
-        ours, theirs, stages = [], [], []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            guard.rewrite(r.image, r.text)
-            t1 = time.perf_counter()
-            stages.append(base(r))
-            ours.append((t1 - t0) * 1e3)
-            theirs.append((time.perf_counter() - t1) * 1e3)
+        ours, theirs, stages = _interleaved(base, guard, [r] * repeat)
         b, g = percentiles(theirs), percentiles(ours)
         out[r.name] = {"wall_ms": b, "guard_wall_ms": g, "speedup_p50": b["p50"] / g["p50"],
                        "ocr_text": base.last_ocr_text if r.image is not None else "",
@@ -379,14 +387,7 @@ def bench_baseline_sets(base: EagerBaseline, guard: Guard, sets: dict[str, list[
         for r in pick[:WARMUP]:
             base(r)
             guard.rewrite(r.image, r.text)
-        ours, theirs, stages = [], [], []
-        for r in pick:
-            t0 = time.perf_counter()
-            guard.rewrite(r.image, r.text)
-            t1 = time.perf_counter()
-            stages.append(base(r))
-            ours.append((t1 - t0) * 1e3)
-            theirs.append((time.perf_counter() - t1) * 1e3)
+        ours, theirs, stages = _interleaved(base, guard, pick)
         b, g = percentiles(theirs), percentiles(ours)
         out[name] = {"n": len(pick), "wall_ms": b, "guard_wall_ms": g,
                      "speedup_p50": b["p50"] / g["p50"],

@@ -799,6 +799,25 @@ def _by(items: Sequence[Item], outs: Sequence[Outcome], refs: Sequence[bool], ke
                          [outs[i] for i in ix]) for g, ix in groups.items()}
 
 
+def _judge_check(ctx: CheckContext, label: str, title: str, items: list[Item], key: str
+                 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[Outcome]]:
+    """Judge a check's items: its row (with the disagreements), rows per ``key``, outputs."""
+    outs = ctx.judge(items, label)
+    refs = ctx.ref(items)
+    row = check_row(title, refs, items, outs)
+    row["disagreements"] = disagreements(refs, items, outs)
+    return row, _by(items, outs, refs, key), outs
+
+
+def _add_read_rates(per: dict[str, dict[str, Any]], items: list[Item], outs: list[Outcome],
+                    key: str) -> None:
+    """Per group: the share of images where OCR read at least 80 % of the ask's words."""
+    for group, r in per.items():
+        shares = [read_share(it.meta["ask"], o.ocr_text) for it, o in zip(items, outs,
+                  strict=True) if str(it.meta[key]) == group]
+        r["read_rate"] = sum(s >= 0.8 for s in shares) / len(shares)
+
+
 def check_typed_rendered(ctx: CheckContext) -> dict[str, Any]:
     """Each ask rendered in six styles with an innocuous instruction vs the typed ask."""
     rng = random.Random(ctx.seed)
@@ -810,18 +829,12 @@ def check_typed_rendered(ctx: CheckContext) -> dict[str, Any]:
             img = eval_render.png(eval_render.render(it.text, style, ctx.seed, photo))
             items.append(Item(STYLE_INSTRUCTIONS[style], it.unsafe, it.category, image=img,
                               has_image=True, meta={"ask": it.text, "style": style}))
-    outs = ctx.judge(items, "typed vs rendered")
-    refs = ctx.ref(items)
-    row = check_row("invariance: typed vs rendered", refs, items, outs)
-    per = _by(items, outs, refs, "style")
-    for style, r in per.items():
-        shares = [read_share(it.meta["ask"], o.ocr_text) for it, o in zip(items, outs,
-                  strict=True) if it.meta["style"] == style]
-        r["read_rate"] = sum(s >= 0.8 for s in shares) / len(shares)
+    row, per, outs = _judge_check(ctx, "typed vs rendered", "invariance: typed vs rendered",
+                                  items, "style")
+    _add_read_rates(per, items, outs, "style")
     shares = [read_share(it.meta["ask"], o.ocr_text) for it, o in zip(items, outs, strict=True)]
     row.update(read_rate=sum(s >= 0.8 for s in shares) / len(shares), per_style=per,
-               instructions=STYLE_INSTRUCTIONS,
-               disagreements=disagreements(refs, items, outs))
+               instructions=STYLE_INSTRUCTIONS)
     return row
 
 
@@ -905,11 +918,8 @@ def check_padding(ctx: CheckContext) -> dict[str, Any]:
                 text = pad(it.text, rng.sample(PAD_SENTENCES, k), side)
                 items.append(Item(text, True, it.category,
                                   meta={"ask": it.text, "padding": f"{k} {side}"}))
-    outs = ctx.judge(items, "padding")
-    refs = ctx.ref(items)
-    row = check_row("invariance: padding", refs, items, outs)
-    row.update(per_padding=_by(items, outs, refs, "padding"),
-               disagreements=disagreements(refs, items, outs))
+    row, per, _ = _judge_check(ctx, "padding", "invariance: padding", items, "padding")
+    row["per_padding"] = per
     return row
 
 
@@ -917,11 +927,9 @@ def check_lookalike(ctx: CheckContext) -> dict[str, Any]:
     """Fullwidth, spaced, Cyrillic homoglyphs, leetspeak and base64 of each ask."""
     items = [Item(fn(it.text), it.unsafe, it.category, meta={"ask": it.text, "transform": name})
              for name, fn in TRANSFORMS.items() for it in ctx.asks]
-    outs = ctx.judge(items, "look-alike text")
-    refs = ctx.ref(items)
-    row = check_row("invariance: look-alike text", refs, items, outs)
-    row.update(per_transform=_by(items, outs, refs, "transform"),
-               disagreements=disagreements(refs, items, outs))
+    row, per, _ = _judge_check(ctx, "look-alike text", "invariance: look-alike text", items,
+                               "transform")
+    row["per_transform"] = per
     return row
 
 
@@ -935,16 +943,10 @@ def check_position(ctx: CheckContext) -> dict[str, Any]:
             img = eval_render.png(eval_render.render_document(lines, rng))
             items.append(Item(POSITION_INSTRUCTION, True, it.category, image=img,
                               has_image=True, meta={"ask": it.text, "depth": depth}))
-    outs = ctx.judge(items, "position")
-    refs = ctx.ref(items)
-    row = check_row("invariance: position in image", refs, items, outs)
-    per = _by(items, outs, refs, "depth")
-    for depth, r in per.items():
-        shares = [read_share(it.meta["ask"], o.ocr_text) for it, o in
-                  zip(items, outs, strict=True) if str(it.meta["depth"]) == depth]
-        r["read_rate"] = sum(s >= 0.8 for s in shares) / len(shares)
-    row.update(per_depth=per, instruction=POSITION_INSTRUCTION,
-               disagreements=disagreements(refs, items, outs))
+    row, per, outs = _judge_check(ctx, "position", "invariance: position in image", items,
+                                  "depth")
+    _add_read_rates(per, items, outs, "depth")
+    row.update(per_depth=per, instruction=POSITION_INSTRUCTION)
     return row
 
 

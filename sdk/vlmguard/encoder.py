@@ -108,6 +108,14 @@ class Window:
     evidence: str = ""
 
 
+def _window_starts(n: int, size: int, step: int) -> list[int]:
+    """Starts of windows of ``size`` tokens every ``step`` tokens that cover all ``n``."""
+    starts = list(range(0, max(n - size, 0) + 1, step))
+    if starts[-1] + size < n:
+        starts.append(n - size)
+    return starts
+
+
 class SequenceEncoder:
     """Tokenises (evidence, request) pairs into windows the cross-encoder can read."""
 
@@ -133,10 +141,15 @@ class SequenceEncoder:
         if readings:
             keep_typed, extra = text_readings(request)
             texts = ([request] if keep_typed else []) + extra
+        requests = [(text, self.tokenizer.encode(text, add_special_tokens=False))
+                    for text in texts]
         windows = []
         for ev in self._evidence_slices(evidence, ocr_offset):
-            for text in texts:
-                windows.extend(self._request_windows(ev, text))
+            ev_tokens = self.tokenizer.encode(ev, add_special_tokens=False)
+            n_ev = min(len(ev_tokens.ids), EVIDENCE_TOKENS)
+            segment_a = ev[: ev_tokens.offsets[n_ev - 1][1]] if n_ev else ""
+            for text, req in requests:
+                windows.extend(self._request_windows(segment_a, n_ev, text, req))
         return windows
 
     def _evidence_slices(self, evidence: str, ocr_offset: int) -> list[str]:
@@ -149,31 +162,20 @@ class SequenceEncoder:
         n_head = len(self.tokenizer.encode(head, add_special_tokens=False).ids)
         toks = self.tokenizer.encode(ocr, add_special_tokens=False)
         budget = max(EVIDENCE_TOKENS - n_head, 8)
-        step = max(budget - EVIDENCE_OVERLAP, 1)
         n = len(toks.ids)
-        starts = list(range(0, max(n - budget, 0) + 1, step))
-        if starts[-1] + budget < n:
-            starts.append(n - budget)
         return [head + ocr[toks.offsets[s][0]: toks.offsets[min(s + budget, n) - 1][1]]
-                for s in starts]
+                for s in _window_starts(n, budget, max(budget - EVIDENCE_OVERLAP, 1))]
 
-    def _request_windows(self, evidence: str, request: str) -> list[Window]:
-        ev = self.tokenizer.encode(evidence, add_special_tokens=False)
-        req = self.tokenizer.encode(request, add_special_tokens=False)
-        n_ev = min(len(ev.ids), EVIDENCE_TOKENS)
-        a_end = ev.offsets[n_ev - 1][1] if n_ev else 0
+    def _request_windows(self, segment_a: str, n_ev: int, request: str, req: Encoding
+                         ) -> list[Window]:
         budget = self.max_tokens - n_ev - 3  # [CLS] A [SEP] B [SEP]
         n = len(req.ids)
-        step = max(budget - WINDOW_OVERLAP, budget // 2, 1)
-        starts = list(range(0, max(n - budget, 0) + 1, step))
-        if starts[-1] + budget < n:
-            starts.append(n - budget)
         windows = []
-        for s in starts:
+        for s in _window_starts(n, budget, max(budget - WINDOW_OVERLAP, budget // 2, 1)):
             e = min(s + budget, n)
             b_start, b_end = (req.offsets[s][0], req.offsets[e - 1][1]) if n else (0, 0)
-            enc = self.tokenizer.encode(evidence[:a_end], request[b_start:b_end])
-            windows.append(Window(enc, b_start, request, evidence[:a_end]))
+            enc = self.tokenizer.encode(segment_a, request[b_start:b_end])
+            windows.append(Window(enc, b_start, request, segment_a))
         return windows
 
     def batch(self, windows: Sequence[Window]) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .bundle import load_manifest, read_verified, read_verified_text, section
 from .errors import GuardError, InvalidInputError, ModelLoadError
@@ -266,14 +267,15 @@ def _components(
     return rows, starts % w1, ends - rows * w1, labels, int(labels.max()) + 1
 
 
-def _slants(prob: np.ndarray, rows: np.ndarray, x0s: np.ndarray, x1s: np.ndarray,
+def _slants(integ: np.ndarray, rows: np.ndarray, x0s: np.ndarray, x1s: np.ndarray,
             labels: np.ndarray, n: int) -> np.ndarray:
     """Per component: centre x, y, angle (degrees, image axes), long and short side of
     the line as a rectangle, and the mean probability over its own pixels.
 
     From the second moments of each component's pixels, summed in closed form per run: a
-    uniform rectangle of side L has variance L^2/12 along it. Lets a slanted line be read
-    through a rotated crop instead of a box that also holds its neighbours.
+    uniform rectangle of side L has variance L^2/12 along it; run sums of the probability
+    come from the map's integral image ``integ``. Lets a slanted line be read through a
+    rotated crop instead of a box that also holds its neighbours.
     """
     a, b = x0s.astype(np.float64), x1s.astype(np.float64) - 1  # inclusive run ends
     y = rows.astype(np.float64)
@@ -283,9 +285,9 @@ def _slants(prob: np.ndarray, rows: np.ndarray, x0s: np.ndarray, x1s: np.ndarray
     m = np.zeros((6, n))
     for k, v in enumerate((cnt, sx, cnt * y, sxx, cnt * y * y, sx * y)):
         np.add.at(m[k], labels, v)
-    cum = np.concatenate([np.zeros((prob.shape[0], 1)), prob.astype(np.float64).cumsum(1)], 1)
     psum = np.zeros(n)
-    np.add.at(psum, labels, cum[rows, x1s] - cum[rows, x0s])
+    np.add.at(psum, labels, integ[rows + 1, x1s] - integ[rows, x1s]
+              - integ[rows + 1, x0s] + integ[rows, x0s])
     n_px = np.maximum(m[0], 1)
     mx, my = m[1] / n_px, m[2] / n_px
     vxx, vyy, vxy = m[3] / n_px - mx * mx, m[4] / n_px - my * my, m[5] / n_px - mx * my
@@ -299,8 +301,6 @@ def _slants(prob: np.ndarray, rows: np.ndarray, x0s: np.ndarray, x1s: np.ndarray
 def _straight_crop(rgb: np.ndarray, geom: tuple[float, float, float, float, float]
                    ) -> np.ndarray:
     """The slanted line of ``geom`` (centre, angle, long and short side) cut out level."""
-    from PIL import Image
-
     cx, cy, angle, length, thick = geom
     img = Image.fromarray(rgb).rotate(angle, resample=Image.Resampling.BILINEAR,
                                       center=(cx, cy), fillcolor=tuple(
@@ -461,7 +461,7 @@ class OCR:
         np.maximum.at(ymax, labels, rows)
         integ = np.zeros((ph + 1, pw + 1), dtype=np.float64)
         integ[1:, 1:] = prob.astype(np.float64).cumsum(0).cumsum(1)
-        slant = _slants(prob, rows, x0s, x1s, labels, n)
+        slant = _slants(integ, rows, x0s, x1s, labels, n)
         out: list[tuple[tuple[int, int, int, int], float]] = []
         for i in range(min(n, self.max_candidates)):
             bw, bh = xmax[i] - xmin[i], ymax[i] - ymin[i]
