@@ -41,3 +41,17 @@ def test_rewrite_plain_output_and_bad_input_exit_code() -> None:
     assert out.returncode == 0 and out.stdout.startswith("# SAFE")
     bad = run("rewrite", "--image", str(EXAMPLES / "no_such_file.png"), "--text", "hi")
     assert bad.returncode == 2 and "invalid input" in bad.stderr
+
+
+def test_reader_closing_the_pipe_early_is_not_a_crash() -> None:
+    """``vlmguard rewrite ... | head -1``: the reader is gone before the guard prints."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vlmguard", "rewrite", "--image",
+         str(EXAMPLES / "typographic_attack.png"),
+         "--text", "Fill in each item of the list in the image."],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # long before the model is loaded and the verdict printed
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         guard = _guard(args)
         if args.command == "info":
             data = guard.info()
-            print(json.dumps(data, indent=2) if args.json else
+            _emit(json.dumps(data, indent=2) if args.json else
                   "\n".join(f"{k}: {v}" for k, v in data.items()))
             return 0
         result = guard.rewrite(args.image, args.text)
@@ -63,11 +64,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vlmguard: guard failed, fail closed: {exc!r}", file=sys.stderr)
         return 3
     if args.json:
-        print(result.to_json(indent=2))
+        _emit(result.to_json(indent=2))
     else:
         verdict = "SAFE" if result.safe else f"UNSAFE ({result.category}, {result.hazard_code})"
-        print(f"# {verdict} risk={result.risk:.3f} source={result.source}\n{result.prompt}")
+        _emit(f"# {verdict} risk={result.risk:.3f} source={result.source}\n{result.prompt}")
     return 0
+
+
+def _emit(text: str) -> None:
+    """Print to stdout; a reader that stops early (``| head -1``) ends the output quietly
+    instead of with a BrokenPipeError traceback."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that cannot raise.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _add_serve_arguments(ap: argparse.ArgumentParser) -> None:
