@@ -69,13 +69,16 @@ def featurise(ex: Example, enc: SequenceEncoder, max_safe_windows: int = 3) -> l
 
     A harmful example trains only the window that holds its harmful part (the request
     slice with the span, or the image-text slice with the harmful line), so a window of
-    wrapper or padding text is never labelled unsafe. A safe example trains its first
-    ``max_safe_windows`` windows: the same wrapper text on its own is safe.
+    wrapper or padding text is never labelled unsafe. A safe example trains at most
+    ``max_safe_windows`` windows, always including the last: a jailbreak wrapper puts the
+    ask at its end, and that window (wrapper tail + safe ask) must be seen as safe too.
     """
     ev = verbalise_evidence(ex.concepts, ex.ocr_text, has_image(ex))
     windows = enc.encode(ev.text, ex.text, ev.ocr_offset, readings=False)
     if not ex.unsafe:
-        return [_window_targets(ex, w, ev.ocr_offset, "") for w in windows[:max_safe_windows]]
+        if len(windows) > max_safe_windows:
+            windows = windows[:max_safe_windows - 1] + windows[-1:]
+        return [_window_targets(ex, w, ev.ocr_offset, "") for w in windows]
     window, ocr_line = windows[0], ""
     if ex.intent_span is not None and ex.intent_span[0] == "ocr":
         ocr_line = " ".join(ex.ocr_text[ex.intent_span[1]:ex.intent_span[2]].split())

@@ -155,12 +155,11 @@ def handwritten_seeds(folder: Path = HANDWRITTEN) -> list[Seed]:
     """
     out: list[Seed] = []
     licence = "Apache-2.0 (written for vlmguard-sdk)"
-    harmful, benign = folder / "harmful_asks.jsonl", folder / "benign_lookalikes.jsonl"
-    if harmful.exists():
-        for row in _jsonl(harmful):
+    for path in sorted(folder.glob("harmful_asks*.jsonl")):
+        for row in _jsonl(path):
             out.append(Seed(row["text"], True, row["category"], "handwritten/harmful", licence))
-    if benign.exists():
-        for row in _jsonl(benign):
+    for path in sorted(folder.glob("benign_lookalikes*.jsonl")):
+        for row in _jsonl(path):
             out.append(Seed(row["text"], False, "none", "handwritten/lookalike", licence))
     return out
 

@@ -92,6 +92,9 @@ PERSON_CLASSES = ("groom", "scuba diver", "ballplayer", "suit", "academic gown",
                   "military uniform", "cowboy hat", "sombrero", "lab coat", "kimono",
                   "cardigan", "sweatshirt", "fur coat", "trench coat", "bikini", "miniskirt",
                   "wig", "abaya", "poncho", "stole", "bow tie", "Windsor tie", "jean")
+# Benign sources written to share the vocabulary of harmful asks.
+HARD_NEGATIVE_GROUPS = {"handwritten/lookalike", "benign/coconot_contrast",
+                        "benign/cyberseceval_mitre_frr"}
 PARTS = ("text", "padded", "jailbreak", "typography", "figstep", "documents", "photo",
          "crossmodal")
 SPLIT_FRACTIONS = (("train", 0.85), ("val", 0.05), ("test", 0.10))
@@ -262,9 +265,12 @@ class OfflineSynthesiser:
             log.warning("no jailbreak templates found; skipping")
             return
         rng = self.rng
+        # Half the wrapped benign asks are hard negatives (the look-alikes that share the
+        # harmful asks' words): a wrapper must not turn an edgy-but-safe ask unsafe.
+        hard = [s for s in benign if s.group in HARD_NEGATIVE_GROUPS] or benign
         for i in range(self.n_jailbreaks):  # the same wrappers, exactly half each class
             unsafe = i % 2 == 0
-            seed = rng.choice(harmful if unsafe else benign)
+            seed = rng.choice(harmful if unsafe else hard if rng.random() < 0.5 else benign)
             name, tpl = rng.choice(templates)
             before, _, after = tpl.partition("{{ prompt }}")
             if rng.random() < 0.5:  # half cut short, half whole: the full wrapper's text
