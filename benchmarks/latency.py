@@ -50,7 +50,7 @@ from _inputs import Request, photo_set, requests, text_set, typographic_set  # n
 
 import vlmguard  # noqa: E402
 from vlmguard import Guard  # noqa: E402
-from vlmguard.guard import DEFAULT_BUNDLE  # noqa: E402
+from vlmguard.bundle import DEFAULT_DIR  # noqa: E402
 from vlmguard.runtime import cpu_name  # noqa: E402
 
 STAGES = ("decode", "tagger", "ocr_det", "ocr_rec", "tokenise", "encoder", "render")
@@ -238,7 +238,7 @@ def sizes(guard: Guard) -> dict[str, Any]:
     """Bundle bytes, counting the vision models it uses (its own vision/ or the default)."""
     vision = guard.bundle / "vision"
     own = vision.is_dir()
-    vision = vision if own else DEFAULT_BUNDLE / "vision"
+    vision = vision if own else DEFAULT_DIR / "vision"
     bundle = dir_bytes(guard.bundle) + (0 if own else dir_bytes(vision))
     package = Path(vlmguard.__file__).parent
     return {"bundle_mb": bundle / MB, "bundle_dir": str(guard.bundle),
@@ -519,7 +519,7 @@ def markdown(res: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, default=DEFAULT_BUNDLE, help="bundle directory")
+    ap.add_argument("--model", type=Path, default=DEFAULT_DIR, help="bundle directory")
     ap.add_argument("--providers", default=None,
                     help="comma-separated ONNX Runtime providers (default: the guard's choice)")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads per model")

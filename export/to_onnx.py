@@ -19,7 +19,6 @@ and verdicts that match PyTorch. Full INT8 is still written and its parity repor
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import shutil
@@ -35,6 +34,14 @@ sys.path.insert(0, str(ROOT / "export"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "sdk"))
 
+from vlmguard.bundle import (  # noqa: E402
+    MANIFEST,
+    JudgeConfig,
+    hash_files,
+    judge_manifest,
+    read_manifest_json,
+    write_manifest,
+)
 from vlmguard.encoder import (  # noqa: E402
     MAX_TOKENS,
     SequenceEncoder,
@@ -45,19 +52,12 @@ from vlmguard.encoder import (  # noqa: E402
 )
 
 log = logging.getLogger("vlmguard.export")
+MODEL_NAME = "vlmguard-minilm-l6-multihead"
 DEFAULT_BUNDLE = ROOT / "sdk" / "vlmguard" / "models" / "default"
 # Parity tolerances: max |Δ| of any head probability vs PyTorch, over all parity inputs.
 # "int8" (full dynamic quantisation) is reported, not shipped, so it is not asserted.
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "cpu": 0.2, "int8": float("inf")}
 CPU_MAX_FLIP_RATE = 0.01  # verdicts of the shipped CPU model that differ at p = 0.5
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_fp32(checkpoint: Path, out_dir: Path) -> Path:
@@ -170,46 +170,47 @@ def assert_parity(report: dict) -> None:
 
 def write_bundle(bundle: Path, checkpoint: Path, files: dict[str, Path], parity: dict,
                  fp16_in_bundle: bool) -> dict:
-    import onnxruntime
-    import optimum
-    import tokenizers
-    import torch
-    import transformers
-
+    meta = json.loads((checkpoint / "training_meta.json").read_text())
+    # the shipped CPU model quantises weights only, so padding a batch cannot move a
+    # verdict: it is batchable
+    config = JudgeConfig(threshold=round(meta["threshold"], 4), max_tokens=MAX_TOKENS,
+                         batchable=True)
     bundle.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(files["cpu"], bundle / "model.cpu.onnx")
+    shutil.copy2(files["cpu"], bundle / config.model_cpu)
     for stale in ("model.int8.onnx",):
         (bundle / stale).unlink(missing_ok=True)
     if fp16_in_bundle:
-        shutil.copy2(files["fp16"], bundle / "model.fp16.onnx")
-    elif (bundle / "model.fp16.onnx").exists():
-        (bundle / "model.fp16.onnx").unlink()
+        shutil.copy2(files["fp16"], bundle / config.model_gpu)
+    elif (bundle / config.model_gpu).exists():
+        (bundle / config.model_gpu).unlink()
     shutil.copy2(checkpoint / "tokenizer.json", bundle / "tokenizer.json")
     if not (bundle / "policy.json").exists():
         shutil.copy2(DEFAULT_BUNDLE / "policy.json", bundle / "policy.json")
-    meta = json.loads((checkpoint / "training_meta.json").read_text())
-    shipped = sorted(p.name for p in bundle.iterdir() if p.is_file() and p.name != "manifest.json")
-    manifest = {
-        "name": "vlmguard-minilm-l6-multihead",
-        "format": 1,
-        "labels": label_names(),
-        "config": {"threshold": round(meta["threshold"], 4), "max_tokens": MAX_TOKENS,
-                   "model_cpu": "model.cpu.onnx", "model_gpu": "model.fp16.onnx",
-                   "batchable": True,
-                   "det_limit_side": 640},
-        "files": {name: {"sha256": sha256(bundle / name), "bytes": (bundle / name).stat().st_size}
-                  for name in shipped},
-        "training": meta,
-        "parity": parity,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "optimum": getattr(optimum, "__version__", "2.1.0"),
-                     "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__},
-        "licences": {"base_model": "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2)",
-                     "training_data": "see NOTICE.md: permissive corpora only; SIUO not used"},
-        "created": time.strftime("%Y-%m-%d"),
-    }
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    shipped = [p.name for p in bundle.iterdir() if p.is_file() and p.name != MANIFEST]
+    manifest = judge_manifest(
+        name=MODEL_NAME, labels=label_names(), config=config,
+        files=hash_files(bundle, shipped),
+        training=meta,
+        parity=parity,
+        versions=package_versions(),
+        licences={"base_model": "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2)",
+                  "training_data": "see NOTICE.md: permissive corpora only; SIUO not used"},
+        created=time.strftime("%Y-%m-%d"))
+    write_manifest(bundle, manifest)
     return manifest
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed versions of the packages that built the bundle (None: not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in ("torch", "transformers", "optimum", "onnxruntime", "tokenizers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def calibrate_bundle(bundle: Path, data: Path, max_fpr: float) -> dict:
@@ -231,14 +232,13 @@ def calibrate_bundle(bundle: Path, data: Path, max_fpr: float) -> dict:
                      for e in tqdm(rows, desc="calibrate", mininterval=10)])
     y = np.array([e.unsafe for e in rows])
     t = choose_threshold(risk, y.astype(int), max_fpr)
-    manifest_path = bundle / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest_json(bundle)
     manifest["config"]["threshold"] = round(t, 4)
     calib = {"set": f"{data} (val split, {len(rows)} rows, end to end)", "max_fpr": max_fpr,
              "threshold": round(t, 4), "recall": float((risk[y] >= t).mean()),
              "fpr": float((risk[~y] >= t).mean())}
     manifest["calibration"] = calib
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(bundle, manifest)
     log.info("calibrated: %s", calib)
     return calib
 

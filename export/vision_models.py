@@ -18,8 +18,6 @@ Why these choices (numbers from the last run are in the manifest):
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import shutil
 import sys
 import tempfile
@@ -33,12 +31,24 @@ from onnx_tools import fp16_storage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "sdk"))
 
+from vlmguard.bundle import (  # noqa: E402
+    DET_LIMIT_SIDE,
+    MANIFEST,
+    VISION_SUBDIR,
+    OcrSpec,
+    TaggerSpec,
+    files_json,
+    hash_files,
+    read_manifest_json,
+    write_manifest,
+)
 from vlmguard.preprocess import resize_normalize  # noqa: E402
 
-BUNDLE = ROOT / "sdk" / "vlmguard" / "models" / "default" / "vision"
-TAGGER_SIZE = 224
-TAGGER_MEAN = (0.5, 0.5, 0.5)
-TAGGER_STD = (0.5, 0.5, 0.5)
+BUNDLE = ROOT / "sdk" / "vlmguard" / "models" / "default" / VISION_SUBDIR
+TAGGER = TaggerSpec()  # the file names, input size, mean and std the runtime reads by default
+TAGGER_SIZE, TAGGER_MEAN, TAGGER_STD = TAGGER.size, TAGGER.mean, TAGGER.std
+OCR_FILES = OcrSpec()
+FULL = f"limit{DET_LIMIT_SIDE}"  # OCR measured at the runtime's detection size
 SIZE_BUDGET_MB = 35.0
 MB = 1024 * 1024
 
@@ -226,15 +236,11 @@ def build_tagger(out: Path, work: Path, report: dict) -> str:
     for k, v in report["tagger_options"].items():
         print(f"tagger {k:18s} {v}")
     print(f"tagger: {len(ev)} eval images; shipping {choice}")
-    shutil.copyfile(cands[choice][0], out / "tagger.onnx")
+    shutil.copyfile(cands[choice][0], out / TAGGER.file)
     return choice
 
 
 # ---------------------------------------------------------------- main
-def sha256(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=BUNDLE)
@@ -245,30 +251,29 @@ def main() -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {}
-    man_path = out / "manifest.json"
-    manifest = json.loads(man_path.read_text()) if man_path.exists() else {}
+    manifest = read_manifest_json(out) if (out / MANIFEST).exists() else {}
     with tempfile.TemporaryDirectory() as td:
         work = Path(td)
         if args.only in ("tagger", "all"):
             labels = imagenet_labels(args.timm_wheel)
-            (out / "imagenet_labels.txt").write_text("\n".join(labels) + "\n")
+            (out / TAGGER.labels).write_text("\n".join(labels) + "\n")
             build_tagger(out, work, report)
             manifest["tagger"] = tagger_manifest(out, report)
         if args.only in ("ocr", "all"):
             manifest["ocr"] = build_ocr(out, work, report)
-    manifest["files"] = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size}
-                         for p in sorted(out.iterdir()) if p.suffix in (".onnx", ".txt")}
-    total = sum(v["bytes"] for v in manifest["files"].values()) / MB
+    files = hash_files(out, [p.name for p in out.iterdir() if p.suffix in (".onnx", ".txt")])
+    manifest["files"] = files_json(files)
+    total = sum(e.bytes or 0 for e in files.values()) / MB
     manifest["total_mb"] = round(total, 2)
     print(f"bundle total: {total:.2f} MB (budget {SIZE_BUDGET_MB} MB)")
-    man_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(out, manifest)
 
 
 def tagger_manifest(out: Path, report: dict) -> dict:
     from importlib.metadata import version
 
     return {
-        "file": "tagger.onnx", "labels": "imagenet_labels.txt",
+        "file": TAGGER.file, "labels": TAGGER.labels,
         "input": {"name": "pixels", "shape": ["batch", 3, TAGGER_SIZE, TAGGER_SIZE],
                   "layout": "NCHW RGB", "mean": list(TAGGER_MEAN), "std": list(TAGGER_STD),
                   "resize": "vlmguard.preprocess.resize_normalize (no crop)"},
@@ -365,16 +370,16 @@ def build_ocr(out: Path, work: Path, report: dict) -> dict:
     for name, (det, rec) in variants.items():
         d = work / name
         d.mkdir()
-        shutil.copyfile(det, d / "ocr_det.onnx")
-        shutil.copyfile(rec, d / "ocr_rec.onnx")
-        (d / "ocr_keys.txt").write_text(keys, encoding="utf-8")
+        shutil.copyfile(det, d / OCR_FILES.det_file)
+        shutil.copyfile(rec, d / OCR_FILES.rec_file)
+        (d / OCR_FILES.keys_file).write_text(keys, encoding="utf-8")
         r = {"det_mb": round(det.stat().st_size / MB, 2),
              "rec_mb": round(rec.stat().st_size / MB, 2)}
-        for limit in (640, 320):
+        for limit in (DET_LIMIT_SIDE, 320):
             r[f"limit{limit}"] = eval_ocr(d, samples, limit)
         base = results.get("fp32")
         if base is not None:
-            pairs = zip(base["limit640"]["texts"], r["limit640"]["texts"], strict=True)
+            pairs = zip(base[FULL]["texts"], r[FULL]["texts"], strict=True)
             same = [a == b for a, b in pairs]
             r["text_agreement_vs_fp32"] = round(float(np.mean(same)), 3)
         results[name] = r
@@ -383,14 +388,14 @@ def build_ocr(out: Path, work: Path, report: dict) -> dict:
                      if isinstance(v, dict) else v) for k, v in r.items()}
         print(f"ocr {name:16s} {short}")
     ok = (results["fp16_storage"]["text_agreement_vs_fp32"] >= 0.95
-          and results["fp16_storage"]["limit640"]["mean_cer"]
-          <= results["fp32"]["limit640"]["mean_cer"] + 0.01)
+          and results["fp16_storage"][FULL]["mean_cer"]
+          <= results["fp32"][FULL]["mean_cer"] + 0.01)
     choice = "fp16_storage" if ok else "fp32"
     print(f"ocr: {len(samples)} rendered samples; shipping {choice}")
     det, rec = variants[choice]
-    shutil.copyfile(det, out / "ocr_det.onnx")
-    shutil.copyfile(rec, out / "ocr_rec.onnx")
-    (out / "ocr_keys.txt").write_text(keys, encoding="utf-8")
+    shutil.copyfile(det, out / OCR_FILES.det_file)
+    shutil.copyfile(rec, out / OCR_FILES.rec_file)
+    (out / OCR_FILES.keys_file).write_text(keys, encoding="utf-8")
     from importlib.metadata import version
 
     for r in results.values():
@@ -398,9 +403,9 @@ def build_ocr(out: Path, work: Path, report: dict) -> dict:
             if isinstance(v, dict):
                 v.pop("texts", None)
     return {
-        "det": {"file": "ocr_det.onnx", "input": "x [N,3,H,W] BGR, H,W multiples of 32",
+        "det": {"file": OCR_FILES.det_file, "input": "x [N,3,H,W] BGR, H,W multiples of 32",
                 "mean": [0.5] * 3, "std": [0.5] * 3, "source": det_src.name},
-        "rec": {"file": "ocr_rec.onnx", "dict": "ocr_keys.txt",
+        "rec": {"file": OCR_FILES.rec_file, "dict": OCR_FILES.keys_file,
                 "input": "x [N,3,48,W] BGR", "mean": [0.5] * 3, "std": [0.5] * 3,
                 "output": "[N,T,len(dict)+2] softmax; index 0 = CTC blank, last = space",
                 "source": rec_src.name},

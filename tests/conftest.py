@@ -14,9 +14,9 @@ sys.path.insert(0, str(ROOT))  # for `training` and `export`
 
 
 def _has_bundled_model() -> bool:
-    from vlmguard.guard import DEFAULT_BUNDLE
+    from vlmguard.bundle import DEFAULT_DIR
 
-    return (DEFAULT_BUNDLE / "manifest.json").is_file()
+    return (DEFAULT_DIR / "manifest.json").is_file()
 
 
 @pytest.fixture(scope="session")

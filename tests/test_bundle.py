@@ -11,7 +11,17 @@ from pathlib import Path
 import pytest
 
 from vlmguard import Guard, ModelLoadError
-from vlmguard.guard import DEFAULT_BUNDLE
+from vlmguard.bundle import (
+    DEFAULT_DIR,
+    DEFAULT_VISION_DIR,
+    DET_LIMIT_SIDE,
+    Bundle,
+    JudgeConfig,
+    hash_files,
+    judge_manifest,
+    sha256_file,
+    write_manifest,
+)
 from vlmguard.vision import OCR, Tagger
 
 SMALL = ("manifest.json", "policy.json", "tokenizer.json")
@@ -20,7 +30,7 @@ SMALL = ("manifest.json", "policy.json", "tokenizer.json")
 def _copy_bundle(dst: Path, copy_model: bool = False, copy_vision: bool = False) -> Path:
     """A bundle in ``dst``: small files copied, big ones linked unless asked for a copy."""
     dst.mkdir()
-    for p in DEFAULT_BUNDLE.iterdir():
+    for p in DEFAULT_DIR.iterdir():
         if p.is_file():
             if p.name in SMALL or (copy_model and p.suffix == ".onnx"):
                 shutil.copy2(p, dst / p.name)
@@ -28,7 +38,7 @@ def _copy_bundle(dst: Path, copy_model: bool = False, copy_vision: bool = False)
                 (dst / p.name).symlink_to(p)
     vis = dst / "vision"
     vis.mkdir()
-    for p in (DEFAULT_BUNDLE / "vision").iterdir():
+    for p in (DEFAULT_DIR / "vision").iterdir():
         if copy_vision or p.name == "manifest.json" or p.suffix == ".txt":
             shutil.copy2(p, vis / p.name)
         else:
@@ -145,8 +155,56 @@ def test_modified_vision_model_is_refused(tmp_path: Path, victim: str) -> None:
 
 def test_every_shipped_file_is_covered_by_its_manifest() -> None:
     """export/ writes hashes; the guard can only verify what the manifest lists."""
-    for d in (DEFAULT_BUNDLE, DEFAULT_BUNDLE / "vision"):
+    for d in (DEFAULT_DIR, DEFAULT_DIR / "vision"):
         listed = set(_manifest(d)["files"])
         loaded = {p.name for p in d.iterdir() if p.is_file()
                   and p.suffix in (".onnx", ".json", ".txt") and p.name != "manifest.json"}
         assert loaded <= listed, f"{d}: {sorted(loaded - listed)} not in the manifest"
+
+
+# ---- the typed record ------------------------------------------------------------------------
+def test_shipped_manifests_load_as_records() -> None:
+    """The manifests on disk (and so those the current exporter writes) load unchanged."""
+    judge = Bundle.load(DEFAULT_DIR)
+    raw = _manifest(DEFAULT_DIR)
+    assert judge.config.to_json() == raw["config"]
+    assert judge.labels == raw["labels"] and judge.name == raw["name"]
+    assert {n: e.to_json() for n, e in judge.files.items()} == raw["files"]
+    assert judge.vision_dir() == DEFAULT_VISION_DIR
+    vision = Bundle.load(DEFAULT_VISION_DIR)
+    assert vision.config == JudgeConfig()  # no config section: the defaults
+    tagger, ocr = vision.tagger(), vision.ocr()
+    assert (tagger.file, tagger.labels, tagger.size) == ("tagger.onnx", "imagenet_labels.txt", 224)
+    assert (ocr.det_file, ocr.rec_file, ocr.keys_file) == (
+        "ocr_det.onnx", "ocr_rec.onnx", "ocr_keys.txt")
+    assert ocr.gate_scale is None and ocr.gate_threshold is None
+
+
+def test_written_manifest_keeps_the_format_and_round_trips(tmp_path: Path) -> None:
+    (tmp_path / "model.cpu.onnx").write_bytes(b"model")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    config = JudgeConfig(threshold=0.7, batchable=True)
+    manifest = judge_manifest(name="m", labels=["a"], config=config,
+                              files=hash_files(tmp_path, ["tokenizer.json", "model.cpu.onnx"]),
+                              training={"epochs": 1}, created="2026-01-01")
+    write_manifest(tmp_path, manifest)
+    raw = _manifest(tmp_path)
+    # the keys and their order are those every exporter so far has written
+    assert list(raw) == ["name", "format", "labels", "config", "files", "training", "created"]
+    assert list(raw["config"]) == ["threshold", "max_tokens", "model_cpu", "model_gpu",
+                                   "batchable", "det_limit_side"]
+    assert raw["files"]["model.cpu.onnx"] == {
+        "sha256": hashlib.sha256(b"model").hexdigest(), "bytes": 5}
+    loaded = Bundle.load(tmp_path)
+    assert loaded.config == config and loaded.manifest["training"] == {"epochs": 1}
+    assert loaded.read("model.cpu.onnx") == b"model"
+    assert sha256_file(tmp_path / "model.cpu.onnx") == loaded.files["model.cpu.onnx"].sha256
+
+
+def test_missing_config_fields_take_the_record_defaults(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    _write_manifest(tmp_path, {"files": {"f": {"sha256": hashlib.sha256(b"x").hexdigest()}}})
+    b = Bundle.load(tmp_path)
+    assert b.config == JudgeConfig() and b.config.det_limit_side == DET_LIMIT_SIDE
+    assert b.files["f"].bytes is None and b.read("f") == b"x"
+    assert b.labels is None and b.name == tmp_path.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from tokenizers import Tokenizer
 
+from vlmguard.bundle import DEFAULT_DIR
 from vlmguard.encoder import (
     EVIDENCE_TOKENS,
     MAX_TOKENS,
@@ -13,12 +14,11 @@ from vlmguard.encoder import (
     label_names,
     verbalise_evidence,
 )
-from vlmguard.guard import DEFAULT_BUNDLE
 
 
 @pytest.fixture(scope="module")
 def enc() -> SequenceEncoder:
-    return SequenceEncoder(Tokenizer.from_file(str(DEFAULT_BUNDLE / "tokenizer.json")))
+    return SequenceEncoder(Tokenizer.from_file(str(DEFAULT_DIR / "tokenizer.json")))
 
 
 def test_verbalise_marks_ocr_offset() -> None:

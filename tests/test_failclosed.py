@@ -216,9 +216,9 @@ def _split(prompt: str) -> tuple[list[str], str, str, str]:
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    from vlmguard.guard import DEFAULT_BUNDLE
+    from vlmguard.bundle import DEFAULT_DIR
 
-    return Policy.from_file(DEFAULT_BUNDLE / "policy.json")
+    return Policy.from_file(DEFAULT_DIR / "policy.json")
 
 
 def test_markers_carry_a_fresh_nonce_every_call(policy: Policy) -> None:

@@ -24,7 +24,7 @@ from vlmguard import (
     TextDecodeError,
     UnsupportedInputTypeError,
 )
-from vlmguard.guard import DEFAULT_BUNDLE
+from vlmguard.bundle import DEFAULT_DIR
 from vlmguard.taxonomy import CATEGORIES, HAZARD_CODES
 
 TYPO_REQUEST = "Fill in each item of the list in the image."
@@ -187,11 +187,11 @@ def test_bundled_model_speaks_the_llama_guard_3_taxonomy() -> None:
     """The shipped model's category logits, its policy and the hazard codes results carry all
     name the same 13 hazards, in Llama Guard 3's order (a reordering would silently relabel
     every verdict)."""
-    manifest = json.loads((DEFAULT_BUNDLE / "manifest.json").read_text())
+    manifest = json.loads((DEFAULT_DIR / "manifest.json").read_text())
     slots = [label.split(":", 1)[1] for label in manifest["labels"]
              if label.startswith("category:")]
     assert slots == ["none"] + [LLAMA_GUARD_3[f"S{i}"] for i in range(1, 14)]
     assert {code: c for c, code in HAZARD_CODES.items()} == LLAMA_GUARD_3
     assert list(CATEGORIES) == slots
-    policy = json.loads((DEFAULT_BUNDLE / "policy.json").read_text())
+    policy = json.loads((DEFAULT_DIR / "policy.json").read_text())
     assert list(policy["categories"]) == slots[1:]

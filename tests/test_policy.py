@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from vlmguard import ModelLoadError, Policy
-from vlmguard.guard import DEFAULT_BUNDLE
+from vlmguard.bundle import DEFAULT_DIR
 from vlmguard.policy import Judgement
 from vlmguard.taxonomy import CATEGORIES
 
 
 @pytest.fixture(scope="module")
 def policy() -> Policy:
-    return Policy.from_file(DEFAULT_BUNDLE / "policy.json")
+    return Policy.from_file(DEFAULT_DIR / "policy.json")
 
 
 def judgement(category: str = "suicide_self_harm", **kw) -> Judgement:

@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 import vlmguard
 from vlmguard import Guard
+from vlmguard.bundle import sha256_file
 from vlmguard.errors import GuardError
 from vlmguard.runtime import cpu_name
 from vlmguard.taxonomy import CATEGORIES
@@ -326,14 +327,11 @@ class Outcome:
 
 def vision_key(guard: Guard) -> str:
     """Hash of what decides a vision output: the vision models, the code, the OCR settings."""
-    from vlmguard import guard as guard_mod
     from vlmguard import image as image_mod
     from vlmguard import preprocess as preprocess_mod
     from vlmguard import vision as vision_mod
 
-    vision_dir = guard.bundle / "vision"
-    if not vision_dir.is_dir():
-        vision_dir = guard_mod.DEFAULT_BUNDLE / "vision"
+    vision_dir = guard.bundle_record.vision_dir()
     h = hashlib.sha256()
     for path in sorted(vision_dir.iterdir()):
         if path.is_file():
@@ -341,8 +339,7 @@ def vision_key(guard: Guard) -> str:
             h.update(path.read_bytes())
     for mod in (vision_mod, image_mod, preprocess_mod):
         h.update(Path(mod.__file__ or "").read_bytes())
-    cfg = guard.manifest.get("config", {})
-    h.update(json.dumps({"det_limit_side": cfg.get("det_limit_side", 640),
+    h.update(json.dumps({"det_limit_side": guard.bundle_record.config.det_limit_side,
                          "ocr": guard.ocr is not None, "max_pixels": guard.max_pixels,
                          "version": vlmguard.__version__}, sort_keys=True).encode())
     return h.hexdigest()[:16]
@@ -1017,13 +1014,9 @@ def photo_report(with_img: Sequence[Item], outs: Sequence[Outcome],
 # ---- report ----------------------------------------------------------------------------------
 def bundle_id(guard: Guard) -> dict[str, str]:
     """Manifest name, and the sha256 prefix of the model file actually loaded."""
-    path = guard.bundle / guard.model_file
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"name": str(guard.manifest.get("name", guard.bundle.name)), "path": str(guard.bundle),
-            "model_file": guard.model_file, "sha256": h.hexdigest()[:12]}
+    digest = sha256_file(guard.bundle / guard.model_file)
+    return {"name": guard.bundle_record.name, "path": str(guard.bundle),
+            "model_file": guard.model_file, "sha256": digest[:12]}
 
 
 def git_commit() -> str | None:
@@ -1311,8 +1304,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     parts = set(args.only)
     data_dir = Path(args.shared_data)
     guard = Guard.from_pretrained(args.bundle)
-    batch = args.batch if args.batch is not None else bool(
-        guard.manifest.get("config", {}).get("batchable", False))
+    batch = args.batch if args.batch is not None else guard.batch_encoder
     cache = VisionCache(guard, None if args.no_cache else args.cache)
     rows: list[Example] = offline.read_jsonl(args.data) if args.data and args.data.is_file() \
         else []

@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from .bundle import load_manifest, read_verified, read_verified_text, section
+from .bundle import DEFAULT_DIR, Bundle
 from .encoder import (
     HEADS,
-    MAX_TOKENS,
     SequenceEncoder,
     Window,
     concept_words,
@@ -45,7 +44,7 @@ from .errors import (
     UnsupportedInputTypeError,
     VLMGuardError,
 )
-from .image import ImageInput, load_image
+from .image import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from .policy import Judgement, Policy
 from .result import Evidence, Reasoning, RewriteResult
 from .runtime import ProviderSpec, make_session, resolve_providers
@@ -57,7 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vlmguard")
 
-DEFAULT_BUNDLE = Path(__file__).parent / "models" / "default"
 MAX_TEXT_CHARS = 100_000
 MAX_TEXT_TOKENS = 8_192
 """The request's token budget. Cost follows tokens, not characters (100,000 CJK characters are
@@ -125,29 +123,24 @@ class Guard:
                  threshold: float | None = None, categories: Iterable[str] | None = None,
                  threads: int | None = None, ocr: bool = True,
                  policy: Policy | Mapping[str, Any] | None = None,
-                 max_pixels: int = 40_000_000, ocr_side: int | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, ocr_side: int | None = None,
                  max_text_tokens: int = MAX_TEXT_TOKENS,
                  max_ocr_boxes: int = MAX_OCR_BOXES,
                  category_thresholds: Mapping[str, float] | None = None,
                  monitor: bool = False) -> None:
-        bundle = Path(bundle)
         # Every file below is read once, checked against the manifest's sha256, and those
         # same bytes are loaded: a modified bundle raises ModelLoadError, never loads.
-        self.manifest: dict[str, Any] = load_manifest(bundle)
-        cfg = section(self.manifest, "config")
-        if self.manifest.get("labels") != label_names():
+        record = Bundle.load(bundle)
+        if record.labels != label_names():
             raise ModelLoadError("the bundle's labels do not match this vlmguard version")
-        self.bundle = bundle
-        try:
-            bundle_threshold = float(cfg.get("threshold", 0.5))
-            max_tokens = int(cfg.get("max_tokens", MAX_TOKENS))
-            det_side = int(ocr_side or cfg.get("det_limit_side", 640))
-        except (TypeError, ValueError) as exc:
-            raise ModelLoadError(f"{bundle}/manifest.json: malformed config: {exc}") from exc
-        if not 0.0 < bundle_threshold < 1.0 or not 16 <= max_tokens <= 4096:
-            raise ModelLoadError(f"{bundle}/manifest.json: config out of range")
+        cfg = record.config
+        self.bundle_record = record
+        self.bundle = record.directory
+        if ocr_side and (not _is_int(ocr_side) or ocr_side < 1):
+            raise InvalidConfigError(f"ocr_side must be a positive int, got {ocr_side!r}")
+        det_side = ocr_side or cfg.det_limit_side
         self.threshold = _check_threshold(threshold if threshold is not None
-                                          else bundle_threshold)
+                                          else cfg.threshold)
         self.categories = self._check_categories(categories)
         self.category_thresholds = self._check_category_thresholds(category_thresholds)
         if not isinstance(monitor, bool):
@@ -167,33 +160,28 @@ class Guard:
         if isinstance(policy, Policy):
             self.policy = policy
         else:
-            self.policy = Policy.from_text(read_verified_text(bundle, self.manifest,
-                                                              "policy.json"),
-                                           str(bundle / "policy.json"))
+            self.policy = Policy.from_text(record.read_text("policy.json"),
+                                           str(self.bundle / "policy.json"))
             if policy:
                 if not isinstance(policy, Mapping):
                     raise InvalidConfigError("policy must be a Policy or a mapping of "
                                              f"overrides, not {type(policy).__name__}")
                 self.policy = self.policy.override(policy)
-        model_file = self._pick_model_file(cfg)
-        self.session = make_session(read_verified(bundle, self.manifest, model_file),
+        model_file = self._pick_model_file()
+        self.session = make_session(record.read(model_file),
                                     self.requested_providers, threads, name=model_file)
         self.model_file = model_file
         self._input_names = {i.name for i in self.session.get_inputs()}
-        # A model with dynamically quantised activations uses one scale per call, so
-        # padding a batch would change each request's verdict: such a model (the manifest
-        # says "batchable": false) reads one request per call.
-        self.batch_encoder = bool(cfg.get("batchable", False))
-        tok_json = read_verified_text(bundle, self.manifest, "tokenizer.json")
+        # Whether requests share a model call: see JudgeConfig.batchable.
+        self.batch_encoder = cfg.batchable
+        tok_json = record.read_text("tokenizer.json")
         try:
             tokenizer = Tokenizer.from_str(tok_json)
         except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
-            raise ModelLoadError(f"{bundle}/tokenizer.json is not a tokenizer: {exc}") from exc
-        self.encoder = SequenceEncoder(tokenizer, max_tokens=max_tokens)
-        # A bundle may ship its own vision models; otherwise it uses the default ones.
-        vision_dir = bundle / "vision"
-        if not vision_dir.is_dir():
-            vision_dir = DEFAULT_BUNDLE / "vision"
+            raise ModelLoadError(f"{self.bundle}/tokenizer.json is not a tokenizer: {exc}"
+                                 ) from exc
+        self.encoder = SequenceEncoder(tokenizer, max_tokens=cfg.max_tokens)
+        vision_dir = record.vision_dir()
         self.tagger = Tagger(vision_dir, providers=self.requested_providers, threads=threads)
         self.ocr = (OCR(vision_dir, providers=self.requested_providers, threads=threads,
                         det_limit_side=det_side, max_boxes=max_ocr_boxes)
@@ -214,7 +202,7 @@ class Guard:
         judged together against ``threshold``. ``monitor=True`` reports verdicts but never
         rewrites (``result.action == "monitor"``, ``prompt`` is the original text).
         """
-        return cls(Path(path) if path is not None else DEFAULT_BUNDLE, providers, **kwargs)
+        return cls(Path(path) if path is not None else DEFAULT_DIR, providers, **kwargs)
 
     @staticmethod
     def _check_categories(categories: Iterable[str] | None) -> frozenset[str]:
@@ -253,16 +241,21 @@ class Guard:
             out[key] = _check_threshold(value)
         return out
 
-    def _pick_model_file(self, cfg: Mapping[str, Any]) -> str:
+    def _pick_model_file(self) -> str:
         first = self.requested_providers[0]
         name = first if isinstance(first, str) else first[0]
-        gpu_file = str(cfg.get("model_gpu", "model.fp16.onnx"))
-        cpu_file = str(cfg.get("model_cpu", "model.cpu.onnx"))
+        gpu_file = self.bundle_record.config.model_gpu
+        cpu_file = self.bundle_record.config.model_cpu
         if name in GPU_PROVIDERS:
-            if gpu_file in self.manifest["files"] and (self.bundle / gpu_file).is_file():
+            if self.bundle_record.has(gpu_file):
                 return gpu_file
             log.warning("no %s in the bundle; the GPU runs the CPU model", gpu_file)
         return cpu_file
+
+    @property
+    def manifest(self) -> Mapping[str, Any]:
+        """The bundle's whole manifest as read (the typed fields: ``bundle_record``)."""
+        return self.bundle_record.manifest
 
     @property
     def providers(self) -> list[str]:
@@ -580,7 +573,7 @@ class Guard:
 
         return {
             "version": __version__,
-            "model": self.manifest.get("name", self.bundle.name),
+            "model": self.bundle_record.name,
             "model_file": self.model_file,
             "bundle": str(self.bundle),
             "providers": self.providers,

@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .bundle import load_manifest, read_verified, read_verified_text, section
+from .bundle import DEFAULT_VISION_DIR, DET_LIMIT_SIDE, Bundle
 from .errors import GuardError, InvalidInputError, ModelLoadError
 from .preprocess import resize_normalize
 from .runtime import ProviderSpec, make_session
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default" / "vision"
 GATE_SCALE = 0.5
 """Gate input side / full detection side. At half the size a line of text still spans ~8
 detector pixels when it spans ~16 at full size, and the pass costs a quarter as much."""
@@ -89,10 +88,6 @@ def check_not_constant(name: str, arr: np.ndarray) -> None:
                          "fail closed")
 
 
-def _manifest(bundle: Path) -> dict:
-    return load_manifest(bundle)
-
-
 def _providers_or_cpu(providers: Sequence[ProviderSpec] | None) -> list[ProviderSpec]:
     return list(providers) if providers else ["CPUExecutionProvider"]
 
@@ -117,30 +112,19 @@ class TagResult:
 class Tagger:
     """EfficientNet-Lite0 ImageNet-1k classifier used as a cheap concept tagger."""
 
-    def __init__(self, bundle_dir: PathLike = DEFAULT_BUNDLE,
+    def __init__(self, bundle_dir: PathLike = DEFAULT_VISION_DIR,
                  providers: Sequence[ProviderSpec] | None = None, threads: int | None = None,
                  k: int = 5, min_score: float = 0.03) -> None:
-        bundle = Path(bundle_dir)
-        manifest = _manifest(bundle)
-        try:
-            meta = section(manifest, "tagger")
-            inp = meta.get("input", {})
-            self.size = int(inp.get("shape", [0, 3, 224, 224])[2])
-            self.mean = tuple(float(v) for v in inp.get("mean", (0.5, 0.5, 0.5)))
-            self.std = tuple(float(v) for v in inp.get("std", (0.5, 0.5, 0.5)))
-            labels_name = str(meta.get("labels", "imagenet_labels.txt"))
-            model_name = str(meta.get("file", "tagger.onnx"))
-        except (TypeError, ValueError, IndexError, AttributeError) as exc:
-            raise ModelLoadError(f"{bundle}/manifest.json: malformed tagger entry: {exc}"
-                                 ) from exc
-        if not 16 <= self.size <= 1024 or len(self.mean) != 3 or len(self.std) != 3 \
-                or not all(math.isfinite(v) and v != 0 for v in self.std):
-            raise ModelLoadError(f"{bundle}/manifest.json: unusable tagger input spec")
-        self.labels = read_verified_text(bundle, manifest, labels_name).splitlines()
+        bundle = Bundle.load(Path(bundle_dir))
+        spec = bundle.tagger()
+        self.size = spec.size
+        self.mean = spec.mean
+        self.std = spec.std
+        self.labels = bundle.read_text(spec.labels).splitlines()
         if not self.labels:
-            raise ModelLoadError(f"{bundle}/{labels_name} holds no labels")
-        self.session = make_session(read_verified(bundle, manifest, model_name),
-                                    _providers_or_cpu(providers), threads, name=model_name)
+            raise ModelLoadError(f"{bundle.directory}/{spec.labels} holds no labels")
+        self.session = make_session(bundle.read(spec.file),
+                                    _providers_or_cpu(providers), threads, name=spec.file)
         self.k = k
         self.min_score = min_score
 
@@ -318,27 +302,25 @@ class OCR:
     slanted lines (5-60 degrees), which are read through a crop rotated level.
     """
 
-    def __init__(self, bundle_dir: PathLike = DEFAULT_BUNDLE,
+    def __init__(self, bundle_dir: PathLike = DEFAULT_VISION_DIR,
                  providers: Sequence[ProviderSpec] | None = None, threads: int | None = None,
-                 det_limit_side: int = 640, det_thresh: float = 0.3, box_thresh: float = 0.5,
+                 det_limit_side: int = DET_LIMIT_SIDE, det_thresh: float = 0.3,
+                 box_thresh: float = 0.5,
                  unclip_ratio: float = 1.6, text_score: float = 0.5, rec_batch: int = 8,
                  max_rec_width: int = 1600, max_candidates: int = 1000,
                  max_boxes: int = MAX_OCR_BOXES, text_gate: bool = True,
                  gate_scale: float | None = None, gate_thresh: float | None = None) -> None:
-        bundle = Path(bundle_dir)
-        manifest = _manifest(bundle)
+        bundle = Bundle.load(Path(bundle_dir))
+        spec = bundle.ocr()
         try:
-            meta = section(manifest, "ocr")
-            det_name = str(meta.get("det", {}).get("file", "ocr_det.onnx"))
-            rec_name = str(meta.get("rec", {}).get("file", "ocr_rec.onnx"))
-            keys_name = str(meta.get("rec", {}).get("dict", "ocr_keys.txt"))
-            gate_cfg = meta.get("text_gate", {})
-            gate_scale = float(gate_cfg.get("scale", GATE_SCALE) if gate_scale is None
-                               else gate_scale)
-            gate_thresh = float(gate_cfg.get("threshold", GATE_THRESH) if gate_thresh is None
-                                else gate_thresh)
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise ModelLoadError(f"{bundle}/manifest.json: malformed ocr entry: {exc}") from exc
+            gate_scale = float(gate_scale if gate_scale is not None else
+                               spec.gate_scale if spec.gate_scale is not None else GATE_SCALE)
+            gate_thresh = float(gate_thresh if gate_thresh is not None else
+                                spec.gate_threshold if spec.gate_threshold is not None
+                                else GATE_THRESH)
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{bundle.directory}/manifest.json: malformed ocr entry: {exc}"
+                                 ) from exc
         if not isinstance(max_boxes, int) or max_boxes < 1:
             raise InvalidInputError(f"max_boxes must be a positive int, got {max_boxes!r}")
         if not (0.0 < gate_scale <= 1.0 and 0.0 < gate_thresh < det_thresh):
@@ -346,12 +328,12 @@ class OCR:
                                     f"threshold {gate_thresh!r} in (0, {det_thresh}): a gate "
                                     "stricter than detection would skip text it can read")
         provs = _providers_or_cpu(providers)
-        self.det = make_session(read_verified(bundle, manifest, det_name), provs, threads,
-                                mem_arena=False, name=det_name)
-        self.rec = make_session(read_verified(bundle, manifest, rec_name), provs, threads,
-                                mem_arena=False, name=rec_name)
+        self.det = make_session(bundle.read(spec.det_file), provs, threads,
+                                mem_arena=False, name=spec.det_file)
+        self.rec = make_session(bundle.read(spec.rec_file), provs, threads,
+                                mem_arena=False, name=spec.rec_file)
         # RapidOCR: blank at index 0, the file's characters, then a space at the end
-        chars = read_verified_text(bundle, manifest, keys_name).split("\n")
+        chars = bundle.read_text(spec.keys_file).split("\n")
         if chars and chars[-1] == "":
             chars = chars[:-1]
         self.charset = np.array(["", *chars, " "], dtype=object)

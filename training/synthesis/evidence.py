@@ -40,9 +40,9 @@ class EvidenceReader:
 
 @lru_cache(maxsize=1)
 def imagenet_labels() -> tuple[str, ...]:
-    from vlmguard.vision import DEFAULT_BUNDLE
+    from vlmguard.bundle import DEFAULT_VISION_DIR
 
-    path = DEFAULT_BUNDLE / "imagenet_labels.txt"
+    path = DEFAULT_VISION_DIR / "imagenet_labels.txt"
     return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
 
 

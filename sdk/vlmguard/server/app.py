@@ -132,7 +132,7 @@ class _State:
         self.ready_error = "starting"
         self.client: httpx.AsyncClient | None = None
         self.limits = cfg.fetch_limits()
-        self.model_name = str(guard.manifest.get("name", guard.bundle.name))
+        self.model_name = guard.bundle_record.name
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn`` in the guard's thread pool, within the time and queue limits; guard
