@@ -195,3 +195,34 @@ def test_bundled_model_speaks_the_llama_guard_3_taxonomy() -> None:
     assert list(CATEGORIES) == slots
     policy = json.loads((DEFAULT_DIR / "policy.json").read_text())
     assert list(policy["categories"]) == slots[1:]
+
+
+def test_text_is_checked_before_the_vision_stage(guard: Guard,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request that cannot be judged costs no vision: the text error comes first."""
+    calls: list[int] = []
+    real = guard.tagger.run
+    monkeypatch.setattr(guard.tagger, "run", lambda images: calls.append(1) or real(images))
+    with pytest.raises(UnsupportedInputTypeError, match="text must be a str"):
+        guard.rewrite(EXAMPLES / "photo.jpg", 5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="NUL"):
+        guard.rewrite(EXAMPLES / "photo.jpg", "a\x00b")
+    assert calls == []
+    guard.rewrite(EXAMPLES / "photo.jpg", "what is this?")
+    assert calls == [1]
+
+
+def test_see_is_the_evidence_the_guard_judges(guard: Guard) -> None:
+    """The public vision step gives exactly what a rewrite reports as its evidence, and the
+    training code's reader (which labels rendered images) runs the same step."""
+    from training.synthesis.evidence import EvidenceReader
+
+    seen = guard.see(EXAMPLES / "typographic_attack.png")
+    r = guard.rewrite(EXAMPLES / "typographic_attack.png", TYPO_REQUEST)
+    assert seen.has_image and "bomb" in seen.ocr_text.lower()
+    assert (seen.concepts, seen.scores, seen.ocr_text, seen.ocr_truncated) == (
+        r.evidence.concepts, r.evidence.concept_scores, r.evidence.ocr_text,
+        r.evidence.ocr_truncated)
+    from_training = EvidenceReader(threads=1)(Image.open(EXAMPLES / "typographic_attack.png"))
+    assert (from_training.concepts, from_training.ocr_text) == (seen.concepts, seen.ocr_text)
+    assert not guard.see(None).has_image

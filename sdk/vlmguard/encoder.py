@@ -125,8 +125,13 @@ class SequenceEncoder:
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
 
+    def tokenize(self, text: str) -> Encoding:
+        """``text`` as tokens without special tokens (how a request is counted and cut)."""
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
     def encode(self, evidence: str, request: str, ocr_offset: int = -1,
-               readings: bool = True) -> list[Window]:
+               readings: bool = True, request_tokens: Encoding | None = None
+               ) -> list[Window]:
         """Windows covering all of the evidence and all of the request, in every reading.
 
         Rules, so nothing is ever cut silently: segment A holds at most ``EVIDENCE_TOKENS``
@@ -136,13 +141,14 @@ class SequenceEncoder:
         each disguised reading of the request (fullwidth, homoglyphs, spacing, leetspeak,
         base64 undone) and each of its sentences alone is scored as well
         (:func:`vlmguard.normalise.readings`). The guard keeps the riskiest window.
+        ``request_tokens`` is ``tokenize(request)`` when the caller has it already.
         """
         texts = [request]
         if readings:
             keep_typed, extra = text_readings(request)
             texts = ([request] if keep_typed else []) + extra
-        requests = [(text, self.tokenizer.encode(text, add_special_tokens=False))
-                    for text in texts]
+        requests = [(text, request_tokens if request_tokens is not None and text is request
+                     else self.tokenize(text)) for text in texts]
         windows = []
         for ev in self._evidence_slices(evidence, ocr_offset):
             ev_tokens = self.tokenizer.encode(ev, add_special_tokens=False)

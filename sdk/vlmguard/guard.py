@@ -14,22 +14,19 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from .bundle import DEFAULT_DIR, Bundle
 from .encoder import (
-    HEADS,
     SequenceEncoder,
+    Verbalised,
     Window,
-    concept_words,
-    head_slices,
     label_names,
-    softmax,
     verbalise_evidence,
 )
 from .errors import (
@@ -48,8 +45,10 @@ from .image import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from .policy import Judgement, Policy
 from .result import Evidence, Reasoning, RewriteResult
 from .runtime import ProviderSpec, make_session, resolve_providers
-from .taxonomy import CATEGORIES, HAZARD_CODES
-from .vision import MAX_OCR_BOXES, OCR, Tagger, check_not_constant, check_output, lines_text
+from .seeing import NOTHING, Seen, ms_since, see
+from .taxonomy import HAZARD_CODES
+from .verdict import HARMFUL, Rule, argmax_named, decide, flagged, span_text
+from .vision import MAX_OCR_BOXES, OCR, Tagger, check_not_constant, check_output
 
 if TYPE_CHECKING:
     from .messages import FetchLimits, MessagesResult
@@ -70,15 +69,18 @@ request's length or the batch's size."""
 GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 
 
-@dataclass(frozen=True)
-class _Seen:
-    """Evidence from the vision stage for one request."""
+@dataclass
+class _Pending:
+    """One request on its way through the pipeline: checked text, what the vision stage saw,
+    then its windows and their logits; ``timings`` fills as each stage runs."""
 
-    has_image: bool
-    concepts: tuple[str, ...] = ()
-    scores: tuple[float, ...] = ()
-    ocr_text: str = ""
-    ocr_truncated: bool = False
+    text: str
+    seen: Seen
+    timings: dict[str, float]
+    t0: float
+    evidence: Verbalised = Verbalised("", -1)
+    windows: list[Window] = field(default_factory=list)
+    logits: list[np.ndarray] = field(default_factory=list)
 
 
 def _check_str(name: str, value: object) -> str:
@@ -88,6 +90,8 @@ def _check_str(name: str, value: object) -> str:
 
 
 def _check_text(text: object, has_image: bool) -> str:
+    """The request's text, checked: a str (or UTF-8 bytes), valid Unicode, bounded, and not
+    empty unless an image comes with it."""
     if text is None:
         text = ""
     if isinstance(text, bytes | bytearray | memoryview):
@@ -186,12 +190,20 @@ class Guard:
         self.ocr = (OCR(vision_dir, providers=self.requested_providers, threads=threads,
                         det_limit_side=det_side, max_boxes=max_ocr_boxes)
                     if ocr else None)
-        self._slices = head_slices()
         self._n_labels = len(label_names())
 
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, providers:
-                        Sequence[ProviderSpec] | None = None, **kwargs: Any) -> Guard:
+    def from_pretrained(cls, path: str | Path | None = None,
+                        providers: Sequence[ProviderSpec] | None = None, *,
+                        threshold: float | None = None,
+                        categories: Iterable[str] | None = None,
+                        threads: int | None = None, ocr: bool = True,
+                        policy: Policy | Mapping[str, Any] | None = None,
+                        max_pixels: int = DEFAULT_MAX_PIXELS, ocr_side: int | None = None,
+                        max_text_tokens: int = MAX_TEXT_TOKENS,
+                        max_ocr_boxes: int = MAX_OCR_BOXES,
+                        category_thresholds: Mapping[str, float] | None = None,
+                        monitor: bool = False) -> Guard:
         """Load a bundle (the one shipped in the wheel by default).
 
         ``providers`` defaults to TensorRT → CUDA → CPU, keeping those this onnxruntime
@@ -201,12 +213,22 @@ class Guard:
         categories alone, each by its own score against its own threshold; the rest are
         judged together against ``threshold``. ``monitor=True`` reports verdicts but never
         rewrites (``result.action == "monitor"``, ``prompt`` is the original text).
+
+        ``threads`` caps ONNX Runtime's threads per model; ``ocr=False`` skips reading text
+        in images; ``policy`` replaces the bundle's policy (a :class:`Policy`) or overrides
+        parts of it (a mapping). Bounds: ``max_pixels`` per image, ``ocr_side`` (the OCR
+        detector's long side, default the bundle's), ``max_text_tokens`` per request and
+        ``max_ocr_boxes`` text boxes read per image.
         """
-        return cls(Path(path) if path is not None else DEFAULT_DIR, providers, **kwargs)
+        return cls(Path(path) if path is not None else DEFAULT_DIR, providers,
+                   threshold=threshold, categories=categories, threads=threads, ocr=ocr,
+                   policy=policy, max_pixels=max_pixels, ocr_side=ocr_side,
+                   max_text_tokens=max_text_tokens, max_ocr_boxes=max_ocr_boxes,
+                   category_thresholds=category_thresholds, monitor=monitor)
 
     @staticmethod
     def _check_categories(categories: Iterable[str] | None) -> frozenset[str]:
-        all_cats = frozenset(c for c in CATEGORIES if c != "none")
+        all_cats = HARMFUL
         if categories is None:
             return all_cats
         if isinstance(categories, str | bytes):
@@ -262,29 +284,24 @@ class Guard:
         """The execution providers ONNX Runtime actually runs the rewriter model on."""
         return list(self.session.get_providers())
 
+    @property
+    def rule(self) -> Rule:
+        """What is enforced, as :mod:`vlmguard.verdict` reads it."""
+        return Rule(self.threshold, self.categories, self.category_thresholds)
+
     # ---- the pipeline --------------------------------------------------------------------
-    def _see(self, image: ImageInput, timings: dict[str, float]) -> _Seen:
+    def see(self, image: ImageInput, timings: dict[str, float] | None = None) -> Seen:
+        """The vision stage alone: decode ``image`` and return what the guard sees in it.
+
+        ``timings`` (if given) receives the milliseconds of decode and each vision model.
+        """
+        timings = {} if timings is None else timings
         t = time.perf_counter()
         rgb = load_image(image, max_pixels=self.max_pixels)
-        timings["decode"] = _ms(t)
+        timings["decode"] = ms_since(t)
         if rgb is None:
-            return _Seen(False)
-        t = time.perf_counter()
-        tags = self.tagger(rgb)
-        timings["tagger"] = _ms(t)
-        words = concept_words(tags)
-        scores = tuple(round(c.score, 4) for c in tags[: len(words)])
-        ocr_text, truncated = "", False
-        if self.ocr is not None:
-            t = time.perf_counter()
-            boxes = self.ocr.detect(rgb)
-            timings["ocr_det"] = _ms(t)
-            if boxes:
-                t = time.perf_counter()
-                lines, truncated = self.ocr.read_capped(rgb, boxes)
-                ocr_text = lines_text(lines)
-                timings["ocr_rec"] = _ms(t)
-        return _Seen(True, words, scores, ocr_text, truncated)
+            return NOTHING
+        return see(rgb, self.tagger, self.ocr, timings)
 
     def _judge_windows(self, windows: Sequence[Window], timings: dict[str, float]
                        ) -> list[np.ndarray]:
@@ -303,10 +320,10 @@ class Guard:
             t = time.perf_counter()
             feeds = self.encoder.batch(chunk)
             feeds = {k: v for k, v in feeds.items() if k in self._input_names}
-            timings["tokenise"] = timings.get("tokenise", 0.0) + _ms(t)
+            timings["tokenise"] = timings.get("tokenise", 0.0) + ms_since(t)
             t = time.perf_counter()
             logits = self.session.run(None, feeds)[0]
-            timings["encoder"] = timings.get("encoder", 0.0) + _ms(t)
+            timings["encoder"] = timings.get("encoder", 0.0) + ms_since(t)
             width = max(len(w.encoding.ids) for w in chunk)
             logits = check_output("rewriter logits", logits,
                                   (len(chunk), width, self._n_labels))
@@ -317,134 +334,54 @@ class Guard:
                 out[k] = logits[j]
         return out
 
-    def _check_tokens(self, text: str) -> None:
-        """Refuse a request over the token budget before any window is built."""
-        n = len(self.encoder.tokenizer.encode(text, add_special_tokens=False).ids)
+    def _check_tokens(self, text: str) -> Encoding:
+        """The request's tokens, refused over the token budget before any window is built."""
+        tokens = self.encoder.tokenize(text)
+        n = len(tokens.ids)
         if n > self.max_text_tokens:
             raise TextTooLongError(
                 f"text is {n:,} tokens; the guard reads at most {self.max_text_tokens:,} "
                 "(max_text_tokens). Split the request or raise the budget deliberately.")
+        return tokens
 
-    def _decide(self, text: str, seen: _Seen, windows: Sequence[Window],
-                logits: Sequence[np.ndarray], evidence_text: str, ocr_offset: int,
-                timings: dict[str, float]) -> RewriteResult:
-        sl = self._slices
-        best, best_key, best_probs = 0, (False, -1.0), {}
-        best_tripped: frozenset[str] = frozenset()
-        best_risk = 0.0
-        scores = dict.fromkeys(CATEGORIES[1:], 0.0)
-        for i, lg in enumerate(logits):
-            probs = {h: softmax(lg[0, sl[h]]) for h in ("safety", "category", "source",
-                                                         "strategy")}
-            window_scores = self._category_scores(probs)
-            for c, v in window_scores.items():
-                scores[c] = max(scores[c], v)
-            risk, tripped, level = self._verdict(probs, window_scores)
-            if (bool(tripped), level) > best_key:
-                best, best_key, best_probs = i, (bool(tripped), level), probs
-                best_risk, best_tripped = risk, tripped
-        category_scores = {c: round(v, 4) for c, v in scores.items()}
+    def _decide(self, p: _Pending) -> RewriteResult:
+        """The result of one request whose windows have been scored."""
+        rule = self.rule
+        d = decide(p.logits, rule)
+        category_scores = {c: round(v, 4) for c, v in d.category_scores.items()}
         t = time.perf_counter()
-        if not best_tripped:
-            result = RewriteResult(
-                safe=True, risk=round(best_risk, 4), category="none", hazard_code=None,
+        seen, text, v = p.seen, p.text, d.verdict
+        if not d.unsafe:
+            p.timings["render"] = ms_since(t)
+            p.timings["total"] = ms_since(p.t0)
+            return RewriteResult(
+                safe=True, risk=round(v.risk, 4), category="none", hazard_code=None,
                 source="none", strategy="none", prompt=text,
                 reasoning=Reasoning("No threat found.", "An ordinary request.",
                                     "Pass the request through unchanged."),
                 evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, "",
                                   seen.ocr_truncated),
-                timings_ms=timings, category_scores=category_scores)
-            timings["render"] = _ms(t)
-            return result
-        category = self._argmax_named("category", best_probs["category"], best_tripped)
-        flagged = (category,) + tuple(sorted(
-            c for c, th in self.category_thresholds.items() if c != category and scores[c] >= th))
-        source = self._argmax_named("source", best_probs["source"])
-        strategy = self._argmax_named("strategy", best_probs["strategy"])
-        span = self._span_text(windows[best], logits[best], text, evidence_text, ocr_offset)
-        j = Judgement(best_risk, category, source, strategy, seen.concepts, seen.ocr_text, span)
+                timings_ms=p.timings, category_scores=category_scores)
+        category = argmax_named("category", v.probs["category"], v.tripped)
+        source = argmax_named("source", v.probs["source"])
+        strategy = argmax_named("strategy", v.probs["strategy"])
+        span = span_text(p.windows[d.window], p.logits[d.window], text, p.evidence.text,
+                         p.evidence.ocr_offset)
+        j = Judgement(v.risk, category, source, strategy, seen.concepts, seen.ocr_text, span)
         prompt = text if self.monitor else self.policy.render(text, j)
-        timings["render"] = _ms(t)
+        reasoning = Reasoning(self.policy.threat_text(j), self.policy.intent_text(j),
+                              self.policy.guidance_text(j))
+        p.timings["render"] = ms_since(t)
+        p.timings["total"] = ms_since(p.t0)
         return RewriteResult(
-            safe=False, risk=round(best_risk, 4), category=category,
+            safe=False, risk=round(v.risk, 4), category=category,
             hazard_code=HAZARD_CODES[category], source=source, strategy=strategy,
-            prompt=prompt,
-            reasoning=Reasoning(self.policy.threat_text(j), self.policy.intent_text(j),
-                                self.policy.guidance_text(j)),
+            prompt=prompt, reasoning=reasoning,
             evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, span,
                               seen.ocr_truncated),
-            timings_ms=timings, category_scores=category_scores, flagged_categories=flagged,
+            timings_ms=p.timings, category_scores=category_scores,
+            flagged_categories=flagged(category, d.category_scores, rule),
             action="monitor" if self.monitor else "rewrite")
-
-    def _enforced_risk(self, probs: Mapping[str, np.ndarray],
-                       categories: frozenset[str] | None = None) -> float:
-        enforced_set = self.categories if categories is None else categories
-        p_unsafe = float(probs["safety"][1])
-        if len(enforced_set) == len(CATEGORIES) - 1:
-            return p_unsafe
-        cats = HEADS["category"]
-        pc = probs["category"]
-        harmful = sum(float(pc[i]) for i, c in enumerate(cats) if c != "none")
-        enforced = sum(float(pc[i]) for i, c in enumerate(cats) if c in enforced_set)
-        return p_unsafe * (enforced / harmful if harmful > 0 else 0.0)
-
-    @staticmethod
-    def _category_scores(probs: Mapping[str, np.ndarray]) -> dict[str, float]:
-        """Each harmful category's share of P(unsafe), as the category head divides it."""
-        p_unsafe = float(probs["safety"][1])
-        pc = probs["category"]
-        cats = HEADS["category"]
-        harmful = sum(float(pc[i]) for i, c in enumerate(cats) if c != "none")
-        return {c: (p_unsafe * float(pc[i]) / harmful if harmful > 0 else 0.0)
-                for i, c in enumerate(cats) if c != "none"}
-
-    def _verdict(self, probs: Mapping[str, np.ndarray], scores: Mapping[str, float]
-                 ) -> tuple[float, frozenset[str], float]:
-        """(enforced risk, the categories a threshold trips, how close to tripping one).
-
-        Categories with their own threshold are judged alone by their own score; the rest
-        together, by their summed share of P(unsafe) against ``threshold``. With no
-        per-category thresholds this is exactly ``risk >= threshold``.
-        """
-        risk = self._enforced_risk(probs)
-        own = self.category_thresholds
-        if not own:
-            return (risk, self.categories if risk >= self.threshold else frozenset(),
-                    risk / self.threshold)
-        joint = self.categories - own.keys()
-        joint_risk = self._enforced_risk(probs, joint) if joint else 0.0
-        tripped = {c for c, th in own.items() if scores[c] >= th}
-        if joint and joint_risk >= self.threshold:
-            tripped |= joint
-        level = max([joint_risk / self.threshold] + [scores[c] / th for c, th in own.items()])
-        return risk, frozenset(tripped), level
-
-    @staticmethod
-    def _argmax_named(head: str, probs: np.ndarray, allowed: Iterable[str] | None = None) -> str:
-        names = HEADS[head]
-        allowed_set = set(allowed) if allowed is not None else set(names) - {"none"}
-        order = np.argsort(-probs)
-        picked: str = next(names[i] for i in order if names[i] in allowed_set)
-        return picked
-
-    def _span_text(self, window: Window, logits: np.ndarray, text: str, evidence: str,
-                   ocr_offset: int) -> str:
-        """The words the span head tagged, from the segment where most tags fall."""
-        tags = logits[: len(window.encoding.ids), self._slices["span"]].argmax(-1)
-        enc = window.encoding
-        hits: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
-        for tag, seq, (a, b) in zip(tags, enc.sequence_ids, enc.offsets, strict=True):
-            if tag > 0 and seq is not None and b > a:
-                hits[seq].append((a, b))
-        seg = 1 if len(hits[1]) >= len(hits[0]) else 0
-        if not hits[seg]:
-            return ""
-        a, b = min(x for x, _ in hits[seg]), max(y for _, y in hits[seg])
-        if seg == 1:
-            off = window.request_offset
-            return (window.request or text)[off + a: off + b]
-        evidence = window.evidence or evidence
-        return evidence[max(a, ocr_offset if ocr_offset >= 0 else a): b]
 
     # ---- public calls ----------------------------------------------------------------------
     def rewrite(self, image: ImageInput = None, text: str | bytes | None = "") -> RewriteResult:
@@ -491,21 +428,23 @@ class Guard:
         except TypeError as exc:
             raise UnsupportedInputTypeError("rewrite_batch takes an iterable of (image, text) "
                                             f"pairs: {exc}") from exc
-        seen_items = []
+        pending = []
         for item in items:
             if not isinstance(item, tuple | list) or len(item) != 2:
                 raise UnsupportedInputTypeError("rewrite_batch takes (image, text) pairs")
             image, text = item
-            timings: dict[str, float] = {}
             t0 = time.perf_counter()
+            # the text is checked first: a request that cannot be judged costs no vision
+            checked = _check_text(text, has_image=image is not None)
+            timings: dict[str, float] = {}
             try:
-                seen = self._see(image, timings)
+                seen = self.see(image, timings)
             except VLMGuardError:
                 raise
             except Exception as exc:
                 raise GuardError(f"vision stage failed ({exc!r}); fail closed") from exc
-            seen_items.append((text, seen, timings, t0))
-        return self._judge_all(seen_items)
+            pending.append(_Pending(checked, seen, timings, t0))
+        return self._judge_all(pending)
 
     def rewrite_seen(self, text: str, concepts: Sequence[str] = (), ocr_text: str = "",
                      has_image: bool = True) -> RewriteResult:
@@ -523,46 +462,40 @@ class Guard:
         if len(words) > 64:
             raise InvalidInputError(f"{len(words)} concepts given; at most 64 are read")
         ocr = _check_str("ocr_text", ocr_text)
-        seen = _Seen(bool(has_image), words, (), ocr if has_image else "")
-        return self._judge_all([(text, seen, {}, time.perf_counter())])[0]
+        seen = Seen(bool(has_image), words, (), ocr if has_image else "")
+        t0 = time.perf_counter()
+        return self._judge_all([_Pending(_check_text(text, seen.has_image), seen, {}, t0)])[0]
 
-    def _judge_all(self, seen_items: Sequence[tuple[Any, _Seen, dict[str, float], float]]
-                   ) -> list[RewriteResult]:
+    def _judge_all(self, pending: Sequence[_Pending]) -> list[RewriteResult]:
         try:
-            prepared = []
-            for text, seen, timings, t0 in seen_items:
-                text = _check_text(text, seen.has_image)
-                ev = verbalise_evidence(seen.concepts, seen.ocr_text, seen.has_image)
+            for p in pending:
+                ev = verbalise_evidence(p.seen.concepts, p.seen.ocr_text, p.seen.has_image)
                 t = time.perf_counter()
-                self._check_tokens(text)
-                windows = self.encoder.encode(ev.text, text, ev.ocr_offset)
+                tokens = self._check_tokens(p.text)
+                windows = self.encoder.encode(ev.text, p.text, ev.ocr_offset,
+                                              request_tokens=tokens)
                 if not windows:
                     raise GuardError("the encoder produced no windows; fail closed")
                 if len(windows) > MAX_WINDOWS:
                     raise BudgetExceededError(
                         f"this request needs {len(windows):,} encoder windows (text x image "
                         f"text); the per-request budget is {MAX_WINDOWS}. Shorten the text.")
-                timings["tokenise"] = _ms(t)
-                prepared.append((text, seen, windows, ev, timings, t0))
-            if not prepared:
+                p.timings["tokenise"] = ms_since(t)
+                p.evidence, p.windows = ev, windows
+            if not pending:
                 return []
             if self.batch_encoder:
                 shared: dict[str, float] = {}
-                logits = self._judge_windows([w for p in prepared for w in p[2]], shared)
-                per_item, k = [], 0
-                for p in prepared:
-                    per_item.append(logits[k:k + len(p[2])])
-                    k += len(p[2])
-                    p[4]["encoder"] = shared["encoder"] / len(prepared)
+                logits = self._judge_windows([w for p in pending for w in p.windows], shared)
+                k = 0
+                for p in pending:
+                    p.logits = logits[k:k + len(p.windows)]
+                    k += len(p.windows)
+                    p.timings["encoder"] = shared["encoder"] / len(pending)
             else:
-                per_item = [self._judge_windows(p[2], p[4]) for p in prepared]
-            results = []
-            for (text, seen, windows, ev, timings, t0), lg in zip(prepared, per_item,
-                                                                   strict=True):
-                results.append(self._decide(text, seen, windows, lg, ev.text, ev.ocr_offset,
-                                            timings))
-                timings["total"] = _ms(t0)
-            return results
+                for p in pending:
+                    p.logits = self._judge_windows(p.windows, p.timings)
+            return [self._decide(p) for p in pending]
         except VLMGuardError:
             raise
         except Exception as exc:
@@ -600,6 +533,3 @@ def _check_threshold(value: object) -> float:
         raise InvalidConfigError(f"threshold must be in (0, 1), got {t}")
     return t
 
-
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000.0, 3)

@@ -1,27 +1,22 @@
 """What the guard's own vision stage sees in an image: used to label rendered images.
 
 Training on the tagger's and OCR's *real* outputs (their mistakes included) is what makes
-the model robust to them at run time; both come from the runtime package itself.
+the model robust to them at run time; both come from the runtime package itself, through
+the same step the guard runs (:func:`vlmguard.seeing.see`).
 """
 
 from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
-from vlmguard.encoder import CONCEPT_TOP_K, concept_words
-from vlmguard.vision import OCR, Tagger, lines_text
-
-
-@dataclass(frozen=True)
-class SeenImage:
-    concepts: tuple[str, ...]
-    ocr_text: str
+from vlmguard.encoder import CONCEPT_TOP_K
+from vlmguard.seeing import Seen, see
+from vlmguard.vision import OCR, Tagger
 
 
 class EvidenceReader:
@@ -32,10 +27,8 @@ class EvidenceReader:
         self.tagger = Tagger(providers=["CPUExecutionProvider"], threads=threads)
         self.ocr = OCR(providers=["CPUExecutionProvider"], threads=threads)
 
-    def __call__(self, image: Image.Image) -> SeenImage:
-        rgb = np.asarray(image.convert("RGB"))
-        concepts = concept_words(self.tagger(rgb))
-        return SeenImage(concepts, lines_text(self.ocr(rgb)))
+    def __call__(self, image: Image.Image) -> Seen:
+        return see(np.asarray(image.convert("RGB")), self.tagger, self.ocr)
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,63 @@
+"""The vision stage as one step: what the guard sees in an image, in the words it judges.
+
+The tagger's concept words (and their scores) and the text the OCR reads, with whether the
+OCR's box budget left some unread. The guard calls :func:`see` on every image; the training
+code calls the same function to label rendered images, so the judge trains on exactly the
+evidence (mistakes included) that it reads at run time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .encoder import concept_words
+from .vision import OCR, Tagger, lines_text
+
+
+@dataclass(frozen=True)
+class Seen:
+    """Evidence from the vision stage for one request (``has_image=False``: no image)."""
+
+    has_image: bool
+    concepts: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
+    ocr_text: str = ""
+    ocr_truncated: bool = False
+
+
+NOTHING = Seen(False)
+"""What a request without an image shows."""
+
+
+def see(rgb: np.ndarray, tagger: Tagger, ocr: OCR | None,
+        timings: dict[str, float] | None = None) -> Seen:
+    """Tag an HxWx3 uint8 RGB image and read its text (``ocr=None``: no reading).
+
+    ``timings`` (if given) receives each stage's milliseconds: tagger, ocr_det, ocr_rec
+    (the last only when detection found a box).
+    """
+    timings = {} if timings is None else timings
+    t = time.perf_counter()
+    tags = tagger(rgb)
+    timings["tagger"] = ms_since(t)
+    words = concept_words(tags)
+    scores = tuple(round(c.score, 4) for c in tags[: len(words)])
+    ocr_text, truncated = "", False
+    if ocr is not None:
+        t = time.perf_counter()
+        boxes = ocr.detect(rgb)
+        timings["ocr_det"] = ms_since(t)
+        if boxes:
+            t = time.perf_counter()
+            lines, truncated = ocr.read_capped(rgb, boxes)
+            ocr_text = lines_text(lines)
+            timings["ocr_rec"] = ms_since(t)
+    return Seen(True, words, scores, ocr_text, truncated)
+
+
+def ms_since(t0: float) -> float:
+    """Milliseconds since ``t0`` (a ``time.perf_counter()`` reading), to the microsecond."""
+    return round((time.perf_counter() - t0) * 1000.0, 3)
