@@ -108,9 +108,7 @@ def _asks(n: int) -> list[str]:
 def typographic_set(per_style: int) -> list[Request]:
     """Asks rendered in every typography style the guard was trained to read (PNG bytes)."""
     import random
-    import sys
 
-    sys.path.insert(0, str(ROOT))
     from training.synthesis.typography import STYLES, render
 
     asks = _asks(per_style * len(STYLES))

@@ -1,6 +1,6 @@
 """Benchmark the guard end to end: latency per stage, batching, cold start, memory, size.
 
-    python benchmarks/latency.py [--model DIR] [--providers CPUExecutionProvider] [--threads N]
+    python -m benchmarks.latency [--model DIR] [--providers CPUExecutionProvider] [--threads N]
                                  [--repeat N] [--json out.json] [--markdown out.md]
                                  [--skip-baselines] [--torch-checkpoint DIR]
 
@@ -39,20 +39,28 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+if __name__ == "__main__" and not __package__:  # run as a file: run again as the module
+    _root = Path(__file__).resolve().parents[1]
+    _path = os.pathsep.join(p for p in (str(_root), os.environ.get("PYTHONPATH")) if p)
+    sys.exit(subprocess.call([sys.executable, "-m", "benchmarks.latency", *sys.argv[1:]],
+                             env={**os.environ, "PYTHONPATH": _path}))
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "sdk"))  # run from a checkout
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
-from _inputs import Request, photo_set, requests, text_set, typographic_set  # noqa: E402
 
 import vlmguard  # noqa: E402
+from benchmarks._inputs import (  # noqa: E402
+    Request,
+    photo_set,
+    requests,
+    text_set,
+    typographic_set,
+)
 from vlmguard import Guard  # noqa: E402
 from vlmguard.bundle import DEFAULT_DIR  # noqa: E402
 from vlmguard.runtime import cpu_name  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("decode", "tagger", "ocr_det", "ocr_rec", "tokenise", "encoder", "render")
 SETS = ("photos", "typographic", "text")
 WARMUP = 3
@@ -223,11 +231,9 @@ def cold_start(model: Path, providers: list[str] | None, threads: int | None,
         first = next(i for i, r in enumerate(reqs) if r.name == "typographic attack")
         cfg = {"model": str(model), "providers": providers, "threads": threads,
                "inputs": inputs, "first": first, "calls": calls}
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(ROOT / "sdk"), os.environ.get("PYTHONPATH", "")])}
         cfg["spawned_at"] = time.time()
         proc = subprocess.run([sys.executable, "-c", _COLD_START, json.dumps(cfg)],
-                              capture_output=True, text=True, env=env, check=True)
+                              capture_output=True, text=True, check=True)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["cold_start_s"] = out["import_s"] + out["load_s"] + out["first_call_s"]
     out["calls_after_first"] = calls

@@ -1,6 +1,6 @@
 """Benchmark the image preprocessing paths (resize -> normalise -> CHW float32).
 
-    python benchmarks/preprocess.py [--repeat N] [--json out.json]
+    python -m benchmarks.preprocess [--repeat N] [--json out.json]
 
 Times, per input size and model target: the native C path (``vlmguard._native``), the NumPy
 fallback, PIL ``resize(BILINEAR)`` + NumPy normalise/transpose, and OpenCV
@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +31,11 @@ from types import ModuleType
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk"))  # run from a checkout
+if __name__ == "__main__" and not __package__:  # run as a file: run again as the module
+    _root = Path(__file__).resolve().parents[1]
+    _path = os.pathsep.join(p for p in (str(_root), os.environ.get("PYTHONPATH")) if p)
+    sys.exit(subprocess.call([sys.executable, "-m", "benchmarks.preprocess", *sys.argv[1:]],
+                             env={**os.environ, "PYTHONPATH": _path}))
 
 from vlmguard import preprocess  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Validate the OCR text-presence gate: recall on text-bearing images, skips on text-free ones.
 
-    python benchmarks/text_gate.py [--per-style 40] [--photos N] [--json out.json]
+    python -m benchmarks.text_gate [--per-style 40] [--photos N] [--json out.json]
 
 For every image it computes, with the bundled detector, the gate map's max at several scales
 of the detection size, and the text full OCR reads with the gate off (the reference). An
@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,9 +29,13 @@ from typing import Any
 
 import numpy as np
 
+if __name__ == "__main__" and not __package__:  # run as a file: run again as the module
+    _root = Path(__file__).resolve().parents[1]
+    _path = os.pathsep.join(p for p in (str(_root), os.environ.get("PYTHONPATH")) if p)
+    sys.exit(subprocess.call([sys.executable, "-m", "benchmarks.text_gate", *sys.argv[1:]],
+                             env={**os.environ, "PYTHONPATH": _path}))
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "sdk"))
-sys.path.insert(0, str(ROOT))
 
 from vlmguard.image import load_image  # noqa: E402
 from vlmguard.vision import GATE_SCALE, GATE_THRESH, OCR, lines_text  # noqa: E402

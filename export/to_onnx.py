@@ -1,6 +1,7 @@
 """Export the fine-tuned rewriter model through Optimum, quantise it, check parity, bundle it.
 
-    python export/to_onnx.py --checkpoint runs/model --data runs/data/synth.jsonl
+    python -m export.to_onnx --checkpoint runs/model --data runs/data/synth.jsonl
+    python export/to_onnx.py ...   (the same)
 
 1. ``optimum.exporters.onnx.main_export`` (task token-classification) → fp32 ONNX;
 2. quantisation for the CPU and FP16 conversion for CUDA / TensorRT;
@@ -21,19 +22,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+if __name__ == "__main__" and not __package__:  # run as a file: run again as the module
+    _root = Path(__file__).resolve().parents[1]
+    _path = os.pathsep.join(p for p in (str(_root), os.environ.get("PYTHONPATH")) if p)
+    sys.exit(subprocess.call([sys.executable, "-m", "export.to_onnx", *sys.argv[1:]],
+                             env={**os.environ, "PYTHONPATH": _path}))
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "export"))
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "sdk"))
+import numpy as np  # noqa: E402
 
+from export import SOURCE_BUNDLE  # noqa: E402
 from vlmguard.bundle import (  # noqa: E402
     MANIFEST,
     JudgeConfig,
@@ -53,7 +58,6 @@ from vlmguard.encoder import (  # noqa: E402
 
 log = logging.getLogger("vlmguard.export")
 MODEL_NAME = "vlmguard-minilm-l6-multihead"
-DEFAULT_BUNDLE = ROOT / "sdk" / "vlmguard" / "models" / "default"
 # Parity tolerances: max |Δ| of any head probability vs PyTorch, over all parity inputs.
 # "int8" (full dynamic quantisation) is reported, not shipped, so it is not asserted.
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "cpu": 0.2, "int8": float("inf")}
@@ -79,8 +83,9 @@ def quantise_int8(src: Path, dst: Path) -> Path:
 
 def cpu_model(src: Path, dst: Path) -> Path:
     """INT8 embedding table (weight-only) + fp16-stored weights computed in fp32."""
-    from onnx_tools import fp16_storage
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from export.onnx_tools import fp16_storage
 
     gather_q = dst.with_suffix(".gather.onnx")
     quantize_dynamic(str(src), str(gather_q), op_types_to_quantize=["Gather"],
@@ -102,7 +107,6 @@ def convert_fp16(src: Path, dst: Path) -> Path:
 def parity_inputs(data: Path | None, n: int, tokenizer) -> list[dict[str, np.ndarray]]:
     """Inputs never trained on: the val/test splits of the synthesised set."""
     from training.synthesis.offline import read_jsonl
-    from training.train import has_image
 
     enc = SequenceEncoder(tokenizer, max_tokens=MAX_TOKENS)
     rows = [e for e in read_jsonl(data) if e.split != "train"] if data else []
@@ -110,7 +114,7 @@ def parity_inputs(data: Path | None, n: int, tokenizer) -> list[dict[str, np.nda
     rng.shuffle(rows)
     feeds = []
     for ex in rows[:n]:
-        ev = verbalise_evidence(ex.concepts, ex.ocr_text, has_image(ex))
+        ev = verbalise_evidence(ex.concepts, ex.ocr_text, ex.has_image)
         feeds.append(enc.batch(enc.encode(ev.text, ex.text)[:1]))
     return feeds
 
@@ -159,13 +163,22 @@ def check_parity(checkpoint: Path, variants: dict[str, Path], feeds: list[dict])
     return report
 
 
+class ParityError(Exception):
+    """An exported variant's outputs differ from PyTorch's by more than its tolerance."""
+
+    def __init__(self, variant: str, message: str) -> None:
+        super().__init__(message)
+        self.variant = variant
+
+
 def assert_parity(report: dict) -> None:
+    """Raise :class:`ParityError` for the first variant outside its tolerance."""
     for k, r in report.items():
         if r["max_abs_delta"] > r["tolerance"]:
-            raise SystemExit(f"parity failed for {k}: max |Δ| {r['max_abs_delta']:.3g} > "
-                             f"{r['tolerance']}")
+            raise ParityError(k, f"parity failed for {k}: max |Δ| {r['max_abs_delta']:.3g} > "
+                              f"{r['tolerance']}")
     if "cpu" in report and report["cpu"]["decision_flip_rate"] > CPU_MAX_FLIP_RATE:
-        raise SystemExit(f"CPU model parity failed: {report['cpu']}")
+        raise ParityError("cpu", f"CPU model parity failed: {report['cpu']}")
 
 
 def write_bundle(bundle: Path, checkpoint: Path, files: dict[str, Path], parity: dict,
@@ -185,7 +198,7 @@ def write_bundle(bundle: Path, checkpoint: Path, files: dict[str, Path], parity:
         (bundle / config.model_gpu).unlink()
     shutil.copy2(checkpoint / "tokenizer.json", bundle / "tokenizer.json")
     if not (bundle / "policy.json").exists():
-        shutil.copy2(DEFAULT_BUNDLE / "policy.json", bundle / "policy.json")
+        shutil.copy2(SOURCE_BUNDLE / "policy.json", bundle / "policy.json")
     shipped = [p.name for p in bundle.iterdir() if p.is_file() and p.name != MANIFEST]
     manifest = judge_manifest(
         name=MODEL_NAME, labels=label_names(), config=config,
@@ -223,12 +236,12 @@ def calibrate_bundle(bundle: Path, data: Path, max_fpr: float) -> dict:
     from tqdm import tqdm
 
     from training.synthesis.offline import read_jsonl
-    from training.train import choose_threshold, has_image
+    from training.train import choose_threshold
     from vlmguard import Guard
 
     guard = Guard.from_pretrained(bundle, providers=["CPUExecutionProvider"])
     rows = [e for e in read_jsonl(data) if e.split == "val"]
-    risk = np.array([guard.rewrite_seen(e.text, e.concepts, e.ocr_text, has_image(e)).risk
+    risk = np.array([guard.rewrite_seen(e.text, e.concepts, e.ocr_text, e.has_image).risk
                      for e in tqdm(rows, desc="calibrate", mininterval=10)])
     y = np.array([e.unsafe for e in rows])
     t = choose_threshold(risk, y.astype(int), max_fpr)
@@ -248,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--checkpoint", type=Path, default=Path("runs/model"))
     ap.add_argument("--data", type=Path, default=Path("runs/data/synth.jsonl"),
                     help="synthesised set; its val/test rows feed the parity check")
-    ap.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE)
+    ap.add_argument("--bundle", type=Path, default=SOURCE_BUNDLE)
     ap.add_argument("--work", type=Path, default=None, help="keep intermediate ONNX files here")
     ap.add_argument("--parity-inputs", type=int, default=256)
     ap.add_argument("--fp16-in-bundle", action="store_true",
@@ -278,7 +291,10 @@ def main(argv: list[str] | None = None) -> None:
     parity = check_parity(args.checkpoint, files, feeds)
     print(json.dumps(parity, indent=2))
     if not args.no_assert:
-        assert_parity(parity)
+        try:
+            assert_parity(parity)
+        except ParityError as exc:
+            sys.exit(str(exc))  # the command line's answer: the message, exit status 1
     manifest = write_bundle(args.bundle, args.checkpoint, files, parity, args.fp16_in_bundle)
     if args.calibrate_max_fpr is not None:
         calibrate_bundle(args.bundle, args.data, args.calibrate_max_fpr)

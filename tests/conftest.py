@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # on sys.path via pytest's `pythonpath` setting
 EXAMPLES = ROOT / "examples"
-sys.path.insert(0, str(ROOT))  # for `training` and `export`
 
 
 def _has_bundled_model() -> bool:
@@ -40,7 +39,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "training.train", "--data", str(data), "--out",
                     str(ckpt), "--max-steps", "6", "--batch-size", "8", "--threads", "2"],
                    cwd=ROOT, check=True)
-    subprocess.run([sys.executable, "export/to_onnx.py", "--checkpoint", str(ckpt), "--data",
+    subprocess.run([sys.executable, "-m", "export.to_onnx", "--checkpoint", str(ckpt), "--data",
                     str(data), "--bundle", str(bundle), "--parity-inputs", "24", "--no-assert",
                     "--work", str(work / "onnx")], cwd=ROOT, check=True)
     return bundle

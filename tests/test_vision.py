@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from export.vision_models import cer
 from vlmguard.vision import OCR, Concept, OcrLine, Tagger, _components, lines_text
 
 skdata = pytest.importorskip("skimage.data")
@@ -28,16 +29,6 @@ def render(text: str, size: int, fg=(0, 0, 0), bg=(255, 255, 255), base=None,
     kw = {"stroke_width": 2, "stroke_fill": (0, 0, 0)} if base is not None else {}
     ImageDraw.Draw(img).text((20, 35), text, font=_font(size), fill=fg, **kw)
     return np.asarray(img)
-
-
-def cer(ref: str, hyp: str) -> float:
-    prev = list(range(len(hyp) + 1))
-    for i, rc in enumerate(ref, 1):
-        cur = [i]
-        for j, hc in enumerate(hyp, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rc != hc)))
-        prev = cur
-    return prev[-1] / max(len(ref), 1)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import io
 import json
 import re
 import socket
-import sys
 import threading
 import time
 from collections import defaultdict, deque
@@ -26,22 +25,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-try:
-    import vlmguard  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(ROOT / "sdk"))
-try:
-    import training  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(ROOT))
-
-from training.synthesis import offline  # noqa: E402
-from training.synthesis.corpora import Seed  # noqa: E402
-from training.synthesis.prompts import STAGES, build_messages, stage_marker  # noqa: E402
-from training.synthesis.schema import Example, SeedItem  # noqa: E402
-from training.synthesis.teacher import BaseTeacher, Teacher, TeacherError  # noqa: E402
-from training.synthesis.vlm_teacher import (  # noqa: E402
+from training.synthesis import offline
+from training.synthesis.corpora import Seed
+from training.synthesis.prompts import STAGES, build_messages, stage_marker
+from training.synthesis.schema import Example, SeedItem
+from training.synthesis.teacher import BaseTeacher, Teacher, TeacherError
+from training.synthesis.vlm_teacher import (
     MalformedAnswerError,
     VLMTeacher,
     _retry_after,

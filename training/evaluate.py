@@ -606,9 +606,8 @@ def held_out_items(data: Path) -> dict[str, list[Item]]:
 
 
 def example_item(ex: Example) -> Item:
-    has_image = ex.image is not None or bool(ex.concepts) or bool(ex.ocr_text)
-    return Item(ex.text, ex.unsafe, ex.category, tuple(ex.concepts), ex.ocr_text if has_image
-                else "", has_image, meta={"origin": ex.origin, "source": ex.source})
+    return Item(ex.text, ex.unsafe, ex.category, tuple(ex.concepts), ex.ocr_text if ex.has_image
+                else "", ex.has_image, meta={"origin": ex.origin, "source": ex.source})
 
 
 def synth_sets(rows: Sequence[Example]) -> dict[str, list[Item]]:

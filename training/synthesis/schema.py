@@ -49,6 +49,11 @@ class Example:
     licence: str = ""
     split: str = "train"
 
+    @property
+    def has_image(self) -> bool:
+        """Whether the request comes with an image: a file, or evidence read from one."""
+        return self.image is not None or bool(self.concepts) or bool(self.ocr_text)
+
     def validate(self) -> None:
         """Raise ValueError when a label is outside the taxonomy or inconsistent."""
         if self.category is not None and self.category not in CATEGORIES:

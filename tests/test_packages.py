@@ -1,0 +1,51 @@
+"""export/ and benchmarks/ are packages: each tool runs as ``python -m`` and as a file."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.unit
+TOOLS = ["export.to_onnx", "export.vision_models", "benchmarks.latency",
+         "benchmarks.preprocess", "benchmarks.text_gate"]
+
+
+@pytest.mark.parametrize("module", TOOLS)
+def test_tool_runs_as_module_and_as_file(module: str, tmp_path: Path) -> None:
+    as_module = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=120)
+    assert as_module.returncode == 0 and "usage:" in as_module.stdout, as_module.stderr
+    file = ROOT / (module.replace(".", "/") + ".py")
+    as_file = subprocess.run([sys.executable, str(file), "--help"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+    assert as_file.returncode == 0 and as_file.stdout == as_module.stdout, as_file.stderr
+
+
+def test_no_code_edits_sys_path() -> None:
+    pattern = re.compile(r"sys\.path\.(insert|append|extend)|sys\.path\s*[+]?=")
+    offenders = [str(p.relative_to(ROOT)) for d in ("sdk", "export", "benchmarks", "training",
+                                                   "tests", "examples", "scripts")
+                 for p in (ROOT / d).rglob("*.py")
+                 if pattern.search(p.read_text(encoding="utf-8"))
+                 and p.name != "test_packages.py"]
+    assert offenders == []
+
+
+def test_parity_failure_is_a_typed_error() -> None:
+    from export.to_onnx import ParityError, assert_parity
+
+    ok = {"fp32": {"max_abs_delta": 1e-5, "tolerance": 1e-4, "decision_flip_rate": 0.0}}
+    assert_parity(ok)
+    with pytest.raises(ParityError, match="parity failed for fp16") as exc:
+        assert_parity({**ok, "fp16": {"max_abs_delta": 0.5, "tolerance": 0.02}})
+    assert exc.value.variant == "fp16"
+    with pytest.raises(ParityError) as exc:
+        assert_parity({"cpu": {"max_abs_delta": 0.1, "tolerance": 0.2,
+                               "decision_flip_rate": 0.5}})
+    assert exc.value.variant == "cpu"
