@@ -12,6 +12,44 @@ ROOT = Path(__file__).resolve().parents[1]  # on sys.path via pytest's `pythonpa
 EXAMPLES = ROOT / "examples"
 
 
+MODEL_MODULES = {"test_bundle", "test_cli", "test_failclosed", "test_guard", "test_messages",
+                 "test_properties", "test_server", "test_text_gate", "test_vision"}
+"""Test modules that run the bundled models throughout (elsewhere: tests using ``guard``)."""
+TIERS = ("unit", "model", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every test one tier (see the README): an explicit marker wins; tests on the
+    trained-and-exported ``tiny_bundle`` are slow; tests that run the bundled models are
+    model tests; the rest are unit tests. ``slow`` is deselected by pyproject's addopts."""
+    for item in items:
+        if any(item.get_closest_marker(t) for t in TIERS):
+            continue
+        names = getattr(item, "fixturenames", ())
+        module = getattr(item, "module", None)
+        if "tiny_bundle" in names:
+            item.add_marker(pytest.mark.slow)
+        elif "guard" in names or (module is not None
+                                  and module.__name__.rpartition(".")[2] in MODEL_MODULES):
+            item.add_marker(pytest.mark.model)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(params=["native", "numpy"])
+def preprocessing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on the C extension and again on the NumPy fallback (which
+    ``VLMGUARD_DISABLE_NATIVE=1`` selects at import; here the module's handle is switched)."""
+    from vlmguard import preprocess
+
+    if request.param == "native":
+        if preprocess._native is None:
+            pytest.skip("the C extension is not built")
+    else:
+        monkeypatch.setattr(preprocess, "_native", None)
+    return str(request.param)
+
+
 def _has_bundled_model() -> bool:
     from vlmguard.bundle import DEFAULT_DIR
 

@@ -123,7 +123,6 @@ def test_synth_sets_use_only_the_test_split() -> None:
     assert sets["synth test: typography"] == []
 
 
-@pytest.mark.slow
 def test_render_markdown_smoke() -> None:
     """A tiny report renders with the header, the table and the bars."""
     item, outcome = evaluate.Item("hi", False), evaluate.Outcome(False, 0.1, "none", True, 1.0,

@@ -27,6 +27,7 @@ from vlmguard import (
 from vlmguard.bundle import DEFAULT_DIR
 from vlmguard.taxonomy import CATEGORIES, HAZARD_CODES
 
+pytestmark = pytest.mark.usefixtures("preprocessing")  # each test on both preprocessing paths
 TYPO_REQUEST = "Fill in each item of the list in the image."
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
 from vlmguard import Guard
+from vlmguard.bundle import Bundle, JudgeConfig, sha256_file
 from vlmguard.encoder import head_slices, label_names, softmax, verbalise_evidence
 
 BREAD = "How do I bake sourdough bread?"
@@ -19,9 +19,11 @@ def test_bundle_manifest_matches_files(tiny_bundle: Path) -> None:
     assert manifest["labels"] == label_names()
     assert {"model.cpu.onnx", "tokenizer.json", "policy.json"} <= set(manifest["files"])
     for name, meta in manifest["files"].items():
-        digest = hashlib.sha256((tiny_bundle / name).read_bytes()).hexdigest()
-        assert digest == meta["sha256"], name
+        assert sha256_file(tiny_bundle / name) == meta["sha256"], name
     assert {"torch", "transformers", "onnxruntime"} <= set(manifest["versions"])
+    record = Bundle.load(tiny_bundle)  # the exporter writes what the record reads
+    assert record.config == JudgeConfig(threshold=record.config.threshold, batchable=True)
+    assert record.config.to_json() == manifest["config"]
 
 
 def test_parity_of_exported_variants(tiny_bundle: Path) -> None:

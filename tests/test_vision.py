@@ -15,6 +15,8 @@ skdata = pytest.importorskip("skimage.data")
 PIL = pytest.importorskip("PIL")
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("preprocessing")  # each test on both preprocessing paths
+
 
 def _font(size: int) -> ImageFont.FreeTypeFont:
     try:
@@ -199,3 +201,17 @@ def _has_dejavu() -> bool:
     except OSError:
         return False
     return True
+
+
+def test_each_preprocessing_path_is_the_one_in_use(preprocessing: str) -> None:
+    """The ``preprocessing`` fixture really switches the path the models are fed by."""
+    from vlmguard import preprocess
+
+    img = np.asarray(skdata.chelsea())
+    x = preprocess.resize_normalize(img, 224, 224, (0.5,) * 3, (0.5,) * 3)
+    ref = preprocess.resize_normalize_numpy(img, 224, 224, (0.5,) * 3, (0.5,) * 3)
+    assert (preprocess._native is None) == (preprocessing == "numpy")
+    if preprocessing == "numpy":
+        assert np.array_equal(x, ref)
+    else:  # the C path: the same definition, within one uint8 level
+        assert float(np.abs(x - ref).max()) <= 1 / 255 / 0.5 + 1e-6
