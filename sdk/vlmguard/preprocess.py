@@ -14,17 +14,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
 
 from .errors import InvalidInputError
 
-try:  # the C extension is optional at run time; the NumPy path gives the same tensor
+
+def _load_native() -> ModuleType | None:
+    """The C extension, or None when it is not built or ``VLMGUARD_DISABLE_NATIVE`` is set:
+    it is optional at run time; the NumPy path gives the same tensor."""
     if os.environ.get("VLMGUARD_DISABLE_NATIVE", "") in ("1", "true", "yes"):
-        raise ImportError("disabled by VLMGUARD_DISABLE_NATIVE")
-    from . import _native  # type: ignore[attr-defined]
-except ImportError:
-    _native = None
+        return None
+    try:
+        from . import _native
+    except ImportError:
+        return None
+    return _native
+
+
+_native = _load_native()
 
 NATIVE: bool = _native is not None
 
@@ -35,7 +44,8 @@ def _box_reduce(img: np.ndarray, k: int) -> np.ndarray:
     # levels when a block holds tens of thousands of pixels.
     blocks = img[:h, :w].reshape(h // k, k, w // k, k, img.shape[2])
     sums = blocks.sum(axis=(1, 3), dtype=np.int64)
-    return (sums / float(k * k)).astype(np.float32)
+    out: np.ndarray = (sums / float(k * k)).astype(np.float32)
+    return out
 
 
 def _bilinear_coords(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -131,7 +131,7 @@ class Tagger:
     @property
     def providers(self) -> list[str]:
         """Execution providers ONNX Runtime actually runs this model on."""
-        return self.session.get_providers()
+        return list(self.session.get_providers())
 
     def run(self, images: Sequence[np.ndarray]) -> list[TagResult]:
         """Tag a batch of RGB images with one inference call."""
@@ -359,7 +359,7 @@ class OCR:
     @property
     def providers(self) -> list[str]:
         """Execution providers ONNX Runtime actually runs the detector on."""
-        return self.det.get_providers()
+        return list(self.det.get_providers())
 
     # -- detection
     def _det_size(self, h: int, w: int, scale: float = 1.0) -> tuple[int, int]:
@@ -370,7 +370,7 @@ class OCR:
                 max(32, int(round(int(w * ratio) / 32) * 32)))
 
     def _det_input(self, rgb: np.ndarray, scale: float = 1.0) -> np.ndarray:
-        rh, rw = self._det_size(*rgb.shape[:2], scale=scale)
+        rh, rw = self._det_size(rgb.shape[0], rgb.shape[1], scale=scale)
         x = resize_normalize(rgb, rh, rw, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
         return np.ascontiguousarray(x[::-1])[None]  # PP-OCR was trained on BGR
 
@@ -379,7 +379,8 @@ class OCR:
         # DB's probability map: one channel at the input's size, sigmoid-valued
         out = check_output(name, out, (1, 1, x.shape[2], x.shape[3]), lo=-1e-3, hi=1.0 + 1e-3)
         check_not_constant(name, out)
-        return out[0, 0]
+        prob: np.ndarray = out[0, 0]
+        return prob
 
     def gate_applies(self, h: int, w: int) -> bool:
         """Whether the gate runs for an image of this size: enabled, and the reduced pass is
