@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import random
-import re
 import sys
 import time
 from collections import Counter
@@ -51,16 +50,15 @@ from tqdm import tqdm
 import vlmguard
 from vlmguard import Guard
 from vlmguard.bundle import sha256_file
-from vlmguard.errors import GuardError
 from vlmguard.runtime import cpu_name
 from vlmguard.taxonomy import CATEGORIES
 
 from . import eval_render
 from .synthesis import corpora, crossmodal_seeds, offline
+from .synthesis.offline import words
 from .synthesis.schema import Example
 
 CHUNK = 64
-_BATCH_BROKEN: list[bool] = []  # set once rewrite_batch fails on a mixed-length batch
 ROOT = Path(__file__).resolve().parents[1]
 HELDOUT = ROOT / "training" / "heldout"
 PROBES = HELDOUT / "probes.jsonl"
@@ -225,13 +223,9 @@ def p50(values: Sequence[float]) -> float | None:
     return float(np.median(values)) if len(values) else None
 
 
-def words(text: str) -> list[str]:
-    """Lower-case alphanumeric words (for "did OCR read the ask" checks)."""
-    return re.findall(r"[a-z0-9]+", text.lower())
-
-
 def read_share(ask: str, ocr_text: str) -> float:
-    """Share of the ask's words that OCR read (as words, in any order)."""
+    """Share of the ask's words that OCR read (as words, in any order, each as often as the ask
+    has it): a measurement. The synthesiser's label rule is :func:`offline.read_back`."""
     want = words(ask)
     if not want:
         return 1.0
@@ -329,6 +323,7 @@ def vision_key(guard: Guard) -> str:
     """Hash of what decides a vision output: the vision models, the code, the OCR settings."""
     from vlmguard import image as image_mod
     from vlmguard import preprocess as preprocess_mod
+    from vlmguard import seeing as seeing_mod
     from vlmguard import vision as vision_mod
 
     vision_dir = guard.bundle_record.vision_dir()
@@ -337,7 +332,7 @@ def vision_key(guard: Guard) -> str:
         if path.is_file():
             h.update(path.name.encode())
             h.update(path.read_bytes())
-    for mod in (vision_mod, image_mod, preprocess_mod):
+    for mod in (vision_mod, image_mod, preprocess_mod, seeing_mod):
         h.update(Path(mod.__file__ or "").read_bytes())
     h.update(json.dumps({"det_limit_side": guard.bundle_record.config.det_limit_side,
                          "ocr": guard.ocr is not None, "max_pixels": guard.max_pixels,
@@ -348,9 +343,9 @@ def vision_key(guard: Guard) -> str:
 class VisionCache:
     """Tagger concepts and OCR text per image, computed once by the guard's own vision stage.
 
-    ``rewrite`` reports its evidence (concept words, OCR text) in ``result.evidence``;
-    ``rewrite_seen`` on that evidence then judges exactly as ``rewrite`` would, so a new judge
-    only re-runs the text encoder. Entries live in ``root/<vision key>/<sha256 of bytes>.json``.
+    :meth:`Guard.see` is the vision stage ``rewrite`` runs; ``rewrite_seen`` on its evidence
+    (concept words, OCR text) then judges exactly as ``rewrite`` would, so a new judge only
+    re-runs the text encoder. Entries live in ``root/<vision key>/<sha256 of bytes>.json``.
     """
 
     def __init__(self, guard: Guard, root: Path | None) -> None:
@@ -373,9 +368,9 @@ class VisionCache:
             self.hits += 1
         else:
             t = time.perf_counter()
-            res = guard.rewrite(image, "Describe the image.")
+            seen = guard.see(image)
             self.vision_ms.append((time.perf_counter() - t) * 1000.0)
-            ev = (tuple(res.evidence.concepts), res.evidence.ocr_text)
+            ev = (seen.concepts, seen.ocr_text)
             self.misses += 1
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -413,19 +408,13 @@ def judge(guard: Guard, items: Sequence[Item], desc: str, batch: bool = False,
         cache = VisionCache(guard, None)
     out: list[Outcome | None] = [None] * len(items)
     plain = [i for i, it in enumerate(items) if it.image is None and not it.has_image]
-    if _BATCH_BROKEN or not batch:
+    if not batch:
         plain = []
     bar = tqdm(total=len(items), desc=desc, mininterval=10, leave=False, file=sys.stderr)
     for k in range(0, len(plain), CHUNK):
         chunk = plain[k:k + CHUNK]
         t = time.perf_counter()
-        try:
-            results = guard.rewrite_batch([(None, items[i].text) for i in chunk])
-        except GuardError as exc:
-            print(f"warning: rewrite_batch failed ({exc}); judging one request at a time "
-                  "from now on", file=sys.stderr)
-            _BATCH_BROKEN.append(True)
-            break
+        results = guard.rewrite_batch([(None, items[i].text) for i in chunk])
         per_call = (time.perf_counter() - t) * 1000.0 / len(chunk)
         for i, res in zip(chunk, results, strict=True):
             out[i] = _outcome(items[i], res, per_call, True)
@@ -1466,7 +1455,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  "git_commit": git_commit(), "vlmguard_version": vlmguard.__version__,
                  "parts": [p for p in PARTS if p in parts], "checks": list(args.checks),
                  "data": str(args.data) if rows else None, "limit": args.limit,
-                 "e2e_images": args.e2e_images, "batched": batch and not _BATCH_BROKEN,
+                 "e2e_images": args.e2e_images, "batched": batch,
                  "invariance_n": args.invariance_n, "seed": args.seed,
                  "bundle_training_data": guard.manifest.get("training", {}).get("data")},
         "sets": sets, **report, "leak_checks": leak_checks,

@@ -164,9 +164,19 @@ class OfflineSynthesiser:
         self.n_padded = padded
         self.benign_per_source = benign_per_source
         self.examples: list[Example] = []
-        # Real evidence (concepts, OCR text) of real photos, keyed by photo name; filled in
-        # build() from the cached run of the bundled tagger and OCR on the training photos.
-        self.photos: dict[str, tuple[tuple[str, ...], str]] = {}
+        self.photos = {}
+
+    @property
+    def photos(self) -> dict[str, tuple[tuple[str, ...], str]]:
+        """Real evidence (concepts, OCR text) of real photos, keyed by photo name; filled in
+        build() from the cached run of the bundled tagger and OCR on the training photos.
+        Assign a new dict to change it (the sorted names are kept with it)."""
+        return self._photos
+
+    @photos.setter
+    def photos(self, value: dict[str, tuple[tuple[str, ...], str]]) -> None:
+        self._photos = value
+        self._photo_names = sorted(value)
 
     # ---- helpers -------------------------------------------------------------------------
     def _add(self, *, seed_id: str, text: str, unsafe: bool, category: str | None,
@@ -194,7 +204,7 @@ class OfflineSynthesiser:
         if not self.photos:
             return None
         wanted = {c.lower() for c in classes} - {"any"}
-        names = sorted(self.photos)
+        names = self._photo_names
         if wanted:
             from .photo_evidence import photo_class
 
@@ -511,14 +521,21 @@ def write_seed_pack(path: Path, seed: int = 0) -> int:
     return len(harmful) + len(benign)
 
 
+def words(text: str) -> list[str]:
+    """Lower-case alphanumeric words: how "did OCR read it" is checked, here (labels) and in
+    training.evaluate (read rates)."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
 def read_back(drawn: str, ocr_text: str) -> bool:
     """Whether the OCR read at least half the words of ``drawn`` (a label must match what
-    the guard will see: an unreadable harmful image carries no harmful text)."""
-    words = [w for w in re.findall(r"[a-z0-9]+", drawn.lower()) if len(w) > 2]
-    if not words:
+    the guard will see: an unreadable harmful image carries no harmful text). Words of one or
+    two letters do not count: OCR noise makes them, so they prove nothing was read."""
+    long_words = [w for w in words(drawn) if len(w) > 2]
+    if not long_words:
         return False
-    seen = set(re.findall(r"[a-z0-9]+", ocr_text.lower()))
-    return sum(w in seen for w in words) >= 0.5 * len(words)
+    seen = set(words(ocr_text))
+    return sum(w in seen for w in long_words) >= 0.5 * len(long_words)
 
 
 def dedupe(examples: list[Example]) -> list[Example]:
