@@ -128,3 +128,26 @@ def test_span_in_the_evidence_never_reaches_before_the_image_text(
     ev = [i for i, s in enumerate(seq) if s == 0]
     lg = _logits(0.9, "hate", len(seq), span=tuple(ev))  # every evidence token tagged
     assert span_text(w, lg, "read this", evidence, 21) == evidence[21:]
+
+
+@pytest.mark.parametrize("threshold, categories, own, match", [
+    (1.0, None, None, "threshold must be in"),
+    ("x", None, None, "threshold must be a number"),
+    (0.5, "hate", None, "not one str"),
+    (0.5, ["hate", "nope"], None, "unknown categories"),
+    (0.5, [], None, "at least one"),
+    (0.5, ["hate"], {"privacy": 0.3}, "not an enforced category"),
+    (0.5, None, {"hate": 0.0}, "threshold must be in"),
+    (0.5, None, [("hate", 0.3)], "must be a mapping"),
+])
+def test_rule_settings_are_checked(threshold: object, categories: object, own: object,
+                                   match: str) -> None:
+    from vlmguard.errors import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError, match=match):
+        Rule.checked(threshold, categories, own)  # type: ignore[arg-type]
+
+
+def test_rule_defaults_enforce_every_category() -> None:
+    assert Rule.checked(0.5) == Rule(0.5, HARMFUL, {})
+    assert Rule.checked("0.25", ["hate"], {"hate": 0.1}).category_thresholds == {"hate": 0.1}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -47,7 +46,7 @@ from .result import Evidence, Reasoning, RewriteResult
 from .runtime import ProviderSpec, make_session, resolve_providers
 from .seeing import NOTHING, Seen, ms_since, see
 from .taxonomy import HAZARD_CODES
-from .verdict import HARMFUL, Rule, argmax_named, decide, flagged, span_text
+from .verdict import Rule, argmax_named, decide, flagged, span_text
 from .vision import MAX_OCR_BOXES, OCR, Tagger, check_not_constant, check_output
 
 if TYPE_CHECKING:
@@ -143,10 +142,11 @@ class Guard:
         if ocr_side and (not _is_int(ocr_side) or ocr_side < 1):
             raise InvalidConfigError(f"ocr_side must be a positive int, got {ocr_side!r}")
         det_side = ocr_side or cfg.det_limit_side
-        self.threshold = _check_threshold(threshold if threshold is not None
-                                          else cfg.threshold)
-        self.categories = self._check_categories(categories)
-        self.category_thresholds = self._check_category_thresholds(category_thresholds)
+        rule = Rule.checked(threshold if threshold is not None else cfg.threshold,
+                            categories, category_thresholds)
+        self.threshold = rule.threshold
+        self.categories = rule.categories
+        self.category_thresholds = dict(rule.category_thresholds)
         if not isinstance(monitor, bool):
             raise InvalidConfigError(f"monitor must be a bool, got {monitor!r}")
         self.monitor = monitor
@@ -225,43 +225,6 @@ class Guard:
                    policy=policy, max_pixels=max_pixels, ocr_side=ocr_side,
                    max_text_tokens=max_text_tokens, max_ocr_boxes=max_ocr_boxes,
                    category_thresholds=category_thresholds, monitor=monitor)
-
-    @staticmethod
-    def _check_categories(categories: Iterable[str] | None) -> frozenset[str]:
-        all_cats = HARMFUL
-        if categories is None:
-            return all_cats
-        if isinstance(categories, str | bytes):
-            raise InvalidConfigError("categories must be a collection of category keys, "
-                                     f"not one {type(categories).__name__}")
-        try:
-            chosen = frozenset(categories)
-        except TypeError as exc:
-            raise InvalidConfigError(f"categories must be a collection of category keys: "
-                                     f"{exc}") from exc
-        unknown = chosen - all_cats
-        if unknown:
-            raise InvalidConfigError(f"unknown categories {sorted(map(repr, unknown))}; "
-                                     f"choose from {sorted(all_cats)}")
-        if not chosen:
-            raise InvalidConfigError("enforce at least one category")
-        return chosen
-
-    def _check_category_thresholds(self, given: Mapping[str, float] | None
-                                   ) -> dict[str, float]:
-        if given is None:
-            return {}
-        if not isinstance(given, Mapping):
-            raise InvalidConfigError("category_thresholds must be a mapping of category key "
-                                     f"to threshold, not {type(given).__name__}")
-        out = {}
-        for key, value in given.items():
-            if key not in self.categories:
-                raise InvalidConfigError(
-                    f"category_thresholds names {key!r}, which is not an enforced category; "
-                    f"choose from {sorted(self.categories)}")
-            out[key] = _check_threshold(value)
-        return out
 
     def _pick_model_file(self) -> str:
         first = self.requested_providers[0]
@@ -522,14 +485,4 @@ class Guard:
 
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_threshold(value: object) -> float:
-    try:
-        t = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise InvalidConfigError(f"threshold must be a number, got {value!r}") from exc
-    if not (math.isfinite(t) and 0.0 < t < 1.0):
-        raise InvalidConfigError(f"threshold must be in (0, 1), got {t}")
-    return t
 

@@ -9,12 +9,14 @@ unit-tested on synthetic scores (``tests/test_verdict.py``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .encoder import HEADS, Window, head_slices, softmax
+from .errors import InvalidConfigError
 from .taxonomy import CATEGORIES
 
 SEQUENCE_HEADS = ("safety", "category", "source", "strategy")
@@ -34,6 +36,64 @@ class Rule:
     threshold: float
     categories: frozenset[str] = HARMFUL
     category_thresholds: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def checked(cls, threshold: object, categories: Iterable[str] | None = None,
+                category_thresholds: Mapping[str, float] | None = None) -> Rule:
+        """A rule from a caller's settings, each checked (:class:`InvalidConfigError`):
+        thresholds in (0, 1), known categories (default: all), per-category thresholds
+        only for enforced ones."""
+        t = check_threshold(threshold)
+        chosen = _check_categories(categories)
+        return cls(t, chosen, _check_category_thresholds(category_thresholds, chosen))
+
+
+def check_threshold(value: object) -> float:
+    """``value`` as a threshold: a number in (0, 1)."""
+    try:
+        t = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise InvalidConfigError(f"threshold must be a number, got {value!r}") from exc
+    if not (math.isfinite(t) and 0.0 < t < 1.0):
+        raise InvalidConfigError(f"threshold must be in (0, 1), got {t}")
+    return t
+
+
+def _check_categories(categories: Iterable[str] | None) -> frozenset[str]:
+    if categories is None:
+        return HARMFUL
+    if isinstance(categories, str | bytes):
+        raise InvalidConfigError("categories must be a collection of category keys, "
+                                 f"not one {type(categories).__name__}")
+    try:
+        chosen = frozenset(categories)
+    except TypeError as exc:
+        raise InvalidConfigError(f"categories must be a collection of category keys: "
+                                 f"{exc}") from exc
+    unknown = chosen - HARMFUL
+    if unknown:
+        raise InvalidConfigError(f"unknown categories {sorted(map(repr, unknown))}; "
+                                 f"choose from {sorted(HARMFUL)}")
+    if not chosen:
+        raise InvalidConfigError("enforce at least one category")
+    return chosen
+
+
+def _check_category_thresholds(given: Mapping[str, float] | None,
+                               categories: frozenset[str]) -> dict[str, float]:
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise InvalidConfigError("category_thresholds must be a mapping of category key "
+                                 f"to threshold, not {type(given).__name__}")
+    out = {}
+    for key, value in given.items():
+        if key not in categories:
+            raise InvalidConfigError(
+                f"category_thresholds names {key!r}, which is not an enforced category; "
+                f"choose from {sorted(categories)}")
+        out[key] = check_threshold(value)
+    return out
 
 
 @dataclass(frozen=True)
