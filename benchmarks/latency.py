@@ -242,9 +242,8 @@ def cold_start(model: Path, providers: list[str] | None, threads: int | None,
 
 def sizes(guard: Guard) -> dict[str, Any]:
     """Bundle bytes, counting the vision models it uses (its own vision/ or the default)."""
-    vision = guard.bundle / "vision"
-    own = vision.is_dir()
-    vision = vision if own else DEFAULT_DIR / "vision"
+    vision = guard.bundle_record.vision_dir()
+    own = vision.parent == guard.bundle
     bundle = dir_bytes(guard.bundle) + (0 if own else dir_bytes(vision))
     package = Path(vlmguard.__file__).parent
     return {"bundle_mb": bundle / MB, "bundle_dir": str(guard.bundle),
