@@ -257,14 +257,20 @@ class Guard:
         """The vision stage alone: decode ``image`` and return what the guard sees in it.
 
         ``timings`` (if given) receives the milliseconds of decode and each vision model.
+        Bad input raises its typed error; any other failure a GuardError (fail closed).
         """
         timings = {} if timings is None else timings
-        t = time.perf_counter()
-        rgb = load_image(image, max_pixels=self.max_pixels)
-        timings["decode"] = ms_since(t)
-        if rgb is None:
-            return NOTHING
-        return see(rgb, self.tagger, self.ocr, timings)
+        try:
+            t = time.perf_counter()
+            rgb = load_image(image, max_pixels=self.max_pixels)
+            timings["decode"] = ms_since(t)
+            if rgb is None:
+                return NOTHING
+            return see(rgb, self.tagger, self.ocr, timings)
+        except VLMGuardError:
+            raise
+        except Exception as exc:
+            raise GuardError(f"vision stage failed ({exc!r}); fail closed") from exc
 
     def _judge_windows(self, windows: Sequence[Window], timings: dict[str, float]
                        ) -> list[np.ndarray]:
@@ -400,13 +406,7 @@ class Guard:
             # the text is checked first: a request that cannot be judged costs no vision
             checked = _check_text(text, has_image=image is not None)
             timings: dict[str, float] = {}
-            try:
-                seen = self.see(image, timings)
-            except VLMGuardError:
-                raise
-            except Exception as exc:
-                raise GuardError(f"vision stage failed ({exc!r}); fail closed") from exc
-            pending.append(_Pending(checked, seen, timings, t0))
+            pending.append(_Pending(checked, self.see(image, timings), timings, t0))
         return self._judge_all(pending)
 
     def rewrite_seen(self, text: str, concepts: Sequence[str] = (), ocr_text: str = "",
