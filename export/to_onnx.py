@@ -119,7 +119,7 @@ def parity_inputs(data: Path | None, n: int, tokenizer) -> list[dict[str, np.nda
     return feeds
 
 
-def head_probs(logits: np.ndarray) -> np.ndarray:
+def parity_probs(logits: np.ndarray) -> np.ndarray:
     """Every head's softmax at the first token plus the span softmax at every token."""
     sl = head_slices()
     first = [softmax(logits[:, 0, s]) for h, s in sl.items() if h != "span"]
@@ -143,12 +143,12 @@ def check_parity(checkpoint: Path, variants: dict[str, Path], feeds: list[dict])
     for feed in feeds:
         with torch.no_grad():
             ref = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
-        p_ref = head_probs(ref)
+        p_ref = parity_probs(ref)
         u_ref = softmax(ref[:, 0, sl["safety"]])[:, 1]
         for k, sess in sessions.items():
             names = {i.name for i in sess.get_inputs()}
             out = sess.run(None, {n: v for n, v in feed.items() if n in names})[0]
-            p = head_probs(out.astype(np.float32))
+            p = parity_probs(out.astype(np.float32))
             deltas[k].append(float(np.abs(p - p_ref).max()))
             u = softmax(out[:, 0, sl["safety"]].astype(np.float32))[:, 1]
             unsafe_d[k].append(float(np.abs(u - u_ref).max()))
