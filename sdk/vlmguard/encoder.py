@@ -139,9 +139,9 @@ class SequenceEncoder:
         slices, each behind the same concepts, so a harmful line after many benign ones is
         still read. The request is split into overlapping windows too. With ``readings``,
         each disguised reading of the request (fullwidth, homoglyphs, spacing, leetspeak,
-        base64 undone) and each of its sentences alone is scored as well
-        (:func:`vlmguard.normalise.readings`). The guard keeps the riskiest window.
-        ``request_tokens`` is ``tokenize(request)`` when the caller has it already.
+        base64 undone) is scored as well (:func:`vlmguard.normalise.readings`). The guard
+        keeps the riskiest window. ``request_tokens`` is ``tokenize(request)`` when the
+        caller has it already.
         """
         texts = [request]
         if readings:

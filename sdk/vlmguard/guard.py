@@ -279,8 +279,8 @@ class Guard:
         Every output is checked before it is trusted: NaN, inf, the wrong shape or a
         constant (e.g. all-zero) output raises GuardError instead of reading as "safe".
         """
-        # Windows of similar length share a call, so short readings (single sentences)
-        # are not padded to the width of a full window.
+        # Windows of similar length share a call, so a short last window is not padded
+        # to the width of a full one.
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].encoding.ids))
         out: list[np.ndarray] = [np.empty(0, np.float32)] * len(windows)
         for i in range(0, len(order), MAX_BATCH_WINDOWS):
