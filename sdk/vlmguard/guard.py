@@ -11,9 +11,10 @@ import asyncio
 import functools
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +51,15 @@ from .policy import Judgement, Policy
 from .result import Evidence, Reasoning, RewriteResult
 from .runtime import ProviderSpec, make_session, resolve_providers
 from .taxonomy import CATEGORIES, HAZARD_CODES
-from .vision import MAX_OCR_BOXES, OCR, Tagger, check_not_constant, check_output, lines_text
+from .vision import (
+    MAX_OCR_BOXES,
+    OCR,
+    Concept,
+    Tagger,
+    check_not_constant,
+    check_output,
+    lines_text,
+)
 
 if TYPE_CHECKING:
     from .messages import FetchLimits, MessagesResult
@@ -194,12 +203,18 @@ class Guard:
         vision_dir = bundle / "vision"
         if not vision_dir.is_dir():
             vision_dir = DEFAULT_BUNDLE / "vision"
-        self.tagger = Tagger(vision_dir, providers=self.requested_providers, threads=threads)
+        # With OCR on, the tagger runs beside text detection (see _see): one thread each
+        # keeps the two from fighting over two cores.
+        self.tagger = Tagger(vision_dir, providers=self.requested_providers,
+                             threads=threads or (1 if ocr else None))
         self.ocr = (OCR(vision_dir, providers=self.requested_providers, threads=threads,
                         det_limit_side=det_side, max_boxes=max_ocr_boxes)
                     if ocr else None)
         self._slices = head_slices()
         self._n_labels = len(label_names())
+        self.concurrent_vision = True
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, providers:
@@ -276,22 +291,51 @@ class Guard:
         timings["decode"] = _ms(t)
         if rgb is None:
             return _Seen(False)
+        ocr_text, truncated = "", False
+        boxes: list[tuple[tuple[int, int, int, int], float]] = []
+        if self.ocr is None or not self.concurrent_vision:
+            tags = self._tag(rgb, timings)
+            if self.ocr is not None:
+                boxes = self._detect(rgb, timings)
+        else:
+            # The tagger runs on a worker thread while text detection (the gate, then full
+            # detection where it passes) runs here: ONNX Runtime releases the GIL, so on two
+            # cores the tagger's time hides behind detection's. Each model sees the same
+            # input as in turn, so the outputs are the same.
+            pending = self._vision_pool().submit(self._tag, rgb, timings)
+            try:
+                boxes = self._detect(rgb, timings)
+            finally:
+                tags = pending.result()  # the tagger's error, if any, wins as if it ran first
+        words = concept_words(tags)
+        scores = tuple(round(c.score, 4) for c in tags[: len(words)])
+        if self.ocr is not None and boxes:
+            t = time.perf_counter()
+            lines, truncated = self.ocr.read_capped(rgb, boxes)
+            ocr_text = lines_text(lines)
+            timings["ocr_rec"] = _ms(t)
+        return _Seen(True, words, scores, ocr_text, truncated)
+
+    def _tag(self, rgb: np.ndarray, timings: dict[str, float]) -> list[Concept]:
         t = time.perf_counter()
         tags = self.tagger(rgb)
         timings["tagger"] = _ms(t)
-        words = concept_words(tags)
-        scores = tuple(round(c.score, 4) for c in tags[: len(words)])
-        ocr_text, truncated = "", False
-        if self.ocr is not None:
-            t = time.perf_counter()
-            boxes = self.ocr.detect(rgb)
-            timings["ocr_det"] = _ms(t)
-            if boxes:
-                t = time.perf_counter()
-                lines, truncated = self.ocr.read_capped(rgb, boxes)
-                ocr_text = lines_text(lines)
-                timings["ocr_rec"] = _ms(t)
-        return _Seen(True, words, scores, ocr_text, truncated)
+        return tags
+
+    def _detect(self, rgb: np.ndarray, timings: dict[str, float]
+                ) -> list[tuple[tuple[int, int, int, int], float]]:
+        assert self.ocr is not None
+        t = time.perf_counter()
+        boxes = self.ocr.detect(rgb)
+        timings["ocr_det"] = _ms(t)
+        return boxes
+
+    def _vision_pool(self) -> ThreadPoolExecutor:
+        """The worker thread the tagger runs on (started on first use)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="vlmguard-tagger")
+            return self._pool
 
     def _judge_windows(self, windows: Sequence[Window], timings: dict[str, float]
                        ) -> list[np.ndarray]:
