@@ -26,8 +26,10 @@ def _bound_heap_in_child(env: dict[str, str]) -> str:
                           check=True, env=env).stdout.strip()
 
 
-def test_bound_heap_runs_once_and_can_be_turned_off() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "VLMGUARD_KEEP_MALLOC"}
+def test_bound_heap_is_opt_in_and_runs_once() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "VLMGUARD_MMAP_THRESHOLD"}
+    assert _bound_heap_in_child(env) == "False False"
     first = "True" if sys.platform.startswith("linux") else "False"
-    assert _bound_heap_in_child(env) == f"{first} False"
-    assert _bound_heap_in_child({**env, "VLMGUARD_KEEP_MALLOC": "1"}) == "False False"
+    assert _bound_heap_in_child({**env, "VLMGUARD_MMAP_THRESHOLD": "1048576"}) == \
+        f"{first} False"
+    assert _bound_heap_in_child({**env, "VLMGUARD_MMAP_THRESHOLD": "lots"}) == "False False"

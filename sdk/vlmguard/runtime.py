@@ -52,26 +52,27 @@ def resolve_providers(
     return out
 
 
-MMAP_THRESHOLD = 1 << 20
-"""Heap blocks at least this big (bytes) are mapped and unmapped on their own (see
-:func:`bound_heap`)."""
 _heap_bounded = False
 
 
 def bound_heap() -> bool:
-    """Fix glibc's mmap threshold at 1 MiB, once per process; True when it was set.
+    """Opt-in (``VLMGUARD_MMAP_THRESHOLD=<bytes>``): fix glibc's mmap threshold, once per
+    process; True when it was set.
 
-    glibc raises its threshold for memory it maps separately each time such a block is freed,
-    up to 32 MiB, so after a few calls the models' multi-megabyte intermediate tensors (OCR
-    sessions run without an arena) come from the heap, and freed heap stays in the process:
-    peak RSS grew by ~140 MB over the first calls. With the threshold fixed (which turns the
-    raising off) those tensors are unmapped when freed: peak RSS 410 -> 326 MB over the same
-    calls, same latency within the noise. This is a process-wide malloc setting; set
-    ``VLMGUARD_KEEP_MALLOC=1`` to leave the allocator alone. It does nothing outside glibc.
+    glibc raises its threshold for separately mapped memory each time such a block is freed,
+    up to 32 MiB, so after a few calls the OCR sessions' multi-megabyte intermediate tensors
+    (they run without an arena) come from the heap, and freed heap stays in the process.
+    With the threshold fixed (which turns the raising off) those tensors are unmapped when
+    freed. Measured on 2 shared cores over load + a typographic call + 30 calls + 100 photos:
+    peak RSS 410-432 -> 323-326 MB at 1 MiB (356 MB at 4 MiB), but the pages are faulted in
+    again on every call: 2.6 M page faults instead of 0.2 M and 5.7 s instead of 0.5 s of
+    system time over 63 calls (+80 ms CPU a call at 1 MiB, +17 ms at 8 MiB). Off by default
+    for that reason; a memory-bound deployment may trade the time for the memory. This is a
+    process-wide malloc setting, and does nothing outside glibc.
     """
     global _heap_bounded
-    if _heap_bounded or os.environ.get("VLMGUARD_KEEP_MALLOC") == "1" \
-            or not sys.platform.startswith("linux"):
+    value = os.environ.get("VLMGUARD_MMAP_THRESHOLD", "")
+    if _heap_bounded or not value.isdigit() or not sys.platform.startswith("linux"):
         return False
     _heap_bounded = True
     try:
@@ -80,7 +81,7 @@ def bound_heap() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(-3, MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD
+    return bool(mallopt(-3, min(int(value), 1 << 30)))  # -3: M_MMAP_THRESHOLD
 
 
 def session_options(threads: int | None = None, mem_arena: bool = True,
