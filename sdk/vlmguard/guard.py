@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,11 +187,17 @@ class Guard:
                                  ) from exc
         self.encoder = SequenceEncoder(tokenizer, max_tokens=cfg.max_tokens)
         vision_dir = record.vision_dir()
-        self.tagger = Tagger(vision_dir, providers=self.requested_providers, threads=threads)
+        # With OCR on, the tagger runs beside text detection (see seeing.see): one thread
+        # each keeps the two from fighting over two cores.
+        self.tagger = Tagger(vision_dir, providers=self.requested_providers,
+                             threads=threads or (1 if ocr else None))
         self.ocr = (OCR(vision_dir, providers=self.requested_providers, threads=threads,
                         det_limit_side=det_side, max_boxes=max_ocr_boxes)
                     if ocr else None)
         self._n_labels = len(label_names())
+        self.concurrent_vision = True
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None,
@@ -266,12 +273,20 @@ class Guard:
             timings["decode"] = ms_since(t)
             if rgb is None:
                 return NOTHING
-            return see(rgb, self.tagger, self.ocr, timings)
+            pool = self._vision_pool() if self.concurrent_vision and self.ocr else None
+            return see(rgb, self.tagger, self.ocr, timings, pool=pool)
         except VLMGuardError:
             raise
         except Exception as exc:
             raise GuardError(f"vision stage failed ({exc!r}); fail closed") from exc
 
+
+    def _vision_pool(self) -> ThreadPoolExecutor:
+        """The worker thread the tagger runs on (started on first use)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="vlmguard-tagger")
+            return self._pool
     def _judge_windows(self, windows: Sequence[Window], timings: dict[str, float]
                        ) -> list[np.ndarray]:
         """Logits per window, at most ``MAX_BATCH_WINDOWS`` windows per model call.
