@@ -164,6 +164,15 @@ def handwritten_seeds(folder: Path = HANDWRITTEN) -> list[Seed]:
     return out
 
 
+def context_sentences(folder: Path = HANDWRITTEN) -> list[str]:
+    """Everyday statements (backstory, small talk) that users put around a request."""
+    path = folder / "context_sentences.txt"
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
 def handwritten_photo_requests(folder: Path = HANDWRITTEN) -> list[dict]:
     """Requests about a photo, with the ImageNet classes the photo must show (or "any")."""
     path = folder / "photo_requests.jsonl"

@@ -60,7 +60,7 @@ def finetune_mix(examples: list[Example], new_ids: set[str], always: set[str],
     rng = random.Random(seed)
     return [ex for ex in examples
             if ex.split != "train" or ex.seed_id in new_ids or ex.source in always
-            or rng.random() < replay]
+            or ex.origin.split("+")[0] in always or rng.random() < replay]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--new-seeds-from", type=Path, nargs="*", default=[],
                     help="hand-written seed files whose rows the model has not seen")
-    ap.add_argument("--always", default="", help="comma-separated sources kept whole")
+    ap.add_argument("--always", default="",
+                    help="comma-separated sources (jailbreak) or origins (padded) kept whole")
     ap.add_argument("--replay", type=float, default=1.0,
                     help="share of the other training rows kept (1.0: a plain merge)")
     ap.add_argument("--seed", type=int, default=0)

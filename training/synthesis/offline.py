@@ -41,6 +41,7 @@ from vlmguard.taxonomy import CATEGORIES
 from .corpora import (
     Seed,
     benign_seeds,
+    context_sentences,
     handwritten_photo_requests,
     handwritten_seeds,
     jailbreak_templates,
@@ -60,8 +61,8 @@ HELD_OUT_GROUPS = {
     "redteam/simple_safety_tests", "redteam/coconot_original_safety",
 }
 # Per-source caps keep short intent utterances and any single style from dominating.
-BENIGN_CAP = {"handwritten/lookalike": 100_000, "benign/clinc150": 700,
-              "benign/banking77": 400, "benign/snips": 400,
+BENIGN_CAP = {"handwritten/lookalike": 100_000, "benign/clinc150": 1000,
+              "benign/banking77": 700, "benign/snips": 700,
               "benign/gsm8k": 900, "benign/gpteacher_codegen": 1200,
               "benign/gpteacher_roleplay": 1400, "benign/strategyqa": 900}
 TYPO_CARRIERS = (
@@ -251,13 +252,20 @@ class OfflineSynthesiser:
                    and "\n" not in s.text]
         if not fillers:
             return
+        # Half the time the padding is everyday statements (backstory, small talk) rather
+        # than other requests: a long harmless preamble must not dilute the ask either.
+        contexts = context_sentences() or fillers
+
+        def filler() -> str:
+            return rng.choice(contexts if rng.random() < 0.5 else fillers)
+
         for i in range(n):
             unsafe = i % 2 == 0
             seed = rng.choice(harmful if unsafe else benign)
-            before = [rng.choice(fillers) for _ in range(rng.choice((0, 1, 2, 3, 5)))]
-            after = [rng.choice(fillers) for _ in range(rng.choice((0, 1, 2, 3, 5)))]
+            before = [filler() for _ in range(rng.choice((0, 1, 2, 3, 5, 7)))]
+            after = [filler() for _ in range(rng.choice((0, 1, 2, 3, 5, 7)))]
             if not before and not after:
-                after = [rng.choice(fillers)]
+                after = [filler()]
             head = " ".join(before) + (" " if before else "")
             text = head + seed.text + (" " if after else "") + " ".join(after)
             self._add(seed_id=seed.seed_id, text=text, unsafe=unsafe, category=seed.category,
