@@ -68,3 +68,25 @@ def test_corpora_labels() -> None:
     assert not any(s.unsafe for s in b) and all(s.unsafe for s in r)
     assert {s.category for s in r if s.group.endswith("ailuminate_demo_en")} >= {
         "hate", "privacy", "elections", "suicide_self_harm"}
+
+
+@needs_data
+def test_padding_and_wrappers_are_shared_by_both_classes() -> None:
+    """Context sentences pad harmful and benign asks alike, and wrapped benign asks include
+    hard negatives: neither padding nor a wrapper may carry the label."""
+    from training.synthesis.corpora import context_sentences
+    from training.synthesis.offline import HARD_NEGATIVE_GROUPS
+
+    synth = OfflineSynthesiser(see=None, jailbreaks=400, padded=600)
+    examples = synth.build(parts=("padded", "jailbreak"))
+    contexts = context_sentences()
+    assert len(contexts) >= 100
+    padded = [ex for ex in examples if ex.origin.startswith("padded+")]
+    with_context = {ex.unsafe for ex in padded if any(c in ex.text for c in contexts)}
+    assert with_context == {True, False}
+    wrapped_safe = [ex for ex in examples
+                    if ex.origin.startswith("pyrit-template:") and not ex.unsafe]
+    hard = [ex for ex in wrapped_safe if ex.origin.split("+", 1)[1] in HARD_NEGATIVE_GROUPS]
+    # half drawn from the hard negatives, half from all benign seeds (about a quarter hard):
+    # ~0.6 in all; a uniform draw would give ~0.25
+    assert 0.45 < len(hard) / len(wrapped_safe) < 0.8
