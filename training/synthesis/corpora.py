@@ -153,15 +153,20 @@ def handwritten_seeds(folder: Path = HANDWRITTEN) -> list[Seed]:
     They exist to teach contrast: the same vocabulary (kill, inject, sarin, address) with
     harmful and with harmless intent, in many phrasings, so that no word decides alone.
     """
-    out: list[Seed] = []
+    paths = sorted(folder.glob("harmful_asks*.jsonl")) + sorted(
+        folder.glob("benign_lookalikes*.jsonl"))
+    return [seed for path in paths for seed in handwritten_file_seeds(path)]
+
+
+def handwritten_file_seeds(path: Path) -> list[Seed]:
+    """The seeds of one hand-written file: ``harmful_asks*`` rows are harmful, the
+    ``benign_lookalikes*`` rows safe."""
     licence = "Apache-2.0 (written for vlmguard-sdk)"
-    for path in sorted(folder.glob("harmful_asks*.jsonl")):
-        for row in _jsonl(path):
-            out.append(Seed(row["text"], True, row["category"], "handwritten/harmful", licence))
-    for path in sorted(folder.glob("benign_lookalikes*.jsonl")):
-        for row in _jsonl(path):
-            out.append(Seed(row["text"], False, "none", "handwritten/lookalike", licence))
-    return out
+    if path.name.startswith("harmful_asks"):
+        return [Seed(row["text"], True, row["category"], "handwritten/harmful", licence)
+                for row in _jsonl(path)]
+    return [Seed(row["text"], False, "none", "handwritten/lookalike", licence)
+            for row in _jsonl(path)]
 
 
 def context_sentences(folder: Path = HANDWRITTEN) -> list[str]:

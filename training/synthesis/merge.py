@@ -18,39 +18,20 @@ on the full validation split.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import logging
 import random
 from collections import Counter
 from pathlib import Path
 
-from .corpora import Seed
-from .offline import Example, dedupe, write_jsonl
+from .corpora import handwritten_file_seeds
+from .offline import Example, dedupe, read_jsonl, write_jsonl
 
 log = logging.getLogger("vlmguard.synthesis")
 
 
-def read_any(path: Path) -> list[Example]:
-    """Examples from a ``.jsonl`` or ``.jsonl.gz`` file."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [Example.from_dict(json.loads(line)) for line in f if line.strip()]
-
-
 def new_seed_ids(paths: list[Path]) -> set[str]:
     """Seed ids of hand-written seed files (harmful asks or look-alikes)."""
-    out: set[str] = set()
-    for p in paths:
-        with p.open(encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    row = json.loads(line)
-                    unsafe = "category" in row and "family" not in row
-                    out.add(Seed(row["text"], unsafe, row.get("category"),
-                                 "handwritten/harmful" if unsafe else "handwritten/lookalike",
-                                 "").seed_id)
-    return out
+    return {seed.seed_id for p in paths for seed in handwritten_file_seeds(p)}
 
 
 def finetune_mix(examples: list[Example], new_ids: set[str], always: set[str],
@@ -76,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="share of the other training rows kept (1.0: a plain merge)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    rows = dedupe([ex for p in args.inputs for ex in read_any(p)])
+    rows = dedupe([ex for p in args.inputs for ex in read_jsonl(p)])
     if args.new_seeds_from or args.replay < 1.0:
         always = {s for s in args.always.split(",") if s}
         rows = finetune_mix(rows, new_seed_ids(args.new_seeds_from), always, args.replay,

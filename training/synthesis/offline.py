@@ -564,7 +564,9 @@ def write_jsonl(examples: Iterable[Example], path: Path) -> None:
 
 
 def read_jsonl(path: Path) -> list[Example]:
-    with path.open(encoding="utf-8") as f:
+    """Examples from a ``.jsonl`` file, or a gzipped one (``.gz``)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
         return [Example.from_dict(json.loads(line)) for line in f if line.strip()]
 
 
