@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -195,9 +194,9 @@ class Guard:
                         det_limit_side=det_side, max_boxes=max_ocr_boxes)
                     if ocr else None)
         self._n_labels = len(label_names())
-        self.concurrent_vision = True
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        # The tagger's worker thread (see seeing.see); the executor starts it on first use.
+        self._tagger_pool = (ThreadPoolExecutor(1, thread_name_prefix="vlmguard-tagger")
+                             if ocr else None)
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None,
@@ -273,20 +272,12 @@ class Guard:
             timings["decode"] = ms_since(t)
             if rgb is None:
                 return NOTHING
-            pool = self._vision_pool() if self.concurrent_vision and self.ocr else None
-            return see(rgb, self.tagger, self.ocr, timings, pool=pool)
+            return see(rgb, self.tagger, self.ocr, timings, pool=self._tagger_pool)
         except VLMGuardError:
             raise
         except Exception as exc:
             raise GuardError(f"vision stage failed ({exc!r}); fail closed") from exc
 
-
-    def _vision_pool(self) -> ThreadPoolExecutor:
-        """The worker thread the tagger runs on (started on first use)."""
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="vlmguard-tagger")
-            return self._pool
     def _judge_windows(self, windows: Sequence[Window], timings: dict[str, float]
                        ) -> list[np.ndarray]:
         """Logits per window, at most ``MAX_BATCH_WINDOWS`` windows per model call.
