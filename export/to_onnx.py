@@ -15,6 +15,12 @@ survive per-tensor 8-bit scales), so the shipped CPU model keeps INT8 only where
 weight-only — the 30k×384 embedding table (dynamic quantisation of the Gather) — and stores
 the other weights as fp16 that ONNX Runtime widens to fp32 at load: 33 MB instead of 90 MB,
 and verdicts that match PyTorch. Full INT8 is still written and its parity reported.
+
+``--cpu-model int8`` ships the full dynamic INT8 model instead, for speed (about 1.5x on
+text): its parity is then held to verdict flips and the mean shift of the unsafe
+probability, not to the largest head delta, and the bundle is marked not batchable (one
+activation scale per call). Pair it with ``--calibrate-max-fpr`` so that the threshold is
+chosen on the quantised model itself.
 """
 
 from __future__ import annotations
@@ -62,6 +68,10 @@ MODEL_NAME = "vlmguard-minilm-l6-multihead"
 # "int8" (full dynamic quantisation) is reported, not shipped, so it is not asserted.
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "cpu": 0.2, "int8": float("inf")}
 CPU_MAX_FLIP_RATE = 0.01  # verdicts of the shipped CPU model that differ at p = 0.5
+# A shipped full-INT8 model moves every probability a little (per-call activation scales):
+# it is held to the mean shift of the unsafe probability, with the flip rate above.
+INT8_MAX_MEAN_UNSAFE_DELTA = 0.02
+CPU_MODELS = ("weights", "int8")  # weight-only (batchable) or full dynamic INT8 (faster)
 
 
 def export_fp32(checkpoint: Path, out_dir: Path) -> Path:
@@ -127,7 +137,8 @@ def parity_probs(logits: np.ndarray) -> np.ndarray:
     return np.concatenate(first + [span], axis=1)
 
 
-def check_parity(checkpoint: Path, variants: dict[str, Path], feeds: list[dict]) -> dict:
+def check_parity(checkpoint: Path, variants: dict[str, Path], feeds: list[dict],
+                 tolerance: dict[str, float] | None = None) -> dict:
     import onnxruntime as ort
     import torch
     from transformers import BertForTokenClassification
@@ -159,7 +170,7 @@ def check_parity(checkpoint: Path, variants: dict[str, Path], feeds: list[dict])
                      "unsafe_prob_max_abs_delta": max(unsafe_d[k]),
                      "unsafe_prob_mean_abs_delta": float(np.mean(unsafe_d[k])),
                      "decision_flip_rate": flips[k] / len(feeds),
-                     "tolerance": TOLERANCE[k]}
+                     "tolerance": (tolerance or TOLERANCE)[k]}
     return report
 
 
@@ -179,15 +190,19 @@ def assert_parity(report: dict) -> None:
                               f"{r['tolerance']}")
     if "cpu" in report and report["cpu"]["decision_flip_rate"] > CPU_MAX_FLIP_RATE:
         raise ParityError("cpu", f"CPU model parity failed: {report['cpu']}")
+    if "cpu" in report and report["cpu"].get("unsafe_prob_mean_abs_delta", 0.0) > \
+            report["cpu"].get("max_mean_unsafe_delta", float("inf")):
+        raise ParityError("cpu", f"CPU model parity failed (mean unsafe-probability shift): "
+                          f"{report['cpu']}")
 
 
 def write_bundle(bundle: Path, checkpoint: Path, files: dict[str, Path], parity: dict,
-                 fp16_in_bundle: bool) -> dict:
+                 fp16_in_bundle: bool, cpu_kind: str = "weights") -> dict:
     meta = json.loads((checkpoint / "training_meta.json").read_text())
-    # the shipped CPU model quantises weights only, so padding a batch cannot move a
-    # verdict: it is batchable
+    # a weight-only quantised model gives every request the same verdict alone or padded in
+    # a batch; full INT8 scales activations per call, so it reads one request per call
     config = JudgeConfig(threshold=round(meta["threshold"], 4), max_tokens=MAX_TOKENS,
-                         batchable=True)
+                         batchable=cpu_kind == "weights")
     bundle.mkdir(parents=True, exist_ok=True)
     shutil.copy2(files["cpu"], bundle / config.model_cpu)
     for stale in ("model.int8.onnx",):
@@ -205,6 +220,7 @@ def write_bundle(bundle: Path, checkpoint: Path, files: dict[str, Path], parity:
         files=hash_files(bundle, shipped),
         training=meta,
         parity=parity,
+        cpu_model=cpu_kind,
         versions=package_versions(),
         licences={"base_model": "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2)",
                   "training_data": "see NOTICE.md: permissive corpora only; SIUO not used"},
@@ -266,6 +282,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parity-inputs", type=int, default=256)
     ap.add_argument("--fp16-in-bundle", action="store_true",
                     help="also ship the FP16 (GPU) model in the bundle (+45 MB)")
+    ap.add_argument("--cpu-model", choices=CPU_MODELS, default="weights",
+                    help="the CPU model to ship: 'weights' (INT8 embeddings, fp16-stored "
+                    "weights, batchable) or 'int8' (full dynamic INT8: faster, one request "
+                    "per call; use with --calibrate-max-fpr)")
     ap.add_argument("--no-assert", action="store_true", help="report parity, do not fail on it")
     ap.add_argument("--calibrate-max-fpr", type=float, default=None,
                     help="re-choose the threshold end to end on --data's val split through "
@@ -279,8 +299,9 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     t = time.time()
     fp32 = export_fp32(args.checkpoint, work / "fp32")
-    files = {"fp32": fp32, "cpu": cpu_model(fp32, work / "model.cpu.onnx"),
-             "int8": quantise_int8(fp32, work / "model.int8.onnx"),
+    int8 = quantise_int8(fp32, work / "model.int8.onnx")
+    cpu = int8 if args.cpu_model == "int8" else cpu_model(fp32, work / "model.cpu.onnx")
+    files = {"fp32": fp32, "cpu": cpu, "int8": int8,
              "fp16": convert_fp16(fp32, work / "model.fp16.onnx")}
     for k, p in files.items():
         log.info("%s: %s (%.1f MB)", k, p, p.stat().st_size / 1e6)
@@ -288,14 +309,20 @@ def main(argv: list[str] | None = None) -> None:
     feeds = parity_inputs(args.data if args.data.exists() else None, args.parity_inputs, tok)
     if len(feeds) < 200 and args.parity_inputs >= 200:
         log.warning("only %d parity inputs available", len(feeds))
-    parity = check_parity(args.checkpoint, files, feeds)
+    tolerance = dict(TOLERANCE)
+    if args.cpu_model == "int8":
+        tolerance["cpu"] = TOLERANCE["int8"]
+    parity = check_parity(args.checkpoint, files, feeds, tolerance)
+    if args.cpu_model == "int8":
+        parity["cpu"]["max_mean_unsafe_delta"] = INT8_MAX_MEAN_UNSAFE_DELTA
     print(json.dumps(parity, indent=2))
     if not args.no_assert:
         try:
             assert_parity(parity)
         except ParityError as exc:
             sys.exit(str(exc))  # the command line's answer: the message, exit status 1
-    manifest = write_bundle(args.bundle, args.checkpoint, files, parity, args.fp16_in_bundle)
+    manifest = write_bundle(args.bundle, args.checkpoint, files, parity, args.fp16_in_bundle,
+                            args.cpu_model)
     if args.calibrate_max_fpr is not None:
         calibrate_bundle(args.bundle, args.data, args.calibrate_max_fpr)
     size = sum(f["bytes"] for f in manifest["files"].values())

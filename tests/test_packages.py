@@ -49,3 +49,9 @@ def test_parity_failure_is_a_typed_error() -> None:
         assert_parity({"cpu": {"max_abs_delta": 0.1, "tolerance": 0.2,
                                "decision_flip_rate": 0.5}})
     assert exc.value.variant == "cpu"
+    # a shipped full-INT8 model: no bound on the largest delta, but on the mean shift
+    int8 = {"max_abs_delta": 0.4, "tolerance": float("inf"), "decision_flip_rate": 0.0,
+            "unsafe_prob_mean_abs_delta": 0.01, "max_mean_unsafe_delta": 0.02}
+    assert_parity({"cpu": int8})
+    with pytest.raises(ParityError, match="mean unsafe-probability shift"):
+        assert_parity({"cpu": {**int8, "unsafe_prob_mean_abs_delta": 0.05}})
