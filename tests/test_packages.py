@@ -55,3 +55,26 @@ def test_parity_failure_is_a_typed_error() -> None:
     assert_parity({"cpu": int8})
     with pytest.raises(ParityError, match="mean unsafe-probability shift"):
         assert_parity({"cpu": {**int8, "unsafe_prob_mean_abs_delta": 0.05}})
+
+
+@pytest.mark.parametrize("kind,batchable", [("weights", True), ("int8", False)])
+def test_bundle_says_whether_its_cpu_model_batches(kind: str, batchable: bool,
+                                                   tmp_path: Path) -> None:
+    """A full-INT8 judge scales activations per call, so its bundle must read one request per
+    call; the weight-only model may share calls."""
+    import json
+
+    from export.to_onnx import write_bundle
+    from vlmguard.bundle import Bundle
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "training_meta.json").write_text(json.dumps({"threshold": 0.6}))
+    (ckpt / "tokenizer.json").write_text("{}")
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not read here")
+    bundle = tmp_path / "bundle"
+    manifest = write_bundle(bundle, ckpt, {"cpu": model, "fp16": model}, {}, False, kind)
+    assert manifest["config"]["batchable"] is batchable
+    assert manifest["cpu_model"] == kind
+    assert Bundle.load(bundle).config.batchable is batchable
