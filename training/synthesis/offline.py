@@ -225,12 +225,15 @@ class OfflineSynthesiser:
 
         The photo's evidence is the tagger's and OCR's real output on it, so the model
         learns that an irrelevant concept ("assault rifle" on a museum photo) changes nothing.
-        Hand-written contrast seeds appear both without and with a photo.
+        Hand-written contrast seeds appear without a photo and beside two different photos,
+        harmful and look-alike alike (so a photo's presence carries no label): a figurative
+        look-alike near the threshold was pushed over it by any unrelated photo.
         """
         for s in seeds:
             split = self._split_for_seed(s)
             both = s.group.startswith("handwritten/")
-            for with_photo in ((False, True) if both else (self.rng.random() < photo_share,)):
+            for with_photo in ((False, True, True) if both
+                               else (self.rng.random() < photo_share,)):
                 photo = self._photo() if with_photo else None
                 concepts, ocr = (photo[1], photo[2]) if photo else ((), "")
                 span = ("text", 0, len(s.text)) if s.unsafe else None
