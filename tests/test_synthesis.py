@@ -90,3 +90,9 @@ def test_padding_and_wrappers_are_shared_by_both_classes() -> None:
     # half drawn from the hard negatives, half from all benign seeds (about a quarter hard):
     # ~0.6 in all; a uniform draw would give ~0.25
     assert 0.45 < len(hard) / len(wrapped_safe) < 0.8
+    # decode instructions wrap both classes equally, each ask as the guard reads it decoded
+    decoded = [ex for ex in examples if ex.origin.startswith("decode-carrier+")]
+    assert len(decoded) == 400 // 6
+    assert abs(sum(ex.unsafe for ex in decoded) - len(decoded) / 2) <= 1
+    assert all(ex.intent_span is not None and ex.intent_span[2] == len(ex.text)
+               for ex in decoded if ex.unsafe)
