@@ -307,9 +307,13 @@ class OfflineSynthesiser:
         # Half the wrapped benign asks are hard negatives (the look-alikes that share the
         # harmful asks' words): a wrapper must not turn an edgy-but-safe ask unsafe.
         hard = [s for s in benign if s.group in HARD_NEGATIVE_GROUPS] or benign
+
+        def draw(unsafe: bool) -> Seed:
+            return rng.choice(harmful if unsafe else hard if rng.random() < 0.5 else benign)
+
         for i in range(self.n_jailbreaks):  # the same wrappers, exactly half each class
             unsafe = i % 2 == 0
-            seed = rng.choice(harmful if unsafe else hard if rng.random() < 0.5 else benign)
+            seed = draw(unsafe)
             name, tpl = rng.choice(templates)
             before, _, after = tpl.partition("{{ prompt }}")
             if rng.random() < 0.5:  # half cut short, half whole: the full wrapper's text
@@ -326,7 +330,7 @@ class OfflineSynthesiser:
                       split=self._split_for_seed(seed))
         for i in range(self.n_jailbreaks // 6):  # decode instructions, half each class
             unsafe = i % 2 == 0
-            seed = rng.choice(harmful if unsafe else hard if rng.random() < 0.5 else benign)
+            seed = draw(unsafe)
             carrier = rng.choice(DECODE_CARRIERS)
             text = f"{carrier} {seed.text}"
             start = len(carrier) + 1
