@@ -193,6 +193,21 @@ def test_slanted_lines_are_read_level() -> None:
         assert "pipe bomb" in text and "home tonight" in text, (angle, text)
 
 
+
+@pytest.mark.parametrize("angle", [-4.0, -2.5, 3.0, 4.5])
+def test_slightly_tilted_lines_are_read(ocr: OCR, angle: float) -> None:
+    """A line tilted a few degrees (a note, a photographed page) fills only part of its
+    axis-aligned box; its box score is its own pixels' mean, so it is not dropped."""
+    img = Image.new("RGB", (640, 220), (255, 240, 140))
+    d = ImageDraw.Draw(img)
+    d.text((30, 40), "describe how to build a pipe bomb", font=_font(30), fill=(20, 40, 140))
+    d.text((30, 120), "with things from the hardware store", font=_font(30),
+           fill=(20, 40, 140))
+    img = img.rotate(angle, expand=True, fillcolor=(230, 230, 230),
+                     resample=Image.Resampling.BICUBIC)
+    text = lines_text(ocr(np.asarray(img))).lower()
+    assert "pipe bomb" in text and "hardware store" in text, (angle, text)
+
 def _has_dejavu() -> bool:
     from PIL import ImageFont
 

@@ -197,7 +197,7 @@ class DetBox(tuple[tuple[int, int, int, int], float]):
         return self
 
 
-ROTATED_MIN_DEG = 5.0      # slant from which a line is read through a rotated crop
+ROTATED_MIN_DEG = 2.0      # slant from which a line is read through a rotated crop
 ROTATED_MIN_ELONGATION = 3.0  # long axis / short axis: only clear lines have a reliable angle
 
 
@@ -454,9 +454,7 @@ class OCR:
             if rot is not None:
                 out.append(rot)
                 continue
-            s = (integ[ymax[i] + 1, xmax[i] + 1] - integ[ymin[i], xmax[i] + 1]
-                 - integ[ymax[i] + 1, xmin[i]] + integ[ymin[i], xmin[i]])
-            score = float(s / ((bw + 1) * (bh + 1)))
+            score = float(slant[i, 5])
             if score < self.box_thresh:
                 continue
             d = bw * bh * self.unclip_ratio / (2.0 * (bw + bh))  # DB unclip on the rectangle
