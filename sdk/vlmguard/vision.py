@@ -299,7 +299,10 @@ class OCR:
 
     Mirrors RapidOCR 3.x defaults (BGR channel order, mean/std 0.5, DB thresholds 0.3/0.5,
     unclip 1.6, rec height 48, text score 0.5). Boxes are axis-aligned, except for clearly
-    slanted lines (5-60 degrees), which are read through a crop rotated level.
+    slanted lines (2-60 degrees), which are read through a crop rotated level. A line's box
+    score is the mean of its own pixels, as RapidOCR scores the line's rotated box: the mean
+    over its axis-aligned box would drop a line tilted a few degrees (a note, a photographed
+    page), which fills only part of that box.
     """
 
     def __init__(self, bundle_dir: PathLike = DEFAULT_VISION_DIR,
