@@ -181,12 +181,14 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if state.delay:
                 time.sleep(state.delay)
-            if "[[400]]" in data["request"]:
-                action = ("status", 400, {}, {"error": {"message": "bad request, really"}})
-            self._act(action, stage, data)
         finally:
+            # Leave the count before the answer goes out: once the client has the answer it
+            # may send its next request, which can arrive before this thread runs again.
             with state.lock:
                 state.in_flight -= 1
+        if "[[400]]" in data["request"]:
+            action = ("status", 400, {}, {"error": {"message": "bad request, really"}})
+        self._act(action, stage, data)
 
     def _act(self, action: tuple[Any, ...] | None, stage: str, data: dict[str, Any]) -> None:
         if action is None:
