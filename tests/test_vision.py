@@ -193,7 +193,6 @@ def test_slanted_lines_are_read_level() -> None:
         assert "pipe bomb" in text and "home tonight" in text, (angle, text)
 
 
-
 @pytest.mark.parametrize("angle", [-4.0, -2.5, 3.0, 4.5])
 def test_slightly_tilted_lines_are_read(ocr: OCR, angle: float) -> None:
     """A line tilted a few degrees (a note, a photographed page) fills only part of its
@@ -207,6 +206,7 @@ def test_slightly_tilted_lines_are_read(ocr: OCR, angle: float) -> None:
                      resample=Image.Resampling.BICUBIC)
     text = lines_text(ocr(np.asarray(img))).lower()
     assert "pipe bomb" in text and "hardware store" in text, (angle, text)
+
 
 def _has_dejavu() -> bool:
     from PIL import ImageFont

@@ -109,12 +109,23 @@ class TagResult:
     features: np.ndarray  # (1280,) float32, pre-classifier global-average-pooled
 
 
+TOP_K = 5  # concepts the tagger reports per image, at most
+MIN_SCORE = 0.03  # and only those at least this probable
+
+
+def top_classes(prob: np.ndarray, k: int = TOP_K, min_score: float = MIN_SCORE) -> list[int]:
+    """Indices of the ``k`` most probable classes of one image, at ``min_score`` or above,
+    most probable first: the concepts the judge is given (the vision builder measures
+    quantised taggers by them too)."""
+    return [int(i) for i in np.argsort(-prob)[:k] if prob[i] >= min_score]
+
+
 class Tagger:
     """EfficientNet-Lite0 ImageNet-1k classifier used as a cheap concept tagger."""
 
     def __init__(self, bundle_dir: PathLike = DEFAULT_VISION_DIR,
                  providers: Sequence[ProviderSpec] | None = None, threads: int | None = None,
-                 k: int = 5, min_score: float = 0.03) -> None:
+                 k: int = TOP_K, min_score: float = MIN_SCORE) -> None:
         bundle = Bundle.load(Path(bundle_dir))
         spec = bundle.tagger()
         self.size = spec.size
@@ -150,8 +161,8 @@ class Tagger:
         prob /= prob.sum(axis=1, keepdims=True)
         out = []
         for p, f in zip(prob, feats, strict=True):
-            top = np.argsort(-p)[: self.k]
-            cs = [Concept(self.labels[i], float(p[i])) for i in top if p[i] >= self.min_score]
+            cs = [Concept(self.labels[i], float(p[i]))
+                  for i in top_classes(p, self.k, self.min_score)]
             out.append(TagResult(cs, f.astype(np.float32)))
         return out
 
