@@ -12,9 +12,12 @@ Why these choices (numbers from the last run are in the manifest):
   ONNX Runtime constant-folds the Casts at session creation, so inference is still fp32
   (same latency, weights rounded to fp16). Static QDQ INT8 of the tagger (per-channel
   weights) is about twice as fast; calibrated on the few scikit-image samples it flipped
-  top-1 on ~18 % of images; calibrated on real photos (the development photos, never the
-  evaluation's test photos) it keeps top-1 on ~96 % and the reported concepts on ~80 %. It
-  ships only where it keeps top-1 on INT8_MIN_TOP1 of them, which it did not at the last run.
+  top-1 on ~18 % of images. Calibrated on 300 real photos (the development photos, never the
+  evaluation's test photos), with the 1000-way classifier left in fp32 (its logits decide
+  which concepts cross the judge's score floor), it keeps top-1 on ~97 % of 300 other
+  development photos and the judge's concept words on ~85 % (fp16 storage: ~99 %). It ships
+  where it keeps top-1 on INT8_MIN_TOP1 of them; the judge's own evaluation, re-run with it,
+  is what showed the changed concept words cost no quality bar (docs/EVALUATION.md).
   Dynamic INT8 of the recogniser's MatMuls only gets it to 13 MB. Every option is measured
   each run.
 * OCR: PP-OCRv6 small from rapidocr 3.10 (reads spaces; the v4 models drop them).
@@ -52,6 +55,7 @@ from vlmguard.bundle import (  # noqa: E402
     read_manifest_json,
     write_manifest,
 )
+from vlmguard.encoder import CONCEPT_MIN_SCORE, CONCEPT_TOP_K  # noqa: E402
 from vlmguard.preprocess import resize_normalize  # noqa: E402
 from vlmguard.vision import top_classes  # noqa: E402
 
@@ -152,6 +156,7 @@ def export_tagger_fp32(path: Path) -> None:
 
 
 def quantize_tagger_static(src: Path, dst: Path, calib: np.ndarray) -> None:
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -170,9 +175,12 @@ def quantize_tagger_static(src: Path, dst: Path, calib: np.ndarray) -> None:
     with tempfile.TemporaryDirectory() as td:
         pre = Path(td) / "pre.onnx"
         quant_pre_process(str(src), str(pre))
+        # The classifier stays fp32: it is 1.3 M of the 4.7 M weights but little of the
+        # time, and its logits' small differences reorder the concepts near the score floor.
+        head = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in ("Gemm", "MatMul")]
         quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, weight_type=QuantType.QInt8,
-                        activation_type=QuantType.QUInt8)
+                        activation_type=QuantType.QUInt8, nodes_to_exclude=head)
 
 
 def quantize_dynamic_ops(src: Path, dst: Path, ops: list[str]) -> None:
@@ -212,7 +220,7 @@ def imagenet_labels(timm_wheel: Path | None) -> list[str]:
     return labels
 
 
-def real_photos(n_calib: int = 150, n_eval: int = 300) -> tuple[list[np.ndarray],
+def real_photos(n_calib: int = 300, n_eval: int = 300) -> tuple[list[np.ndarray],
                                                                  list[np.ndarray]] | None:
     """Calibration and evaluation photos drawn from the development photos, never from the
     evaluation's test photos (``training/heldout/test_photos.txt``); None where absent."""
@@ -233,8 +241,19 @@ def real_photos(n_calib: int = 150, n_eval: int = 300) -> tuple[list[np.ndarray]
 
 def concept_sets(logits: np.ndarray) -> list[set[int]]:
     """The classes the runtime's tagger reports per image (:func:`vlmguard.vision.top_classes`)."""
+    return [set(top_classes(row)) for row in _softmax(logits)]
+
+
+def judge_concepts(logits: np.ndarray) -> list[tuple[int, ...]]:
+    """The concepts the judge reads per image, in order (:func:`vlmguard.encoder.concept_words`)."""
+    return [tuple(i for i in top_classes(row)[:CONCEPT_TOP_K] if row[i] >= CONCEPT_MIN_SCORE)
+            for row in _softmax(logits)]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits.astype(np.float64) - logits.max(axis=1, keepdims=True))
-    return [set(top_classes(row)) for row in z / z.sum(axis=1, keepdims=True)]
+    out: np.ndarray = z / z.sum(axis=1, keepdims=True)
+    return out
 
 
 def build_tagger(out: Path, work: Path, report: dict) -> str:
@@ -254,6 +273,7 @@ def build_tagger(out: Path, work: Path, report: dict) -> str:
     ref, ms32 = run_tagger(fp32, xe)
     ref_top1 = ref.argmax(1)
     ref_sets = concept_sets(ref)
+    ref_judged = judge_concepts(ref)
     cands = {"fp32": (fp32, ms32, 1.0)}
     f16 = work / "tagger_fp16_storage.onnx"
     fp16_storage(fp32, f16)
@@ -267,10 +287,13 @@ def build_tagger(out: Path, work: Path, report: dict) -> str:
         agree = float((lo.argmax(1) == ref_top1).mean())
         top5 = float(np.mean([ref_top1[i] in np.argsort(-lo[i])[:5] for i in range(len(lo))]))
         same = float(np.mean([a == b for a, b in zip(concept_sets(lo), ref_sets, strict=True)]))
+        judged = float(np.mean([a == b for a, b in zip(judge_concepts(lo), ref_judged,
+                                                       strict=True)]))
         cands[name] = (p, ms, agree)
         report.setdefault("tagger_options", {})[name] = {
             "mb": round(p.stat().st_size / MB, 2), "top1_agreement": round(agree, 3),
             "fp32_top1_in_top5": round(top5, 3), "concept_set_equal": round(same, 3),
+            "judge_concepts_equal": round(judged, 3),
             "ms_per_image": round(ms, 1)}
     report.setdefault("tagger_options", {})["fp32"] = {
         "mb": round(fp32.stat().st_size / MB, 2), "top1_agreement": 1.0,
