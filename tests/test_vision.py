@@ -144,6 +144,21 @@ def test_ocr_multiline_reading_order(ocr: OCR) -> None:
     assert ys == sorted(ys)
 
 
+def test_recognition_batches_are_bounded_by_width(ocr: OCR) -> None:
+    """Short crops share a call up to the width budget; a long line is read alone."""
+    ratios = [2.0] * 7 + [20.0, 25.0]  # padded to 320 px each; 960 and 1200 px
+    batches = ocr._rec_batches(np.argsort(ratios), ratios)
+    assert sorted(i for b in batches for i in b) == list(range(9))
+    widths = [len(b) * min(48 * max(ratios[i] for i in b), ocr.max_rec_width) for b in batches]
+    shared = [w for b, w in zip(batches, widths, strict=True) if len(b) > 1]
+    assert shared and max(shared) <= ocr.rec_batch_width == 960
+    assert [len(b) for b in batches] == [3, 3, 1, 1, 1]
+    crops = [np.full((24, int(24 * r), 3), 255, dtype=np.uint8) for r in ratios]
+    before = ocr.rec_calls
+    assert len(ocr.recognize(crops)) == 9
+    assert ocr.rec_calls - before == 5
+
+
 def test_ocr_plain_photo_skips_recognition(ocr: OCR) -> None:
     before = ocr.rec_calls
     assert ocr(skdata.chelsea()) == []
