@@ -55,9 +55,9 @@ from vlmguard.bundle import (  # noqa: E402
     read_manifest_json,
     write_manifest,
 )
-from vlmguard.encoder import CONCEPT_MIN_SCORE, CONCEPT_TOP_K  # noqa: E402
+from vlmguard.encoder import concept_words  # noqa: E402
 from vlmguard.preprocess import resize_normalize  # noqa: E402
-from vlmguard.vision import top_classes  # noqa: E402
+from vlmguard.vision import Concept, top_classes  # noqa: E402
 
 TAGGER = TaggerSpec()  # the file names, input size, mean and std the runtime reads by default
 TAGGER_SIZE, TAGGER_MEAN, TAGGER_STD = TAGGER.size, TAGGER.mean, TAGGER.std
@@ -244,9 +244,9 @@ def concept_sets(logits: np.ndarray) -> list[set[int]]:
     return [set(top_classes(row)) for row in _softmax(logits)]
 
 
-def judge_concepts(logits: np.ndarray) -> list[tuple[int, ...]]:
-    """The concepts the judge reads per image, in order (:func:`vlmguard.encoder.concept_words`)."""
-    return [tuple(i for i in top_classes(row)[:CONCEPT_TOP_K] if row[i] >= CONCEPT_MIN_SCORE)
+def judge_concepts(logits: np.ndarray) -> list[tuple[str, ...]]:
+    """The concepts the judge reads per image, in order (class indices as labels)."""
+    return [concept_words([Concept(str(i), float(row[i])) for i in top_classes(row)])
             for row in _softmax(logits)]
 
 

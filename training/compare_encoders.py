@@ -108,9 +108,8 @@ def held_out(data: Path) -> tuple[list[str], list[str], list[str], np.ndarray]:
     groups = evaluate.held_out_items(data)
     red = [it.text for g in evaluate.HELD_OUT_REDTEAM for it in groups.get(g, [])]
     benign = [it.text for g in evaluate.HELD_OUT_BENIGN for it in groups.get(g, [])]
-    probes = [json.loads(line) for line in evaluate.PROBES.read_text().splitlines() if line]
-    return (red, benign, [p["text"] for p in probes],
-            np.array([p["label"] == "unsafe" for p in probes]))
+    probes = evaluate.probe_items(evaluate.PROBES)
+    return red, benign, [p.text for p in probes], np.array([p.unsafe for p in probes])
 
 
 def score(model: torch.nn.Module, tok: Tokenizer, sets: tuple, max_tokens: int) -> dict:
