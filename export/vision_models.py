@@ -418,6 +418,120 @@ def eval_ocr(bundle: Path, samples: list[tuple[str, np.ndarray]], limit: int) ->
             "ms_per_image": round(ms, 1), "texts": texts}
 
 
+# Training-side text sources drawn into the recogniser's calibration and measurement images
+# (never a held-out source of the judge's evaluation).
+READER_TEXT_SOURCES = ("benign/self_instruct", "benign/gpteacher_roleplay",
+                       "redteam/advbench_harmful_behaviors", "redteam/do_not_answer")
+REC_INT8_MAX_WORD_LOSS = 0.002  # INT8 recogniser ships where it reads (nearly) every word fp32 does
+REC_CALIB_CROPS = 200
+
+
+def reader_images(n_calib: int = 160, n_eval: int = 120, n_photos: int = 120) -> dict | None:
+    """Images to calibrate and measure the recogniser on; None without ``../shared/data``.
+
+    ``calib``: training-side texts drawn in the training typography styles, and development
+    photos. ``eval``: other texts drawn in the evaluation's other styles (with the text, to
+    score what is read) and other development photos. Never a held-out source or test photo.
+    """
+    import json
+    import random
+
+    from training import eval_render
+    from training.synthesis import typography
+    from training.synthesis.photo_evidence import SHARED_DATA
+
+    photos = real_photos()
+    files = [SHARED_DATA / f"{src}.jsonl" for src in READER_TEXT_SOURCES]
+    if photos is None or not all(f.is_file() for f in files):
+        return None
+    texts = sorted({t for f in files for line in f.read_text(encoding="utf-8").splitlines()
+                    if 20 <= len(t := json.loads(line)["text"]) <= 160})
+    random.Random(0).shuffle(texts)
+    calib = [np.asarray(typography.render(t, typography.STYLES[i % len(typography.STYLES)],
+                                          random.Random(i)).convert("RGB"))
+             for i, t in enumerate(texts[:n_calib])]
+    shown = texts[n_calib: n_calib + n_eval]
+    renders = [np.asarray(eval_render.render(t, eval_render.STYLES[i % len(eval_render.STYLES)],
+                                             seed=i).convert("RGB"))
+               for i, t in enumerate(shown)]
+    return {"calib": calib + photos[0][:n_photos], "renders": list(zip(shown, renders,
+                                                                       strict=True)),
+            "photos": photos[1][:n_photos]}
+
+
+def quantize_rec_static(src: Path, dst: Path, reader_dir: Path, images: list[np.ndarray]
+                        ) -> int:
+    """Static QDQ INT8 recogniser calibrated on the line crops the reader in ``reader_dir``
+    cuts from ``images``, each fed as the runtime feeds it; returns the crops used.
+
+    Per-channel INT8 weights; activation ranges from the moving average of each crop's
+    min/max (a plain min/max over all crops lost ~1 % of the words read, the average none);
+    the output softmax stays fp32. The graph is lifted to opset 17 first (per-channel QDQ
+    needs 13).
+    """
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from vlmguard.vision import OCR
+
+    ocr = OCR(reader_dir)
+    crops = [c for img in images for c in ocr.crops(img, ocr.select(ocr.detect(img))[0])]
+    pick = np.random.default_rng(0).permutation(len(crops))[:REC_CALIB_CROPS]
+    feeds = [{"x": ocr.rec_input([crops[i]])} for i in pick]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(feeds)
+
+        def get_next(self):  # type: ignore[override]
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as td:
+        lifted, pre = Path(td) / "op17.onnx", Path(td) / "pre.onnx"
+        onnx.save(version_converter.convert_version(onnx.load(str(src)), 17), str(lifted))
+        quant_pre_process(str(lifted), str(pre), skip_symbolic_shape=True)
+        g = onnx.load(str(pre)).graph
+        head = [n.name for n in g.node if n.output[0] == g.output[0].name]  # the softmax
+        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8, nodes_to_exclude=head,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"CalibMovingAverage": True})
+    return len(feeds)
+
+
+def measure_reader(reader_dir: Path, images: dict) -> dict:
+    """What a reader reads on the measurement images: the share of each render's words it
+    reads (lower-cased), its lines per image, and its time per image."""
+    import re
+
+    from vlmguard.vision import OCR
+
+    ocr = OCR(reader_dir)
+    ocr(images["photos"][0])
+    hit = total = 0
+    lines: list[list[str]] = []
+    t0 = time.perf_counter()
+    for text, img in images["renders"]:
+        got = [ln.text for ln in ocr(img)]
+        lines.append(got)
+        words = set(re.findall(r"[a-z0-9']+", " ".join(got).lower()))
+        want = re.findall(r"[a-z0-9']+", text.lower())
+        hit += sum(w in words for w in want)
+        total += len(want)
+    lines += [[ln.text for ln in ocr(img)] for img in images["photos"]]
+    ms = (time.perf_counter() - t0) / (len(images["renders"]) + len(images["photos"])) * 1000
+    return {"word_recall": hit / max(total, 1), "lines": lines, "ms_per_image": ms}
+
+
 def build_ocr(out: Path, work: Path, report: dict) -> dict:
     import onnx
     import rapidocr
@@ -435,14 +549,28 @@ def build_ocr(out: Path, work: Path, report: dict) -> dict:
     variants["fp16_storage"] = (work / "det16.onnx", work / "rec16.onnx")
     quantize_dynamic_ops(rec_src, work / "rec_mm8.onnx", ["MatMul"])
     variants["rec_int8_matmul"] = (det_src, work / "rec_mm8.onnx")
-    samples = render_lines() + render_lines(0.7)
-    results: dict = {}
-    for name, (det, rec) in variants.items():
+
+    def reader_dir(name: str) -> Path:
+        det, rec = variants[name]
         d = work / name
-        d.mkdir()
+        d.mkdir(exist_ok=True)
         shutil.copyfile(det, d / OCR_FILES.det_file)
         shutil.copyfile(rec, d / OCR_FILES.rec_file)
         (d / OCR_FILES.keys_file).write_text(keys, encoding="utf-8")
+        names = [OCR_FILES.det_file, OCR_FILES.rec_file, OCR_FILES.keys_file]
+        write_manifest(d, {"ocr": {}, "files": files_json(hash_files(d, names))})
+        return d
+
+    images = reader_images()
+    if images is not None:  # real photos and renders: calibrate and measure an INT8 reader
+        n = quantize_rec_static(rec_src, work / "rec_int8.onnx", reader_dir("fp32"),
+                                images["calib"])
+        variants["rec_int8_static"] = (work / "det16.onnx", work / "rec_int8.onnx")
+        print(f"ocr: INT8 recogniser calibrated on {n} line crops")
+    samples = render_lines() + render_lines(0.7)
+    results: dict = {}
+    for name, (det, rec) in variants.items():
+        d = reader_dir(name)
         r = {"det_mb": round(det.stat().st_size / MB, 2),
              "rec_mb": round(rec.stat().st_size / MB, 2)}
         for limit in (DET_LIMIT_SIDE, 320):
@@ -461,6 +589,8 @@ def build_ocr(out: Path, work: Path, report: dict) -> dict:
           and results["fp16_storage"][FULL]["mean_cer"]
           <= results["fp32"][FULL]["mean_cer"] + 0.01)
     choice = "fp16_storage" if ok else "fp32"
+    if images is not None:
+        choice = _choose_reader(work, images, choice, results)
     print(f"ocr: {len(samples)} rendered samples; shipping {choice}")
     det, rec = variants[choice]
     shutil.copyfile(det, out / OCR_FILES.det_file)
@@ -480,10 +610,37 @@ def build_ocr(out: Path, work: Path, report: dict) -> dict:
                 "output": "[N,T,len(dict)+2] softmax; index 0 = CTC blank, last = space",
                 "source": rec_src.name},
         "weights": choice,
-        "measurements": {"options": results, "samples": len(samples)},
+        "measurements": {"options": results, "samples": len(samples),
+                         "reader_images": None if images is None else {
+                             "renders": len(images["renders"]),
+                             "photos": len(images["photos"]),
+                             "set": "training-side texts in the evaluation's render styles; "
+                                    "development photos (not the test photos)"}},
         "source": f"rapidocr {version('rapidocr')} (PyPI wheel, rapidocr/models)",
         "licence": "Apache-2.0 (PaddleOCR PP-OCRv6 weights, Baidu; RapidOCR packaging)",
     }
+
+
+def _choose_reader(work: Path, images: dict, choice: str, results: dict) -> str:
+    """The INT8 recogniser where it reads the measurement renders' words as well as fp32
+    (within REC_INT8_MAX_WORD_LOSS); otherwise ``choice``. Records what each reads."""
+    ref = measure_reader(work / "fp32", images)
+    n_renders = len(images["renders"])
+    for name in (choice, "rec_int8_static"):
+        got = measure_reader(work / name, images)
+        same = [a == b for a, b in zip(ref["lines"], got["lines"], strict=True)]
+        results[name]["reader"] = {
+            "word_recall": round(got["word_recall"], 4),
+            "fp32_word_recall": round(ref["word_recall"], 4),
+            "render_text_same": round(float(np.mean(same[:n_renders])), 3),
+            "photo_text_same": round(float(np.mean(same[n_renders:])), 3),
+            "ms_per_image": round(got["ms_per_image"], 1),
+            "fp32_ms_per_image": round(ref["ms_per_image"], 1)}
+        print(f"ocr reader {name:16s} {results[name]['reader']}")
+    int8 = results["rec_int8_static"]["reader"]
+    if int8["word_recall"] >= int8["fp32_word_recall"] - REC_INT8_MAX_WORD_LOSS:
+        return "rec_int8_static"
+    return choice
 
 
 if __name__ == "__main__":

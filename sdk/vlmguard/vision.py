@@ -517,21 +517,28 @@ class OCR:
         res: list[tuple[str, float]] = [("", 0.0)] * len(crops)
         ratios = [c.shape[1] / max(c.shape[0], 1) for c in crops]
         order = np.argsort(ratios)  # similar widths share a batch, as in RapidOCR
-        hgt = self.rec_height
         for idx in self._rec_batches(order, ratios):
-            max_ratio = max(self.rec_min_width / hgt, max(ratios[i] for i in idx))
-            width = min(int(math.ceil(hgt * max_ratio)), self.max_rec_width)
-            x = np.zeros((len(idx), 3, hgt, width), dtype=np.float32)  # 0 == mid-grey pad
-            for j, i in enumerate(idx):
-                rw = max(1, min(width, int(math.ceil(hgt * ratios[i]))))
-                x[j, :, :, :rw] = resize_normalize(crops[i], hgt, rw, (0.5, 0.5, 0.5),
-                                                   (0.5, 0.5, 0.5))[::-1]
+            x = self.rec_input([crops[i] for i in idx])
             self.rec_calls += 1
             probs = self.rec.run(None, {self.rec.get_inputs()[0].name: x})[0]
             probs = self._check_rec(probs, len(idx))
             for j, i in enumerate(idx):
                 res[i] = self._ctc(probs[j])
         return res
+
+    def rec_input(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """One recognition batch: each crop resized to the recogniser's height, BGR, and
+        padded with mid-grey to the widest (at least ``rec_min_width``, as RapidOCR)."""
+        hgt = self.rec_height
+        ratios = [c.shape[1] / max(c.shape[0], 1) for c in crops]
+        max_ratio = max(self.rec_min_width / hgt, *ratios)
+        width = min(int(math.ceil(hgt * max_ratio)), self.max_rec_width)
+        x = np.zeros((len(crops), 3, hgt, width), dtype=np.float32)  # 0 == mid-grey pad
+        for j, (crop, ratio) in enumerate(zip(crops, ratios, strict=True)):
+            rw = max(1, min(width, int(math.ceil(hgt * ratio))))
+            x[j, :, :, :rw] = resize_normalize(crop, hgt, rw, (0.5, 0.5, 0.5),
+                                               (0.5, 0.5, 0.5))[::-1]
+        return x
 
     def _rec_batches(self, order: np.ndarray, ratios: Sequence[float]) -> list[list[int]]:
         """Batches of at most ``rec_batch`` crops whose widths differ by at most 2x and whose
@@ -614,22 +621,29 @@ class OCR:
         if not boxes:
             return [], False
         boxes, truncated = self.select(boxes)
-        crops = []
-        for det in boxes:
-            (x0, y0, x1, y1), _ = det
-            geom = getattr(det, "rotated", None)
-            if geom is not None:
-                crops.append(_straight_crop(rgb, geom))
-                continue
-            c = rgb[y0: y1 + 1, x0: x1 + 1]
-            if c.shape[0] >= 1.5 * c.shape[1]:  # vertical line: read it rotated, as RapidOCR
-                c = np.ascontiguousarray(np.rot90(c))
-            crops.append(np.ascontiguousarray(c))
-        texts = self.recognize(crops)
+        texts = self.recognize(self.crops(rgb, boxes))
         lines = [OcrLine(t.strip(), s, box)
                  for ((box, _), (t, s)) in zip(boxes, texts, strict=True)
                  if s >= self.text_score and len(t.strip()) >= 2]  # lone glyphs are noise
         return _reading_order(lines), truncated
+
+    @staticmethod
+    def crops(rgb: np.ndarray, boxes: Sequence[tuple[tuple[int, int, int, int], float]]
+              ) -> list[np.ndarray]:
+        """The line images recognition reads: a slanted line straightened, a vertical one
+        turned (as RapidOCR), any other its axis-aligned box."""
+        out = []
+        for det in boxes:
+            (x0, y0, x1, y1), _ = det
+            geom = getattr(det, "rotated", None)
+            if geom is not None:
+                out.append(_straight_crop(rgb, geom))
+                continue
+            c = rgb[y0: y1 + 1, x0: x1 + 1]
+            if c.shape[0] >= 1.5 * c.shape[1]:  # vertical line: read it rotated, as RapidOCR
+                c = np.ascontiguousarray(np.rot90(c))
+            out.append(np.ascontiguousarray(c))
+        return out
 
     def text(self, rgb: np.ndarray) -> str:
         """All text in the image, one line per detected box."""
