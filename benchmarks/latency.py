@@ -136,7 +136,8 @@ def bench_sets(guard: Guard, sets: dict[str, list[Request]]) -> dict[str, dict]:
         for r in reqs[:WARMUP]:
             guard.rewrite(r.image, r.text)
         ocr = guard.ocr
-        runs0, skips0 = (ocr.gate_runs, ocr.gate_skips) if ocr is not None else (0, 0)
+        runs0, skips0, pages0 = ((ocr.gate_runs, ocr.gate_skips, ocr.page_bypasses)
+                                 if ocr is not None else (0, 0, 0))
         times, stages = [], []
         for r in reqs:
             t0 = time.perf_counter()
@@ -152,6 +153,7 @@ def bench_sets(guard: Guard, sets: dict[str, list[Request]]) -> dict[str, dict]:
         if ocr is not None:
             entry["gate_runs"] = ocr.gate_runs - runs0
             entry["gate_skips"] = ocr.gate_skips - skips0
+            entry["page_bypasses"] = ocr.page_bypasses - pages0
         out[name] = entry
     return out
 
@@ -448,7 +450,8 @@ def markdown(res: dict[str, Any]) -> str:
     rows = []
     for name, v in sset.items():
         st = v["stages_ms"]
-        skip = (f"{v['gate_skips']}/{v['gate_runs']}" if v.get("gate_runs") else "-")
+        skip = (f"{v['gate_skips']}/{v['gate_runs']}" if v.get("gate_runs") else "-") + \
+            (f" ({v['page_bypasses']} page-like)" if v.get("page_bypasses") else "")
         rows.append([name, str(v["n"]), _f(v["wall_ms"]["p50"]), _f(v["wall_ms"]["p95"]),
                      *(f"{_f(st[k]['p50'], 1)} / {_f(st[k]['p95'], 1)}" if k in st else "-"
                        for k in STAGES), skip, str(v["ocr_read_text"])])
@@ -459,7 +462,7 @@ def markdown(res: dict[str, Any]) -> str:
                      *(f"{_f(st[k]['p50'], 1)} / {_f(st[k]['p95'], 1)}" if k in st else "-"
                        for k in STAGES), "-", str(v["ocr_read_text"])])
     lines += _table(["set", "n", "p50", "p95", *(f"{k} p50/p95" for k in STAGES),
-                     "OCR det skipped by gate", "calls that read text"], rows)
+                     "OCR det skipped by gate / gate runs", "calls that read text"], rows)
     if res.get("baseline_sets"):
         lines += ["", "## Against PyTorch eager + RapidOCR on the real sets "
                   "(p50 ms, calls interleaved)", ""]

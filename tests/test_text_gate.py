@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vlmguard.errors import GuardError, InvalidInputError
-from vlmguard.vision import OCR
+from vlmguard.vision import OCR, PAGE_SHARE, page_share
 
 skdata = pytest.importorskip("skimage.data")
 typography = pytest.importorskip("training.synthesis.typography")
@@ -118,3 +118,26 @@ def test_gate_settings_are_checked() -> None:
         OCR(threads=1, gate_scale=0.0)
     off = OCR(threads=1, text_gate=False)
     assert not off.gate_applies(600, 800)
+
+
+def test_page_like_images_go_straight_to_full_detection(ocr: OCR, plain_ocr: OCR) -> None:
+    """A render on a flat background is page-like: the gate does not run (it would only add
+    its cost there), and full detection finds exactly what it finds with the gate off."""
+    img = _render("figstep", 0)
+    assert page_share(img) >= PAGE_SHARE
+    runs, bypasses = ocr.gate_runs, ocr.page_bypasses
+    assert ocr.detect(img) == plain_ocr.detect(img) != []
+    assert (ocr.gate_runs, ocr.page_bypasses) == (runs, bypasses + 1)
+    assert ocr.last_gate_max is None
+
+
+def test_page_share() -> None:
+    """One colour everywhere is all page; JPEG-like noise on it still is; a photo is not."""
+    white = np.full((300, 400, 3), 255, np.uint8)
+    assert page_share(white) == 1.0
+    noisy = np.clip(white.astype(int) - np.random.default_rng(0).integers(0, 8, white.shape),
+                    0, 255).astype(np.uint8)
+    assert page_share(noisy) == 1.0
+    assert page_share(np.ascontiguousarray(skdata.chelsea())) < PAGE_SHARE
+    rng = np.random.default_rng(1)
+    assert page_share(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)) < 0.01

@@ -41,6 +41,12 @@ GATE_THRESH = 0.1
 so the gate skips only images where the detector sees nothing at all."""
 GATE_MIN_SIDE = 160
 """Below this full-detection long side the gate would cost about as much as it saves."""
+PAGE_SHARE = 0.4
+"""An image whose most common colour covers this share of it (4 bits a channel, on a ~64x64
+sample) is page-like: a render, a screenshot, a sign, a document. Those nearly always hold
+text, so full detection runs without the gate, which would only add its ~10 ms. Measured:
+89 % of training-style renders (every style but text pasted on a photo), all of the
+evaluation's renders, JPEG-compressed or not, and 4.6 % of the 1,000 development photos."""
 MAX_OCR_BOXES = 48
 """Text boxes recognised per image at most: bounds OCR time (~15 ms a box on one core).
 The rewriter reads about 64 tokens of image text per window, so 48 lines cover it."""
@@ -48,6 +54,15 @@ REC_BATCH_WIDTH = 960
 """Padded width (pixels at the recogniser's 48-pixel height) one recognition call takes at
 most: three minimum-width lines, or one long line alone (see ``OCR._rec_batches``)."""
 PathLike = str | os.PathLike[str]
+
+
+def page_share(rgb: np.ndarray) -> float:
+    """The share of a ~64x64 sample of the image taken by its most common colour, each
+    channel cut to 4 bits (so JPEG noise on a flat background still counts as one colour)."""
+    h, w = rgb.shape[:2]
+    s = rgb[:: max(1, h // 64), :: max(1, w // 64)] >> 4
+    code = (s[..., 0].astype(np.int32) << 8) | (s[..., 1].astype(np.int32) << 4) | s[..., 2]
+    return float(np.bincount(code.ravel(), minlength=4096).max() / code.size)
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -373,6 +388,7 @@ class OCR:
         self.gate_thresh = gate_thresh
         self.gate_runs = 0  # gate passes run, and how many of them skipped full detection
         self.gate_skips = 0
+        self.page_bypasses = 0  # page-like images sent straight to full detection
         self.last_gate_max: float | None = None  # the last gate map's max (None: no gate)
 
     @property
@@ -425,12 +441,15 @@ class OCR:
         """Axis-aligned text boxes (x0, y0, x1, y1) in image pixels with DB box scores.
 
         With the text gate on, a reduced pass runs first and full detection only where it
-        sees anything that may be text (see :meth:`gate`).
+        sees anything that may be text (see :meth:`gate`); a page-like image (see
+        :data:`PAGE_SHARE`) goes straight to full detection.
         """
         rgb = _check_rgb(rgb)
         src_h, src_w = rgb.shape[:2]
         self.last_gate_max = None
-        if self.gate_applies(src_h, src_w):
+        if self.gate_applies(src_h, src_w) and page_share(rgb) >= PAGE_SHARE:
+            self.page_bypasses += 1
+        elif self.gate_applies(src_h, src_w):
             self.gate_runs += 1
             self.last_gate_max = self.gate(rgb)
             if not self.last_gate_max >= self.gate_thresh:  # NaN can't get here; be explicit
