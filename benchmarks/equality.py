@@ -52,7 +52,8 @@ def record(guard: Guard, photos: int, per_style: int, texts: int) -> dict[str, A
                          "category_scores": res.category_scores,
                          "intent_span": res.evidence.intent_span,
                          "prompt": MARKER.sub("USER_REQUEST_*", res.prompt),
-                         "gate_max": guard.ocr.last_gate_max if guard.ocr else None})
+                         "gate_max": guard.ocr.last_gate_max
+                         if guard.ocr and r.image is not None else None})
         out[name] = rows
         print(f"{name}: {len(rows)} requests, {sum(bool(x['ocr_text']) for x in rows)} "
               f"read text, {sum(not x['safe'] for x in rows)} unsafe", flush=True)
