@@ -34,6 +34,7 @@ Why these choices (numbers from the last run are in the manifest):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -180,7 +181,7 @@ def quantize_tagger_static(src: Path, dst: Path, calib: np.ndarray) -> None:
         def get_next(self):  # type: ignore[override]
             return next(self.it, None)
 
-    with tempfile.TemporaryDirectory() as td:
+    with tempfile.TemporaryDirectory() as td, contextlib.chdir(td):  # scratch files stay in td
         pre = Path(td) / "pre.onnx"
         quant_pre_process(str(src), str(pre))
         # The classifier stays fp32: it is 1.3 M of the 4.7 M weights but little of the
@@ -502,7 +503,8 @@ def quantize_rec_static(src: Path, dst: Path, reader_dir: Path, images: list[np.
         def get_next(self):  # type: ignore[override]
             return next(self.it, None)
 
-    with tempfile.TemporaryDirectory() as td:
+    # ONNX Runtime's quantiser leaves scratch files in the working directory: keep them in td
+    with tempfile.TemporaryDirectory() as td, contextlib.chdir(td):
         lifted, pre = Path(td) / "op17.onnx", Path(td) / "pre.onnx"
         onnx.save(version_converter.convert_version(onnx.load(str(src)), 17), str(lifted))
         quant_pre_process(str(lifted), str(pre), skip_symbolic_shape=True)

@@ -447,9 +447,10 @@ class OCR:
         rgb = _check_rgb(rgb)
         src_h, src_w = rgb.shape[:2]
         self.last_gate_max = None
-        if self.gate_applies(src_h, src_w) and page_share(rgb) >= PAGE_SHARE:
+        gated = self.gate_applies(src_h, src_w)
+        if gated and page_share(rgb) >= PAGE_SHARE:
             self.page_bypasses += 1
-        elif self.gate_applies(src_h, src_w):
+        elif gated:
             self.gate_runs += 1
             self.last_gate_max = self.gate(rgb)
             if not self.last_gate_max >= self.gate_thresh:  # NaN can't get here; be explicit
