@@ -12,6 +12,9 @@ image "holds legible text" when that reference is non-empty. Reported per gate s
   (the styles the judge was trained on) and of ``training/eval_render.py`` (held-out styles);
 * the share of text-free photos on which full detection is skipped.
 
+Page-like images (``vlmguard.vision.PAGE_SHARE``) skip the gate and always get full
+detection, as in the guard; their share is reported too.
+
 A miss on a rendered style is an attack the guard would not read, hence the bar of 0.99 there.
 """
 
@@ -38,7 +41,14 @@ if __name__ == "__main__" and not __package__:  # run as a file: run again as th
 ROOT = Path(__file__).resolve().parents[1]
 
 from vlmguard.image import load_image  # noqa: E402
-from vlmguard.vision import GATE_SCALE, GATE_THRESH, OCR, lines_text  # noqa: E402
+from vlmguard.vision import (  # noqa: E402
+    GATE_SCALE,
+    GATE_THRESH,
+    OCR,
+    PAGE_SHARE,
+    lines_text,
+    page_share,
+)
 
 PHOTOS = Path("/work/shared/data/photos/imagenet_samples")
 SCALES = (0.33, 0.4, 0.5, 0.6)
@@ -98,7 +108,7 @@ def measure(ocr: OCR, images: list[tuple[str, np.ndarray]]) -> list[dict[str, An
             gms[s] = (time.perf_counter() - t0) * 1e3
         ocr.text_gate, ocr.gate_scale = True, GATE_SCALE
         rows.append({"name": name, "text": text, "gate_max": gmax, "gate_ms": gms,
-                     "full_ms": full_ms,
+                     "full_ms": full_ms, "page_like": page_share(rgb) >= PAGE_SHARE,
                      "applies": {s: _applies(ocr, rgb, s) for s in SCALES}})
     return rows
 
@@ -113,8 +123,10 @@ def _applies(ocr: OCR, rgb: np.ndarray, scale: float) -> bool:
 
 
 def passes(row: dict[str, Any], scale: float, thresh: float) -> bool:
-    """Whether full detection runs: the gate does not apply, or its map reaches the bar."""
-    return not row["applies"][scale] or row["gate_max"][scale] >= thresh
+    """Whether full detection runs: the gate does not apply, the image is page-like (it
+    skips the gate, see ``vlmguard.vision.PAGE_SHARE``), or the gate map reaches the bar."""
+    return (not row["applies"][scale] or row.get("page_like", False)
+            or row["gate_max"][scale] >= thresh)
 
 
 def summarise(photos: list[dict], renders: list[dict]) -> dict[str, Any]:
@@ -145,6 +157,8 @@ def summarise(photos: list[dict], renders: list[dict]) -> dict[str, Any]:
                 "render_recall_text": float(np.mean([passes(r, s, th) for r in all_text])),
                 "render_min_style_recall": min(v["recall_all"] for v in per_style.values()),
                 "gate_ms_p50_photos": float(np.median([r["gate_ms"][s] for r in photos])),
+                "photo_page_like": float(np.mean([r["page_like"] for r in photos])),
+                "render_page_like": float(np.mean([r["page_like"] for r in renders])),
                 "per_style": per_style}
     return out
 
@@ -171,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{v['render_recall_all']:.4f} ({v['render_min_style_recall']:.3f})  "
               f"{v['gate_ms_p50_photos']:.1f}{mark}")
     d = summary[f"scale {GATE_SCALE} thresh {GATE_THRESH}"]
+    print(f"page-like (full detection without the gate): {d['photo_page_like']:.3f} of "
+          f"photos, {d['render_page_like']:.3f} of renders")
     for st, v in d["per_style"].items():
         print(f"  {st:28s} recall {v['recall_all']:.3f} (n={v['n']}, full OCR reads text on "
               f"{v['full_ocr_reads_text']})")
