@@ -125,7 +125,7 @@ def _applies(ocr: OCR, rgb: np.ndarray, scale: float) -> bool:
 def passes(row: dict[str, Any], scale: float, thresh: float) -> bool:
     """Whether full detection runs: the gate does not apply, the image is page-like (it
     skips the gate, see ``vlmguard.vision.PAGE_SHARE``), or the gate map reaches the bar."""
-    return (not row["applies"][scale] or row.get("page_like", False)
+    return (not row["applies"][scale] or row["page_like"]
             or row["gate_max"][scale] >= thresh)
 
 

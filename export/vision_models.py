@@ -164,22 +164,28 @@ def export_tagger_fp32(path: Path) -> None:
     assert err < 1e-3
 
 
+def calibration_reader(feeds: list[dict[str, np.ndarray]]):
+    """ONNX Runtime's calibration reader over a list of model feeds, each read once."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(feeds)
+
+        def get_next(self):  # type: ignore[override]
+            return next(self.it, None)
+
+    return Reader()
+
+
 def quantize_tagger_static(src: Path, dst: Path, calib: np.ndarray) -> None:
     import onnx
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         QuantFormat,
         QuantType,
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{"pixels": calib[i: i + 1]} for i in range(len(calib))])
-
-        def get_next(self):  # type: ignore[override]
-            return next(self.it, None)
 
     with tempfile.TemporaryDirectory() as td, contextlib.chdir(td):  # scratch files stay in td
         pre = Path(td) / "pre.onnx"
@@ -187,7 +193,9 @@ def quantize_tagger_static(src: Path, dst: Path, calib: np.ndarray) -> None:
         # The classifier stays fp32: it is 1.3 M of the 4.7 M weights but little of the
         # time, and its logits' small differences reorder the concepts near the score floor.
         head = [n.name for n in onnx.load(str(pre)).graph.node if n.op_type in ("Gemm", "MatMul")]
-        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+        feeds = [{"pixels": calib[i: i + 1]} for i in range(len(calib))]
+        quantize_static(str(pre), str(dst), calibration_reader(feeds),
+                        quant_format=QuantFormat.QDQ,
                         per_channel=True, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8, nodes_to_exclude=head)
 
@@ -244,7 +252,8 @@ def real_photos(n_calib: int = 300, n_eval: int = 300) -> tuple[list[np.ndarray]
     if len(names) < n_calib + n_eval:
         return None
     order = np.random.default_rng(0).permutation(len(names))
-    load = [np.asarray(Image.open(PHOTO_DIR / names[i]).convert("RGB")) for i in order]
+    load = [np.asarray(Image.open(PHOTO_DIR / names[i]).convert("RGB"))
+            for i in order[: n_calib + n_eval]]
     return load[:n_calib], load[n_calib: n_calib + n_eval]
 
 
@@ -483,7 +492,6 @@ def quantize_rec_static(src: Path, dst: Path, reader_dir: Path, images: list[np.
     import onnx
     from onnx import version_converter
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
@@ -498,13 +506,6 @@ def quantize_rec_static(src: Path, dst: Path, reader_dir: Path, images: list[np.
     pick = np.random.default_rng(0).permutation(len(crops))[:REC_CALIB_CROPS]
     feeds = [{"x": ocr.rec_input([crops[i]])} for i in pick]
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(feeds)
-
-        def get_next(self):  # type: ignore[override]
-            return next(self.it, None)
-
     # ONNX Runtime's quantiser leaves scratch files in the working directory: keep them in td
     with tempfile.TemporaryDirectory() as td, contextlib.chdir(td):
         lifted, pre = Path(td) / "op17.onnx", Path(td) / "pre.onnx"
@@ -512,7 +513,8 @@ def quantize_rec_static(src: Path, dst: Path, reader_dir: Path, images: list[np.
         quant_pre_process(str(lifted), str(pre), skip_symbolic_shape=True)
         g = onnx.load(str(pre)).graph
         head = [n.name for n in g.node if n.output[0] == g.output[0].name]  # the softmax
-        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+        quantize_static(str(pre), str(dst), calibration_reader(feeds),
+                        quant_format=QuantFormat.QDQ,
                         per_channel=True, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8, nodes_to_exclude=head,
                         calibrate_method=CalibrationMethod.MinMax,
@@ -565,7 +567,9 @@ def build_ocr(out: Path, work: Path, report: dict) -> dict:
     def reader_dir(name: str) -> Path:
         det, rec = variants[name]
         d = work / name
-        d.mkdir(exist_ok=True)
+        if (d / MANIFEST).exists():  # already built (the INT8 calibration reads fp32 first)
+            return d
+        d.mkdir()
         shutil.copyfile(det, d / OCR_FILES.det_file)
         shutil.copyfile(rec, d / OCR_FILES.rec_file)
         (d / OCR_FILES.keys_file).write_text(keys, encoding="utf-8")
