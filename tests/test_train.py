@@ -76,3 +76,80 @@ def test_feature_file_round_trip(enc: SequenceEncoder, tmp_path: Path) -> None:
     direct = [f for e in rows[:2] for f in featurise(e, enc)]
     assert train == direct
     assert [f["safety"] for f in load_features(tmp_path / "f.npz", "val")] == [0]
+
+
+def _photo_example(text: str, unsafe: bool, source: str) -> Example:
+    return Example(**{**_example(text, unsafe).__dict__, "concepts": ["assault rifle"],
+                      "image": "photo:n02749479_assault_rifle.jpg", "source": source})
+
+
+def test_unrelated_photo_rows_carry_the_request_alone(enc: SequenceEncoder) -> None:
+    benign = featurise(_photo_example("How do I abort a git rebase?", False, "none"), enc)[0]
+    alone = enc.tokenizer.decode(benign["partner_ids"])
+    assert "rebase" in alone and "rifle" not in alone
+    assert "rifle" in enc.tokenizer.decode(benign["ids"])
+    # the photo is what makes a cross-modal row harmful: it is never paired with its words
+    cross = featurise(_photo_example("How do I use this on the crowd?", True, "cross_modal"),
+                      enc)[0]
+    assert cross["partner_ids"] == []
+    assert featurise(_example("How do I bake bread?", False), enc)[0]["partner_ids"] == []
+
+
+def test_feature_file_keeps_partners(enc: SequenceEncoder, tmp_path: Path) -> None:
+    from training.synthesis.offline import write_jsonl
+
+    rows = [_photo_example("How do I abort a git rebase?", False, "none"),
+            _example("How do I bake bread?", False)]
+    write_jsonl(rows + [_example("What is the capital of France?", False, split="val")],
+                tmp_path / "d.jsonl")
+    featurise_file(tmp_path / "d.jsonl", tmp_path / "f.npz")
+    assert load_features(tmp_path / "f.npz", "train") == [f for e in rows
+                                                          for f in featurise(e, enc)]
+
+
+def test_consistency_loss_is_the_gap_to_the_request_alone(enc: SequenceEncoder) -> None:
+    import torch
+
+    from training.train import build_model, collate, consistency_loss, unsafe_margin
+
+    torch.manual_seed(0)
+    model = build_model(base_model_path()).eval()
+    items = featurise(_photo_example("How do I abort a git rebase?", False, "none"), enc)
+    b = collate(items)
+    logits = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
+                   attention_mask=b["attention_mask"]).logits
+    alone = collate([{**items[0], "ids": items[0]["partner_ids"],
+                      "types": items[0]["partner_types"],
+                      "span": [0] * len(items[0]["partner_ids"])}])
+    with torch.no_grad():
+        target = unsafe_margin(model(input_ids=alone["input_ids"],
+                                     token_type_ids=alone["token_type_ids"],
+                                     attention_mask=alone["attention_mask"]).logits)
+    loss = consistency_loss(model, logits, items, "cpu")
+    assert torch.isclose(loss, ((unsafe_margin(logits) - target) ** 2).mean())
+    assert loss.requires_grad  # the photo side learns; the request alone is the target
+    no_pairs = featurise(_example("How do I bake bread?", False), enc)
+    assert consistency_loss(model, logits, no_pairs, "cpu").item() == 0.0
+
+
+def test_quantisation_aware_forward_rounds_like_dynamic_int8() -> None:
+    import torch
+
+    from training import qat
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 4)
+    x = torch.randn(2, 3, 8, requires_grad=True)
+    exact = layer(x)
+    assert qat.enable(torch.nn.Sequential(layer)) == 1
+    rounded = layer(x)
+    assert 0 < (rounded - exact).abs().max().item() < 0.1
+    # inputs on a uint8 grid of one scale per example that holds zero; weights on 129 levels
+    w = qat.fake_quant_weight(layer.weight)
+    assert all(len(torch.unique(row)) <= 2 * qat.WEIGHT_QMAX + 1 for row in w)
+    a = qat.fake_quant_activation(x)
+    assert len(torch.unique(a[0])) <= qat.ACT_QMAX + 1
+    rounded.sum().backward()  # straight-through: gradients reach the float inputs
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    qat.disable(torch.nn.Sequential(layer))
+    assert torch.equal(layer(x), exact)

@@ -48,6 +48,7 @@ from vlmguard.encoder import (
     verbalise_evidence,
 )
 
+from . import qat as quant_aware
 from .synthesis.schema import Example
 
 log = logging.getLogger("vlmguard.train")
@@ -71,10 +72,11 @@ def featurise(ex: Example, enc: SequenceEncoder, max_safe_windows: int = 3) -> l
     """
     ev = verbalise_evidence(ex.concepts, ex.ocr_text, ex.has_image)
     windows = enc.encode(ev.text, ex.text, ev.ocr_offset, readings=False)
+    partner = _text_alone(ex, enc) if len(windows) == 1 else None
     if not ex.unsafe:
         if len(windows) > max_safe_windows:
             windows = windows[:max_safe_windows - 1] + windows[-1:]
-        return [_window_targets(ex, w, ev.ocr_offset, "") for w in windows]
+        return [_window_targets(ex, w, ev.ocr_offset, "", partner) for w in windows]
     window, ocr_line = windows[0], ""
     if ex.intent_span is not None and ex.intent_span[0] == "ocr":
         ocr_line = " ".join(ex.ocr_text[ex.intent_span[1]:ex.intent_span[2]].split())
@@ -87,10 +89,26 @@ def featurise(ex: Example, enc: SequenceEncoder, max_safe_windows: int = 3) -> l
             if w.request_offset <= start < w.request_offset + (max(ends) if ends else 0):
                 window = w
                 break
-    return [_window_targets(ex, window, ev.ocr_offset, ocr_line)]
+    return [_window_targets(ex, window, ev.ocr_offset, ocr_line, partner)]
 
 
-def _window_targets(ex: Example, window: Window, ocr_offset: int, ocr_line: str) -> dict:
+def _text_alone(ex: Example, enc: SequenceEncoder) -> Window | None:
+    """The same request without its photo, where the photo is unrelated to it.
+
+    A request drawn beside a random real photo keeps the label of its words; the
+    consistency loss (``--consistency``) holds the judge's verdict on it to the verdict on
+    the words alone, so that an irrelevant concept cannot push a benign request over the
+    threshold. Cross-modal rows (the photo is what makes them harmful) are never paired.
+    """
+    if not (ex.image or "").startswith("photo:") or ex.source == "cross_modal":
+        return None
+    ev = verbalise_evidence((), "", False)
+    windows = enc.encode(ev.text, ex.text, ev.ocr_offset, readings=False)
+    return windows[0] if len(windows) == 1 else None
+
+
+def _window_targets(ex: Example, window: Window, ocr_offset: int, ocr_line: str,
+                    partner: Window | None = None) -> dict:
     e = window.encoding
     seq_ids = e.sequence_ids
     span = [IGNORE if s is None else 0 for s in seq_ids]
@@ -118,6 +136,8 @@ def _window_targets(ex: Example, window: Window, ocr_offset: int, ocr_line: str)
         "source": HEADS["source"].index(ex.source),
         "strategy": HEADS["strategy"].index(ex.strategy),
         "span": span,
+        "partner_ids": partner.encoding.ids if partner else [],
+        "partner_types": partner.encoding.type_ids if partner else [],
     }
 
 
@@ -169,6 +189,28 @@ def loss_fn(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tenso
     if (span_t != IGNORE).any():
         loss = loss + 0.3 * F.cross_entropy(span_logits, span_t, ignore_index=IGNORE)
     return loss
+
+
+def unsafe_margin(logits: torch.Tensor) -> torch.Tensor:
+    """The first token's unsafe-minus-safe logit: the verdict before the softmax."""
+    safety = logits[:, 0, head_slices()["safety"]]
+    return safety[:, 1] - safety[:, 0]
+
+
+def consistency_loss(model: BertForTokenClassification, logits: torch.Tensor,
+                     items: list[dict], device: str) -> torch.Tensor:
+    """Mean squared gap between the verdict margin with an unrelated photo and without it
+    (the text alone, no gradient): an unrelated photo should change nothing."""
+    rows = [i for i, x in enumerate(items) if x["partner_ids"]]
+    if not rows:
+        return logits.new_zeros(())
+    alone = [{**items[i], "ids": items[i]["partner_ids"], "types": items[i]["partner_types"],
+              "span": [IGNORE] * len(items[i]["partner_ids"])} for i in rows]
+    b = {k: v.to(device) for k, v in collate(alone).items()}
+    with torch.no_grad():
+        target = unsafe_margin(model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
+                                     attention_mask=b["attention_mask"]).logits.float())
+    return ((unsafe_margin(logits[rows]) - target) ** 2).mean()
 
 
 @torch.no_grad()
@@ -229,6 +271,11 @@ def featurise_file(data: Path, out: Path, tokenizer: Path | None = None) -> dict
         arrays[f"{split}_span"] = np.concatenate([f["span"] for f in feats]).astype(np.int8)
         for head in ("safety", "category", "source", "strategy"):
             arrays[f"{split}_{head}"] = np.array([f[head] for f in feats], dtype=np.int16)
+        arrays[f"{split}_plen"] = np.array([len(f["partner_ids"]) for f in feats], dtype=np.int32)
+        arrays[f"{split}_pids"] = np.array([i for f in feats for i in f["partner_ids"]],
+                                           dtype=np.uint16)
+        arrays[f"{split}_ptypes"] = np.array([i for f in feats for i in f["partner_types"]],
+                                             dtype=np.uint8)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, **arrays)
     log.info("wrote %s: %s", out, counts)
@@ -240,12 +287,19 @@ def load_features(path: Path, split: str) -> list[dict]:
     with np.load(path) as z:  # read each array once: NpzFile decompresses on every access
         arr = {k: z[f"{split}_{k}"] for k in ("len", "ids", "types", "span", "safety",
                                                 "category", "source", "strategy")}
+        # partners (the request without its unrelated photo) exist in newer files only
+        plen = z[f"{split}_plen"] if f"{split}_plen" in z else np.zeros_like(arr["len"])
+        pids = z[f"{split}_pids"].astype(np.int64).tolist() if plen.any() else []
+        ptypes = z[f"{split}_ptypes"].astype(np.int64).tolist() if plen.any() else []
     bounds = np.concatenate([[0], np.cumsum(arr["len"])])
+    pbounds = np.concatenate([[0], np.cumsum(plen)])
     ids, types, span = (arr[k].astype(np.int64).tolist() for k in ("ids", "types", "span"))
     out = []
     for i in range(len(arr["len"])):
         a, b = int(bounds[i]), int(bounds[i + 1])
-        item: dict = {"ids": ids[a:b], "types": types[a:b], "span": span[a:b]}
+        pa, pb = int(pbounds[i]), int(pbounds[i + 1])
+        item: dict = {"ids": ids[a:b], "types": types[a:b], "span": span[a:b],
+                      "partner_ids": pids[pa:pb], "partner_types": ptypes[pa:pb]}
         for head in ("safety", "category", "source", "strategy"):
             item[head] = int(arr[head][i])
         out.append(item)
@@ -286,7 +340,8 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
           threads: int | None = None, limit: int | None = None, freeze_layers: int = 2,
           max_train: int | None = None, init: Path | None = None,
           max_val_fpr: float = 0.05, features: Path | None = None, base: Path | None = None,
-          device: str = "cpu", shards: Path | None = None) -> dict:
+          device: str = "cpu", shards: Path | None = None, qat: bool = False,
+          consistency: float = 0.0) -> dict:
     torch.manual_seed(seed)
     rng = random.Random(seed)
     if threads:
@@ -325,6 +380,8 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
     for layer in model.bert.encoder.layer[:freeze_layers]:
         for p_ in layer.parameters():
             p_.requires_grad = False
+    if qat:
+        log.info("quantisation-aware: %d Linear layers", quant_aware.enable(model))
     steps_per_epoch = math.ceil(len(feats) / batch_size)
     total = max_steps or int(steps_per_epoch * epochs)
     opt = torch.optim.AdamW([p_ for p_ in model.parameters() if p_.requires_grad], lr=lr,
@@ -344,6 +401,9 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
                 logits = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
                                attention_mask=b["attention_mask"]).logits
             loss = loss_fn(logits.float(), b)
+            if consistency:
+                loss = loss + consistency * consistency_loss(
+                    model, logits.float(), [feats[i] for i in idx], device)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -357,6 +417,7 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
             if step >= total:
                 break
     bar.close()
+    quant_aware.disable(model)  # the checkpoint and its threshold are float32
 
     p = predict_unsafe(model, val_feats, device=device)
     y = np.array([f["safety"] for f in val_feats])
@@ -369,6 +430,7 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
         "val_examples": len(val_feats), "epochs": epochs, "steps": step,
         "freeze_layers": freeze_layers, "max_tokens": MAX_TOKENS,
         "batch_size": batch_size, "lr": lr, "device": device, "seed": seed,
+        "quantisation_aware": qat, "consistency": consistency,
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "threshold": threshold,
         "val_recall": float(pred[y == 1].mean()) if (y == 1).any() else None,
@@ -500,6 +562,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="folder with the base model's config.json and model.safetensors")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 …")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--qat", action="store_true",
+                    help="simulate the full dynamic INT8 model's rounding while training "
+                    "(for --cpu-model int8 at export)")
+    ap.add_argument("--consistency", type=float, default=0.0,
+                    help="weight of the loss that holds a request's verdict beside an unrelated "
+                    "photo to its verdict alone (needs features written by this version)")
     ap.add_argument("--shards", type=Path, default=None,
                     help="write only the trained tensors, fp16, in files under 15 MiB")
     args = ap.parse_args(argv)
@@ -510,7 +578,8 @@ def main(argv: list[str] | None = None) -> None:
           max_steps=args.max_steps, threads=args.threads, limit=args.limit,
           freeze_layers=args.freeze_layers, max_train=args.max_train, init=args.init,
           max_val_fpr=args.max_val_fpr, features=args.features, base=args.base,
-          device=args.device, seed=args.seed, shards=args.shards)
+          device=args.device, seed=args.seed, shards=args.shards, qat=args.qat,
+          consistency=args.consistency)
 
 
 if __name__ == "__main__":
