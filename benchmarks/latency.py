@@ -8,7 +8,8 @@ What it measures, on four requests (see ``_inputs.py``: a photo without text, a 
 caption, a typographic attack, text only):
 
 1. ``Guard.rewrite`` wall time (p50/p95/p99 over ``--repeat`` calls after 3 warm-ups) and the
-   p50 of every stage the guard reports in ``RewriteResult.timings_ms``;
+   p50 of every stage the guard reports in ``RewriteResult.timings_ms``; and the judge alone
+   on text whose window holds 16, 64 and 128 tokens;
 2. ``Guard.rewrite_batch`` at batch 1/8/32: wall time per item;
 3. cold start in a fresh Python process: ``import vlmguard`` + ``Guard.from_pretrained`` + the
    first call, and the peak RSS after more calls;
@@ -58,6 +59,7 @@ from benchmarks._inputs import (  # noqa: E402
 )
 from vlmguard import Guard  # noqa: E402
 from vlmguard.bundle import DEFAULT_DIR  # noqa: E402
+from vlmguard.encoder import verbalise_evidence  # noqa: E402
 from vlmguard.runtime import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +79,10 @@ TARGETS: list[tuple[str, str, float, bool]] = [
     ("cold start <= 1.5 s (import + load + first call)", "cold_start_s", 1.5, True),
     ("peak RSS <= 400 MB", "peak_rss_mb", 400.0, True),
     ("bundled model <= 60 MB (incl. vision models)", "bundle_mb", 60.0, True),
+    ("judge p50 <= 15 ms on a full 128-token window (text only)", "judge_128_ms", 15.0, True),
 ]
+JUDGE_TOKENS = (16, 64, 128)  # one window of the judge holds at most 128 tokens
+NO_IMAGE = verbalise_evidence((), "", False).text  # segment A of a text-only request
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -155,6 +160,35 @@ def bench_sets(guard: Guard, sets: dict[str, list[Request]]) -> dict[str, dict]:
             entry["gate_skips"] = ocr.gate_skips - skips0
             entry["page_bypasses"] = ocr.page_bypasses - pages0
         out[name] = entry
+    return out
+
+
+def text_of_tokens(guard: Guard, n: int) -> str:
+    """A text-only request whose judge window holds exactly ``n`` tokens (evidence, request
+    and special tokens), or as close below as whole words allow."""
+    words = ("the quick brown fox asks how to plan a long walk along the river and where to "
+             "stop for lunch near the old bridge in town").split()
+    text = ""
+    for i in range(4 * n):
+        longer = f"{text} {words[i % len(words)]}".strip()
+        windows = guard.encoder.encode(NO_IMAGE, longer)
+        if len(windows) > 1 or len(windows[0].encoding.ids) > n:
+            break
+        text = longer
+    return text
+
+
+def bench_judge_lengths(guard: Guard, repeat: int) -> dict[str, dict]:
+    """``rewrite`` on text only at fixed window lengths: the judge's cost as the request
+    grows (the judge issue's budget is set at a full 128-token window)."""
+    out = {}
+    for n in JUDGE_TOKENS:
+        text = text_of_tokens(guard, n)
+        tokens = len(guard.encoder.encode(NO_IMAGE, text)[0].encoding.ids)
+        times, results = timed(lambda t=text: guard.rewrite(None, t), repeat)
+        out[str(n)] = {"tokens": tokens, "wall_ms": percentiles(times),
+                       "encoder_ms": percentiles([r.timings_ms.get("encoder", 0.0)
+                                                  for r in results])}
     return out
 
 
@@ -419,6 +453,7 @@ def check_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         "cold_start_s": res["cold_start"]["cold_start_s"],
         "peak_rss_mb": res["cold_start"]["peak_rss_bytes"] / MB,
         "bundle_mb": res["sizes"]["bundle_mb"],
+        "judge_128_ms": res["judge_tokens"]["128"]["wall_ms"]["p50"],
     }
     out = []
     for desc, key, limit, lower in TARGETS:
@@ -496,6 +531,10 @@ def markdown(res: dict[str, Any]) -> str:
                          "b. tagger", "b. ocr", "b. tokenise", "b. encoder"], rows)
     elif res.get("baseline_skipped"):
         lines += ["", f"Baselines skipped: {res['baseline_skipped']}"]
+    lines += ["", "## The judge by window length: text-only Guard.rewrite (ms)", ""]
+    lines += _table(["window tokens", "p50", "p95", "encoder p50"],
+                    [[str(j["tokens"]), _f(j["wall_ms"]["p50"], 2), _f(j["wall_ms"]["p95"], 2),
+                      _f(j["encoder_ms"]["p50"], 2)] for j in res["judge_tokens"].values()])
     lines += ["", "## Guard.rewrite_batch (ms per item, p50)", ""]
     one = {r["mix"]: r["per_item_p50_ms"] for r in res["batch"] if r["batch"] == 1}
     lines += _table(["mix", "batch", "per item", "vs batch 1", "repeats"],
@@ -564,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
         guard.ocr.text_gate = True
     print(f"timing Guard.rewrite on {guard.providers} ...", flush=True)
     res["guard"] = bench_guard(guard, reqs, repeat)
+    print("timing the judge at fixed window lengths ...", flush=True)
+    res["judge_tokens"] = bench_judge_lengths(guard, repeat)
     print("timing Guard.rewrite_batch ...", flush=True)
     res["batch"] = bench_batch(guard, reqs, repeat)
     print("timing cold start in a fresh process ...", flush=True)
