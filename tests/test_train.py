@@ -126,8 +126,12 @@ def test_consistency_loss_is_the_gap_to_the_request_alone(enc: SequenceEncoder) 
                                      token_type_ids=alone["token_type_ids"],
                                      attention_mask=alone["attention_mask"]).logits)
     loss = consistency_loss(model, logits, items, "cpu")
-    assert torch.isclose(loss, ((unsafe_margin(logits) - target) ** 2).mean())
+    # a benign request: only a photo that raises its margin toward unsafe costs anything
+    assert torch.isclose(loss, ((unsafe_margin(logits) - target).clamp_min(0) ** 2).mean())
     assert loss.requires_grad  # the photo side learns; the request alone is the target
+    harmful = [{**items[0], "safety": 1}]
+    assert torch.isclose(consistency_loss(model, logits, harmful, "cpu"),
+                         ((target - unsafe_margin(logits)).clamp_min(0) ** 2).mean())
     no_pairs = featurise(_example("How do I bake bread?", False), enc)
     assert consistency_loss(model, logits, no_pairs, "cpu").item() == 0.0
 

@@ -199,8 +199,13 @@ def unsafe_margin(logits: torch.Tensor) -> torch.Tensor:
 
 def consistency_loss(model: BertForTokenClassification, logits: torch.Tensor,
                      items: list[dict], device: str) -> torch.Tensor:
-    """Mean squared gap between the verdict margin with an unrelated photo and without it
-    (the text alone, no gradient): an unrelated photo should change nothing."""
+    """Mean squared gap by which an unrelated photo moves the verdict margin toward the
+    wrong label, measured against the request alone (no gradient there).
+
+    One-sided: a benign request may not be pushed toward unsafe, nor a harmful one toward
+    safe, by a photo that has nothing to do with it. Held both ways (stop 18's first run),
+    the loss also taught the judge to lean less on photos that do matter.
+    """
     rows = [i for i, x in enumerate(items) if x["partner_ids"]]
     if not rows:
         return logits.new_zeros(())
@@ -210,7 +215,10 @@ def consistency_loss(model: BertForTokenClassification, logits: torch.Tensor,
     with torch.no_grad():
         target = unsafe_margin(model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
                                      attention_mask=b["attention_mask"]).logits.float())
-    return ((unsafe_margin(logits[rows]) - target) ** 2).mean()
+    toward_unsafe = unsafe_margin(logits[rows]) - target
+    label = torch.tensor([items[i]["safety"] for i in rows], device=logits.device)
+    wrong_way = torch.where(label == 1, -toward_unsafe, toward_unsafe).clamp_min(0.0)
+    return (wrong_way ** 2).mean()
 
 
 @torch.no_grad()
