@@ -96,9 +96,10 @@ def _text_alone(ex: Example, enc: SequenceEncoder) -> Window | None:
     """The same request without its photo, where the photo is unrelated to it.
 
     A request drawn beside a random real photo keeps the label of its words; the
-    consistency loss (``--consistency``) holds the judge's verdict on it to the verdict on
-    the words alone, so that an irrelevant concept cannot push a benign request over the
-    threshold. Cross-modal rows (the photo is what makes them harmful) are never paired.
+    consistency loss (``--consistency``) keeps that photo from moving the judge's verdict
+    away from its verdict on the words alone toward the wrong label, so that an irrelevant
+    concept cannot push a benign request over the threshold. Cross-modal rows (the photo is
+    what makes them harmful) are never paired.
     """
     if not (ex.image or "").startswith("photo:") or ex.source == "cross_modal":
         return None
