@@ -79,3 +79,20 @@ def test_threshold_decides_the_exported_bundles_verdict(tiny_bundle: Path) -> No
     passed = _load(tiny_bundle, (risk + 1) / 2).rewrite(None, BREAD)
     assert passed.safe and passed.prompt == BREAD and passed.category == "none"
     assert passed.risk == risk
+
+
+def test_int8_judge_is_fused_and_keeps_its_float_nodes(tiny_bundle: Path) -> None:
+    """The exporter's INT8 judge: QAttention from the fused graph, and the feed-forward
+    MatMuls named in INT8_FLOAT_NODES left in float."""
+    from collections import Counter
+
+    import onnx
+
+    from export.to_onnx import INT8_FLOAT_NODES
+
+    graph = onnx.load(str(tiny_bundle.parent / "onnx" / "model.int8.onnx")).graph
+    ops = Counter(n.op_type for n in graph.node)
+    assert ops["QAttention"] == 6 and ops["MatMulInteger"] > 0
+    floats = [n.name for n in graph.node if n.op_type == "MatMul"]
+    assert len(floats) == len(INT8_FLOAT_NODES)
+    assert all(any(key in name for name in floats) for key in INT8_FLOAT_NODES)
