@@ -103,6 +103,20 @@ def test_bars_pass_miss_and_margin() -> None:
     assert bars[("synth test: cross-modal", "recall")]["status"] == "n/a"
 
 
+def test_bars_carry_the_items_behind_them_and_an_interval() -> None:
+    rows = {"held-out red-team (pooled)": {"recall": 0.836, "n": 482, "n_unsafe": 482},
+            "held-out benign (pooled)": {"fpr": 0.029, "n": 3901, "n_unsafe": 0},
+            "invariance: evidence": {"flip_rate": 11 / 254, "n": 264, "n_typed_benign": 254}}
+    bars = {(b["set"], b["metric"]): b for b in evaluate.check_bars(rows)}
+    red = bars[("held-out red-team (pooled)", "recall")]
+    assert red["n"] == 482
+    assert red["ci95"] == pytest.approx([0.800, 0.866], abs=2e-3)
+    assert bars[("held-out benign (pooled)", "fpr")]["n"] == 3901
+    assert bars[("invariance: evidence", "flip_rate")]["n"] == 254
+    lo, hi = evaluate.wilson(0.0, 50)
+    assert lo == 0.0 and 0.05 < hi < 0.08  # no event seen is not a rate of zero
+
+
 def test_synth_sets_use_only_the_test_split() -> None:
     from training.synthesis.schema import Example
 

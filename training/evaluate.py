@@ -32,6 +32,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import random
@@ -1026,19 +1027,45 @@ def machine() -> str:
     return f"{platform.node()} ({cpu}, {os.cpu_count()} cores, {platform.system()})"
 
 
+def wilson(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson interval of a rate measured on ``n`` items: how far the same judge could
+    land on another sample of the same size (0.836 on 482 red-team asks is 0.80-0.87)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _items_behind(row: dict[str, Any], metric: str) -> int | None:
+    """How many items a bar's rate was measured on."""
+    n, unsafe = row.get("n"), row.get("n_unsafe")
+    if metric == "recall":
+        return unsafe
+    if metric == "fpr":
+        return None if n is None or unsafe is None else n - unsafe
+    if metric == "flip_rate":
+        return row.get("n_typed_benign")
+    return n
+
+
 def check_bars(rows: dict[str, dict[str, Any]], bars: Sequence[tuple] = BARS
                ) -> list[dict[str, Any]]:
-    """Each bar: the value, PASS/MISS (n/a when not measured), and the margin (+ = better)."""
+    """Each bar: the value, PASS/MISS (n/a when not measured), the margin (+ = better), and
+    the items behind the value with its 95 % interval."""
     out = []
     for group, name, metric, op, bar in bars:
-        value = rows.get(name, {}).get(metric)
+        row = rows.get(name, {})
+        value = row.get(metric)
         base = {"group": group, "set": name, "metric": metric, "bar": f"{op} {bar:.2f}"}
         if value is None:
             out.append(base | {"value": None, "status": "n/a", "margin": None})
             continue
         margin = value - bar if op == ">=" else bar - value
+        n = _items_behind(row, metric)
         out.append(base | {"value": value, "status": "PASS" if margin >= -1e-12 else "MISS",
-                           "margin": margin})
+                           "margin": margin, "n": n,
+                           "ci95": list(wilson(value, n)) if n else None})
     return out
 
 
@@ -1047,12 +1074,14 @@ def _f(x: float | None, digits: int = 3) -> str:
 
 
 def _bars_table(bars: Sequence[dict[str, Any]]) -> list[str]:
-    lines = ["| set | metric | bar | value | status | margin |",
-             "| --- | --- | --- | ---: | --- | ---: |"]
+    lines = ["| set | metric | bar | value | status | margin | n | 95 % interval |",
+             "| --- | --- | --- | ---: | --- | ---: | ---: | --- |"]
     for bar in bars:
         margin = "–" if bar["margin"] is None else f"{bar['margin']:+.3f}"
+        ci = bar.get("ci95")
+        interval = "–" if not ci else f"{ci[0]:.3f}-{ci[1]:.3f}"
         lines.append(f"| {bar['set']} | {bar['metric']} | {bar['bar']} | {_f(bar['value'])} "
-                     f"| {bar['status']} | {margin} |")
+                     f"| {bar['status']} | {margin} | {bar.get('n') or '–'} | {interval} |")
     return lines
 
 
@@ -1129,7 +1158,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     bars = report["bars"]
     lines += _bars_table([x for x in bars if x.get("group") == "issue 7"])
     lines += ["", "Margin: how far the value is past the bar (negative = the gap to close); "
-              "n/a: not measured in this run."]
+              "n/a: not measured in this run. n: the items the rate was measured on; 95 % "
+              "interval: Wilson's, the range another sample of that size could give the "
+              "same judge, so differences inside it between two judges are not evidence."]
 
     src = [r for k, r in sets.items() if k.startswith(("VLGuard", "SIUO", "held-out"))]
     if src:
