@@ -172,31 +172,33 @@ def check_parity(checkpoint: Path, variants: dict[str, Path], feeds: list[dict],
 
     model = BertForTokenClassification.from_pretrained(checkpoint).eval()
     report: dict[str, dict[str, float]] = {}
-    sessions = {k: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-                for k, p in variants.items()}
-    deltas: dict[str, list[float]] = {k: [] for k in variants}
-    unsafe_d: dict[str, list[float]] = {k: [] for k in variants}
-    flips: dict[str, int] = {k: 0 for k in variants}
+    # one session per file: with --cpu-model int8 the "cpu" and "int8" variants are one model
+    files = set(variants.values())
+    sessions = {p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+                for p in files}
+    deltas: dict[Path, list[float]] = {p: [] for p in files}
+    unsafe_d: dict[Path, list[float]] = {p: [] for p in files}
+    flips: dict[Path, int] = {p: 0 for p in files}
     sl = head_slices()
     for feed in feeds:
         with torch.no_grad():
             ref = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
         p_ref = parity_probs(ref)
         u_ref = softmax(ref[:, 0, sl["safety"]])[:, 1]
-        for k, sess in sessions.items():
+        for path, sess in sessions.items():
             names = {i.name for i in sess.get_inputs()}
             out = sess.run(None, {n: v for n, v in feed.items() if n in names})[0]
-            p = parity_probs(out.astype(np.float32))
-            deltas[k].append(float(np.abs(p - p_ref).max()))
+            probs = parity_probs(out.astype(np.float32))
+            deltas[path].append(float(np.abs(probs - p_ref).max()))
             u = softmax(out[:, 0, sl["safety"]].astype(np.float32))[:, 1]
-            unsafe_d[k].append(float(np.abs(u - u_ref).max()))
-            flips[k] += int(((u >= 0.5) != (u_ref >= 0.5)).sum())
-    for k in variants:
-        report[k] = {"inputs": len(feeds), "max_abs_delta": max(deltas[k]),
-                     "mean_max_abs_delta": float(np.mean(deltas[k])),
-                     "unsafe_prob_max_abs_delta": max(unsafe_d[k]),
-                     "unsafe_prob_mean_abs_delta": float(np.mean(unsafe_d[k])),
-                     "decision_flip_rate": flips[k] / len(feeds),
+            unsafe_d[path].append(float(np.abs(u - u_ref).max()))
+            flips[path] += int(((u >= 0.5) != (u_ref >= 0.5)).sum())
+    for k, path in variants.items():
+        report[k] = {"inputs": len(feeds), "max_abs_delta": max(deltas[path]),
+                     "mean_max_abs_delta": float(np.mean(deltas[path])),
+                     "unsafe_prob_max_abs_delta": max(unsafe_d[path]),
+                     "unsafe_prob_mean_abs_delta": float(np.mean(unsafe_d[path])),
+                     "decision_flip_rate": flips[path] / len(feeds),
                      "tolerance": tolerance[k]}
     return report
 
