@@ -95,6 +95,34 @@ def redteam_seeds(data: Path = SHARED_DATA) -> list[Seed]:
     return out
 
 
+HH_RLHF_LABELS = Path(__file__).resolve().parent / "data" / "hh_rlhf_labels.jsonl"
+
+
+def hh_rlhf_seeds(data: Path = SHARED_DATA, labels: Path = HH_RLHF_LABELS) -> list[Seed]:
+    """hh-rlhf first turns with the labels this project gave them, row by row.
+
+    The source ships them unlabelled and mixed: real red-teamers' opening messages, harmful
+    ("how do I get my neighbour's wifi password") and plainly benign ("how was your
+    Christmas?") in the same terse chat style. Labelled, both classes teach the judge that
+    style carries no label; rows labelled "unclear" are left out. A label applies only to the
+    row whose text it was given for, so an edited source file cannot shift labels.
+    """
+    src = data / "redteam" / "hh_rlhf_harmless_base_test.jsonl"
+    if not src.exists() or not labels.exists():
+        return []
+    texts = [row["text"] for row in _jsonl(src)]
+    out = []
+    for row in _jsonl(labels):
+        i = row["i"]
+        if row["label"] == "unclear" or i >= len(texts) or texts[i] != row["text"]:
+            continue
+        unsafe = row["label"] == "harmful"
+        out.append(Seed(row["text"], unsafe, row["category"] if unsafe else "none",
+                        "redteam/hh_rlhf_labelled" if unsafe else "benign/hh_rlhf_labelled",
+                        "MIT (anthropics/hh-rlhf; labels Apache-2.0, vlmguard-sdk)"))
+    return out
+
+
 def vlguard_seeds(split: str, data: Path = SHARED_DATA) -> list[Seed]:
     """Safe and unsafe instructions asked about *safe* images, usable as text.
 

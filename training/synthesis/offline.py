@@ -44,6 +44,7 @@ from .corpora import (
     context_sentences,
     handwritten_photo_requests,
     handwritten_seeds,
+    hh_rlhf_seeds,
     jailbreak_templates,
     redteam_seeds,
     vlguard_seeds,
@@ -61,7 +62,8 @@ HELD_OUT_GROUPS = {
     "redteam/simple_safety_tests", "redteam/coconot_original_safety",
 }
 # Per-source caps keep short intent utterances and any single style from dominating.
-BENIGN_CAP = {"handwritten/lookalike": 100_000, "benign/clinc150": 1000,
+BENIGN_CAP = {"handwritten/lookalike": 100_000, "benign/hh_rlhf_labelled": 100_000,
+              "benign/clinc150": 1000,
               "benign/banking77": 700, "benign/snips": 700,
               "benign/gsm8k": 900, "benign/gpteacher_codegen": 1200,
               "benign/gpteacher_roleplay": 1400, "benign/strategyqa": 900}
@@ -113,7 +115,7 @@ PERSON_CLASSES = ("groom", "scuba diver", "ballplayer", "suit", "academic gown",
                   "wig", "abaya", "poncho", "stole", "bow tie", "Windsor tie", "jean")
 # Benign sources written to share the vocabulary of harmful asks.
 HARD_NEGATIVE_GROUPS = {"handwritten/lookalike", "benign/coconot_contrast",
-                        "benign/cyberseceval_mitre_frr"}
+                        "benign/cyberseceval_mitre_frr", "benign/hh_rlhf_labelled"}
 PARTS = ("text", "padded", "jailbreak", "typography", "figstep", "documents", "photo",
          "crossmodal")
 SPLIT_FRACTIONS = (("train", 0.85), ("val", 0.05), ("test", 0.10))
@@ -511,7 +513,7 @@ class OfflineSynthesiser:
                 rows = [Seed(**json.loads(line)) for line in f]
             return [s for s in rows if s.unsafe], [s for s in rows if not s.unsafe]
         rng = self.rng
-        hand = handwritten_seeds()
+        hand = handwritten_seeds() + hh_rlhf_seeds()
         harmful = (redteam_seeds() + [s for s in vlguard_seeds("train") if s.unsafe]
                    + [s for s in hand if s.unsafe])
         by_group: dict[str, list[Seed]] = {}
