@@ -118,3 +118,19 @@ def test_padding_and_wrappers_are_shared_by_both_classes() -> None:
     assert abs(sum(ex.unsafe for ex in decoded) - len(decoded) / 2) <= 1
     assert all(ex.intent_span is not None and ex.intent_span[2] == len(ex.text)
                for ex in decoded if ex.unsafe)
+
+
+def test_datasheet_opener_table_counts_plain_training_requests_only() -> None:
+    from training.synthesis.datasheet import opener, opener_rows
+
+    def ex(text: str, unsafe: bool, **kw: object) -> Example:
+        base = dict(id=text, seed_id=text, text=text, concepts=[], ocr_text="", unsafe=unsafe,
+                    category="hate" if unsafe else "none", source="text" if unsafe else "none",
+                    strategy="none")
+        return Example(**{**base, **kw})  # type: ignore[arg-type]
+
+    rows = [ex("What is a prime?", False), ex("What is the capital?", False),
+            ex("What's X's home address?", True), ex("What is Y?", True, split="val"),
+            ex("What is Z?", True, concepts=["dam"]), ex("What is W?", True, origin="padded+x")]
+    assert opener("  What's the... capital?") == "what's the"
+    assert opener_rows(rows) == [["`what is`", 2, 0, "0.00"], ["`what's x's`", 0, 1, "1.00"]]

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -35,6 +36,25 @@ def _kind(ex: Example) -> str:
     if o.startswith("synth/crossmodal"):
         return "cross-modal contrast"
     return "benign text" + (" + photo" if ex.concepts else "")
+
+
+def opener(text: str, words: int = 2) -> str:
+    """A request's first words, lowercased: the shortcut a small judge learns first."""
+    return " ".join(re.findall(r"[a-z']+", text.lower())[:words])
+
+
+def opener_rows(examples: list[Example], top: int = 30) -> list[list[object]]:
+    """Label balance of the most common openers among plain training requests (no wrapper,
+    padding or image), so an opener that nearly always means one label is visible."""
+    counts: dict[str, Counter[bool]] = {}
+    for e in examples:
+        if (e.split == "train" and not e.concepts and not e.ocr_text
+                and e.source in ("text", "none") and not e.origin.startswith(("padded",
+                                                                               "pyrit"))):
+            counts.setdefault(opener(e.text), Counter())[e.unsafe] += 1
+    common = sorted(counts.items(), key=lambda kv: -sum(kv[1].values()))[:top]
+    return [[f"`{k}`", c[False], c[True], f"{c[True] / sum(c.values()):.2f}"]
+            for k, c in common]
 
 
 def datasheet(examples: list[Example], data_path: str) -> str:
@@ -75,6 +95,11 @@ def datasheet(examples: list[Example], data_path: str) -> str:
         "## By kind × split\n\n" + _table(["kind", *SPLITS], kind_rows),
         "## By category × source × split\n\n" + _table(["category", "source", *SPLITS],
                                                         cat_rows),
+        "## Openers of plain training requests\n\nThe first two words of text-only "
+        "training requests (no wrapper, padding or image) and how often each opens a harmful "
+        "one. A share near 0 or 1 on many rows is a shortcut the judge can learn instead of "
+        "the request's meaning.\n\n" + _table(["opener", "benign", "harmful",
+                                                "harmful share"], opener_rows(examples)),
         "## Seed origins\n\n" + _table(["origin", "examples"],
                                        [[f"`{o}`", n] for o, n in origins.most_common()]),
         "## Licences\n\n" + _table(["licence", "examples"],
