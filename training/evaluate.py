@@ -726,6 +726,16 @@ def photo_items(path: Path, photo_dir: Path = PHOTO_DIR) -> tuple[list[Item], li
     return with_img, without
 
 
+def hh_rlhf_test_items(data: Path) -> list[Item]:
+    """Real red-teamers' first turns, labelled for this project: the test split only.
+
+    Not a held-out *source* (other rows of the file train the judge), so it carries no
+    bar; it is reported because it is human-written chat, not generated, in both classes.
+    """
+    return [Item(s.text, s.unsafe, s.category if s.unsafe else None)
+            for s in corpora.hh_rlhf_seeds(data) if offline.split_of(s.seed_id) == "test"]
+
+
 def ask_pool(data: Path, probes: list[Item] | None) -> tuple[list[Item], str]:
     """Typed asks for the invariance checks: the probes, or held-out sources without them."""
     if probes:
@@ -1282,12 +1292,13 @@ def render_markdown(report: dict[str, Any]) -> str:
                       f"{_f(c['flip_rate'])}; flag rate {_f(c['flag_rate_without'])} without the "
                       f"photo, {_f(c['flag_rate_with'])} with it).", ""]
 
-    other = [r for k, r in sets.items() if k.startswith(("synth", "e2e"))]
+    other = [r for k, r in sets.items() if k.startswith(("synth", "e2e", "hh-rlhf"))]
     if other:
         lines += ["", "## In-distribution sets", "",
                   "The synthesised test split (`--data`) and the synthesis typography styles "
                   "(`e2e`): the same generators as training, so these overstate real-world "
-                  "performance.", ""]
+                  "performance. The hh-rlhf rows are human-written, but other rows of the same "
+                  "file (labelled by the same people) train the judge.", ""]
         lines += _sets_table(other)
         wc = report.get("wrong_concept")
         if wc:
@@ -1378,6 +1389,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 name = f"held-out {kind} (pooled)"
                 its, os_ = zip(*pool, strict=True)
                 sets[name] = summarise(name, its, os_, train_texts)
+        hh = hh_rlhf_test_items(data_dir)
+        if hh:
+            evaluate("hh-rlhf first turns (test split of the labelled rows)", hh)
 
     probes = probe_items(PROBES) if PROBES.is_file() else []
     typed: dict[str, Outcome] = {}
