@@ -48,9 +48,8 @@ def opener_rows(examples: list[Example], top: int = 30) -> list[list[object]]:
     padding or image), so an opener that nearly always means one label is visible."""
     counts: dict[str, Counter[bool]] = {}
     for e in examples:
-        if (e.split == "train" and not e.concepts and not e.ocr_text
-                and e.source in ("text", "none") and not e.origin.startswith(("padded",
-                                                                               "pyrit"))):
+        if (e.split == "train" and not e.has_image and e.source in ("text", "none")
+                and not e.origin.startswith(("padded", "pyrit"))):
             counts.setdefault(opener(e.text), Counter())[e.unsafe] += 1
     common = sorted(counts.items(), key=lambda kv: -sum(kv[1].values()))[:top]
     return [[f"`{k}`", c[False], c[True], f"{c[True] / sum(c.values()):.2f}"]
