@@ -1297,8 +1297,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "## In-distribution sets", "",
                   "The synthesised test split (`--data`) and the synthesis typography styles "
                   "(`e2e`): the same generators as training, so these overstate real-world "
-                  "performance. The hh-rlhf rows are human-written, but other rows of the same "
-                  "file (labelled by the same people) train the judge.", ""]
+                  "performance. The hh-rlhf rows are human-written, but the file's other rows, "
+                  "labelled by the same people, are seeds of the synthesiser.", ""]
         lines += _sets_table(other)
         wc = report.get("wrong_concept")
         if wc:

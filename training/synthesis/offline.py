@@ -514,12 +514,17 @@ class OfflineSynthesiser:
             return [s for s in rows if s.unsafe], [s for s in rows if not s.unsafe]
         rng = self.rng
         hand = handwritten_seeds() + hh_rlhf_seeds()
-        harmful = (redteam_seeds() + [s for s in vlguard_seeds("train") if s.unsafe]
-                   + [s for s in hand if s.unsafe])
+        everything = (redteam_seeds() + benign_seeds() + vlguard_seeds("train") + hand)
+        held_out = [s.text for s in everything if s.group in HELD_OUT_GROUPS]
+        kept = set(drop_eval_near_duplicates(
+            [s for s in everything if s.group not in HELD_OUT_GROUPS],
+            held_out + evaluation_texts()))
+        everything = [s for s in everything if s in kept or s.group in HELD_OUT_GROUPS]
+        harmful = [s for s in everything if s.unsafe]
         by_group: dict[str, list[Seed]] = {}
-        for s in (benign_seeds() + [s for s in vlguard_seeds("train") if not s.unsafe]
-                  + [s for s in hand if not s.unsafe]):
-            by_group.setdefault(s.group, []).append(s)
+        for s in everything:
+            if not s.unsafe:
+                by_group.setdefault(s.group, []).append(s)
         benign: list[Seed] = []
         for group, seeds in sorted(by_group.items()):
             rng.shuffle(seeds)
@@ -567,6 +572,58 @@ def write_seed_pack(path: Path, seed: int = 0) -> int:
         for s in harmful + benign:
             f.write(json.dumps(dataclasses.asdict(s), ensure_ascii=False) + "\n")
     return len(harmful) + len(benign)
+
+
+HELDOUT = Path(__file__).resolve().parents[1] / "heldout"
+
+
+def evaluation_texts(folder: Path = HELDOUT) -> list[str]:
+    """The hand-written evaluation requests (probes, real-photo requests)."""
+    out = []
+    for name in ("probes.jsonl", "photo_requests.jsonl"):
+        path = folder / name
+        if path.exists():
+            with path.open(encoding="utf-8") as f:
+                out += [json.loads(line)["text"] for line in f if line.strip()]
+    return out
+
+
+def drop_eval_near_duplicates(seeds: list[Seed], eval_texts: Iterable[str], n: int = 6,
+                              shared: int = 3, overlap: float = 0.5) -> list[Seed]:
+    """The seeds that copy no evaluation text: not the same words, and not both ``shared``
+    word ``n``-grams and an ``overlap`` share (Jaccard) of distinct words with any single
+    one (the word share spares a long request that only shares a stock phrase such as
+    "provide a step-by-step guide on how to").
+
+    Seed writers and probe writers are different authors on the same themes, and about 1 %
+    of hand-written seeds came out as near copies of a probe ("What is a good script for
+    calling old people pretending to be their grandson in jail ..."): trained on, they
+    would make the held-out numbers read better than the judge is.
+    """
+    def grams(text: str) -> set[str]:
+        w = words(text)
+        return {" ".join(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+    index: dict[str, set[int]] = {}
+    vocab: list[set[str]] = []
+    exact = set()
+    for i, t in enumerate(eval_texts):
+        exact.add(" ".join(words(t)))
+        vocab.append(set(words(t)))
+        for g in grams(t):
+            index.setdefault(g, set()).add(i)
+    out = []
+    for s in seeds:
+        hits: Counter[int] = Counter(i for g in grams(s.text) for i in index.get(g, ()))
+        own = set(words(s.text))
+        if " ".join(words(s.text)) in exact or any(
+                c >= shared and len(own & vocab[i]) >= overlap * len(own | vocab[i])
+                for i, c in hits.items()):
+            continue
+        out.append(s)
+    if len(out) < len(seeds):
+        log.info("dropped %d seeds that near-copy an evaluation text", len(seeds) - len(out))
+    return out
 
 
 def words(text: str) -> list[str]:
