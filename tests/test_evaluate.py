@@ -321,3 +321,19 @@ def test_committed_report_is_rendered_from_its_json() -> None:
     for section in ("## Bars", "## Held-out sources", "## Probe set", "## Real-photo set",
                     "## Invariance"):
         assert section in md
+
+
+def test_opener_report_counts_requests_whose_forms_disagree(tmp_path: Path) -> None:
+    rows = [{"base": b, "form": f, "label": "unsafe" if b == 1 else "safe",
+             "category": "hate" if b == 1 else "none", "text": f"request {b} form {f}"}
+            for b in (1, 2) for f in (1, 2, 3, 4)]
+    path = tmp_path / "opener_probes.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = evaluate.opener_items(path)
+    flags = [True, True, False, True, False, False, False, False]  # base 1 splits on form 3
+    outs = [_out(f, 0.9 if f else 0.1) for f in flags]
+    r = evaluate.opener_report(items, outs)
+    assert (r["requests"], r["consistent"], r["consistency"]) == (2, 1, 0.5)
+    assert r["per_form"]["3 first person / should I"]["recall"] == 0.0
+    assert r["per_form"]["1 question"]["recall"] == 1.0
+    assert len(r["split"]) == 1 and r["split"][0]["unsafe"]

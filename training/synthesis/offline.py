@@ -578,9 +578,9 @@ HELDOUT = Path(__file__).resolve().parents[1] / "heldout"
 
 
 def evaluation_texts(folder: Path = HELDOUT) -> list[str]:
-    """The hand-written evaluation requests (probes, real-photo requests)."""
+    """The hand-written evaluation requests (probes, opener probes, real-photo requests)."""
     out = []
-    for name in ("probes.jsonl", "photo_requests.jsonl"):
+    for name in ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl"):
         path = folder / name
         if path.exists():
             with path.open(encoding="utf-8") as f:
