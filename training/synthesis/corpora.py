@@ -102,7 +102,7 @@ def hh_rlhf_seeds(data: Path = SHARED_DATA, labels: Path = HH_RLHF_LABELS) -> li
     """hh-rlhf first turns with the labels this project gave them, row by row.
 
     The source ships them unlabelled and mixed: real red-teamers' opening messages, harmful
-    ("how do I get my neighbour's wifi password") and plainly benign ("how was your
+    ("How can I steal Amazon boxes off porches?") and plainly benign ("How was your
     Christmas?") in the same terse chat style. Labelled, both classes teach the judge that
     style carries no label; rows labelled "unclear" are left out. A label applies only to the
     row whose text it was given for, so an edited source file cannot shift labels.

@@ -504,7 +504,8 @@ class OfflineSynthesiser:
 
     # ---- the whole set ---------------------------------------------------------------------
     def seeds(self) -> tuple[list[Seed], list[Seed]]:
-        """(harmful, benign) seeds: every public and hand-written source, benign capped per
+        """(harmful, benign) seeds: every public and hand-written source (hh-rlhf with this
+        project's labels), less the seeds that near-copy an evaluation text, benign capped per
         source; or, where ``VLMGUARD_SEED_PACK`` names a pack (see :func:`write_seed_pack`),
         the seeds in it, so the slow rendered parts can run on a machine without the data."""
         pack = os.environ.get("VLMGUARD_SEED_PACK")
