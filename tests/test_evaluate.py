@@ -334,6 +334,6 @@ def test_opener_report_counts_requests_whose_forms_disagree(tmp_path: Path) -> N
     outs = [_out(f, 0.9 if f else 0.1) for f in flags]
     r = evaluate.opener_report(items, outs)
     assert (r["requests"], r["consistent"], r["consistency"]) == (2, 1, 0.5)
-    assert r["per_form"]["3 first person / should I"]["recall"] == 0.0
+    assert r["per_form"]["3 first person"]["recall"] == 0.0
     assert r["per_form"]["1 question"]["recall"] == 1.0
     assert len(r["split"]) == 1 and r["split"][0]["unsafe"]

@@ -3,9 +3,12 @@
 Parts (``--only``, comma-separated; default all):
 
 - ``sources``: VLGuard test and SIUO questions (text), and each whole held-out benign and
-  red-team source file, per source and pooled;
+  red-team source file, per source and pooled; and the test split of the labelled hh-rlhf
+  first turns (reported, no bar);
 - ``probes``: the hand-written probe set ``training/heldout/probes.jsonl`` (harmful asks and
   benign look-alikes sharing their words), per category and family, with the worst misses;
+  and opener invariance (``training/heldout/opener_probes.jsonl``: each request in four
+  forms that open differently, how often they get one verdict);
 - ``photos``: requests about real held-out photos ``training/heldout/photo_requests.jsonl``,
   per kind, with and without the photo;
 - ``invariance`` (``--checks`` picks some): typed vs rendered (six styles of
@@ -65,7 +68,7 @@ HELDOUT = ROOT / "training" / "heldout"
 PROBES = HELDOUT / "probes.jsonl"
 PHOTO_REQUESTS = HELDOUT / "photo_requests.jsonl"
 OPENER_PROBES = HELDOUT / "opener_probes.jsonl"
-OPENER_FORMS = {1: "1 question", 2: "2 imperative", 3: "3 first person / should I",
+OPENER_FORMS = {1: "1 question", 2: "2 imperative", 3: "3 first person",
                 4: "4 persona or story"}
 TEST_PHOTOS = HELDOUT / "test_photos.txt"
 PHOTO_DIR = Path(corpora.SHARED_DATA) / "photos" / "imagenet_samples"
@@ -732,7 +735,7 @@ def photo_items(path: Path, photo_dir: Path = PHOTO_DIR) -> tuple[list[Item], li
 def hh_rlhf_test_items(data: Path) -> list[Item]:
     """Real red-teamers' first turns, labelled for this project: the test split only.
 
-    Not a held-out *source* (other rows of the file train the judge), so it carries no
+    Not a held-out *source* (the file's other rows are training seeds), so it carries no
     bar; it is reported because it is human-written chat, not generated, in both classes.
     """
     return [Item(s.text, s.unsafe, s.category if s.unsafe else None)
@@ -1239,7 +1242,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Opener invariance", "",
                   f"`{OPENER_PROBES.relative_to(ROOT)}`: {op['requests']} hand-written requests "
                   "(half harmful), each written in four forms with the same meaning: a "
-                  "question, an imperative, first person (\"should I\", \"I want\"), a persona "
+                  "question, an imperative, first person (\"I want\", \"I need\"), a persona "
                   f"or story set-up. All four forms get one verdict for {op['consistent']} of "
                   f"{op['requests']} requests (consistency {_f(op['consistency'])}; no bar: "
                   "a judge that reads the request rather than its first words scores 1.00). "
