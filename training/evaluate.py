@@ -64,7 +64,7 @@ from .synthesis.schema import Example
 
 CHUNK = 64
 ROOT = Path(__file__).resolve().parents[1]
-HELDOUT = ROOT / "training" / "heldout"
+HELDOUT = offline.HELDOUT  # one home for the held-out folder
 PROBES = HELDOUT / "probes.jsonl"
 PHOTO_REQUESTS = HELDOUT / "photo_requests.jsonl"
 OPENER_PROBES = HELDOUT / "opener_probes.jsonl"

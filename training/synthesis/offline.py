@@ -40,6 +40,7 @@ from vlmguard.taxonomy import CATEGORIES
 
 from .corpora import (
     Seed,
+    _jsonl,
     benign_seeds,
     context_sentences,
     handwritten_photo_requests,
@@ -580,13 +581,8 @@ HELDOUT = Path(__file__).resolve().parents[1] / "heldout"
 
 def evaluation_texts(folder: Path = HELDOUT) -> list[str]:
     """The hand-written evaluation requests (probes, opener probes, real-photo requests)."""
-    out = []
-    for name in ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl"):
-        path = folder / name
-        if path.exists():
-            with path.open(encoding="utf-8") as f:
-                out += [json.loads(line)["text"] for line in f if line.strip()]
-    return out
+    paths = [folder / n for n in ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl")]
+    return [row["text"] for p in paths if p.exists() for row in _jsonl(p)]
 
 
 def drop_eval_near_duplicates(seeds: list[Seed], eval_texts: Iterable[str], n: int = 6,
