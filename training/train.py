@@ -185,13 +185,13 @@ def loss_fn(logits: torch.Tensor, batch: dict[str, torch.Tensor], kd: float = 0.
     ``(1 - kd) * label + kd * teacher`` instead of the hard label (distillation)."""
     sl = head_slices()
     first = logits[:, 0, :]
-    target = F.one_hot(batch["safety"], 2).float()
+    safety = F.one_hot(batch["safety"], 2).float()
     if kd and "teacher" in batch:
         t = batch["teacher"]
         has = (t >= 0).unsqueeze(1)
         soft = torch.stack([1 - t, t], 1).clamp(0, 1)
-        target = torch.where(has, (1 - kd) * target + kd * soft, target)
-    loss = F.cross_entropy(first[:, sl["safety"]], target)
+        safety = torch.where(has, (1 - kd) * safety + kd * soft, safety)
+    loss = F.cross_entropy(first[:, sl["safety"]], safety)
     for head, weight in (("category", 1.0), ("source", 0.4), ("strategy", 0.3)):
         target = batch[head]
         if (target != IGNORE).any():
