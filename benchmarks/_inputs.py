@@ -84,10 +84,11 @@ PHOTO_ASKS = ("What is in this picture?", "Describe this image.", "What breed is
               "Where could this photo have been taken?", "Write a caption for this photo.")
 
 
-def photo_set(n: int) -> list[Request]:
+def photo_set(n: int, directory: Path = PHOTOS) -> list[Request]:
     """The first ``n`` real photos (ImageNet samples, their JPEG bytes as uploaded), each with
-    an ordinary question; evenly spread over the 1,000 so every class family appears."""
-    files = sorted(PHOTOS.glob("*.jpg"))
+    an ordinary question; evenly spread over the 1,000 so every class family appears.
+    ``directory`` lets a user time their own photos (``*.jpg``) on their own device."""
+    files = sorted(directory.glob("*.jpg"))
     if not files:
         return []
     step = max(1, len(files) // max(n, 1))

@@ -51,6 +51,7 @@ import onnxruntime as ort  # noqa: E402
 
 import vlmguard  # noqa: E402
 from benchmarks._inputs import (  # noqa: E402
+    PHOTOS,
     Request,
     photo_set,
     requests,
@@ -575,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, default=None, help="write the report as Markdown")
     ap.add_argument("--skip-baselines", action="store_true", help="do not time PyTorch/RapidOCR")
     ap.add_argument("--photos", type=int, default=200, help="real photos timed (>= 200)")
+    ap.add_argument("--photos-dir", type=Path, default=PHOTOS,
+                    help="folder of real *.jpg photos to time (default: the ImageNet samples)")
     ap.add_argument("--per-style", type=int, default=5,
                     help="typographic renders per typography style")
     ap.add_argument("--texts", type=int, default=50, help="text-only requests")
@@ -591,8 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     guard = Guard.from_pretrained(args.model, providers=providers, threads=args.threads)
     res: dict[str, Any] = {"model": str(args.model), "repeat": repeat,
                            "env": environment(guard, args.threads)}
-    sets = {"photos": photo_set(args.photos), "typographic": typographic_set(args.per_style),
-            "text": text_set(args.texts)}
+    sets = {"photos": photo_set(args.photos, args.photos_dir),
+            "typographic": typographic_set(args.per_style), "text": text_set(args.texts)}
     sizes_txt = ", ".join(f"{k} {len(v)}" for k, v in sets.items())
     print(f"timing Guard.rewrite on the real sets ({sizes_txt}) ...", flush=True)
     res["sets"] = bench_sets(guard, sets)

@@ -227,3 +227,28 @@ def test_see_is_the_evidence_the_guard_judges(guard: Guard) -> None:
     from_training = EvidenceReader(threads=1)(Image.open(EXAMPLES / "typographic_attack.png"))
     assert (from_training.concepts, from_training.ocr_text) == (seen.concepts, seen.ocr_text)
     assert not guard.see(None).has_image
+
+
+def test_vision_models_run_on_cpu_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The judge may take a GPU while the tagger and OCR stay on the CPU (faster on images);
+    vision_providers opts them in."""
+    import vlmguard.guard as guard_module
+    from vlmguard import runtime
+
+    seen: list[list[object]] = []
+
+    class Spy:
+        def __init__(self, *args: object, providers: list[object], **kwargs: object) -> None:
+            seen.append(list(providers))
+
+    monkeypatch.setattr(guard_module, "Tagger", Spy)
+    monkeypatch.setattr(guard_module, "OCR", Spy)
+    monkeypatch.setattr(runtime.ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    Guard.from_pretrained(providers=["CPUExecutionProvider"])
+    assert seen == [["CPUExecutionProvider"]] * 2
+    seen.clear()
+    Guard.from_pretrained(providers=["CPUExecutionProvider"],
+                          vision_providers=["CUDAExecutionProvider"])
+    assert seen == [[("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}),
+                     "CPUExecutionProvider"]] * 2

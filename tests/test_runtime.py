@@ -6,7 +6,23 @@ import os
 import subprocess
 import sys
 
-from vlmguard.runtime import session_options
+import pytest
+
+from vlmguard import runtime
+from vlmguard.runtime import resolve_providers, session_options
+
+
+def test_gpu_providers_get_their_options(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """CUDA picks convolutions by heuristic (new image shapes every request), TensorRT gets FP16
+    and an engine cache; a provider given with options keeps them; CPU always comes last."""
+    monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    trt, cuda, cpu = resolve_providers(None, trt_cache_dir=tmp_path)
+    assert cuda == ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})
+    assert trt[0] == "TensorrtExecutionProvider" and trt[1]["trt_fp16_enable"] is True
+    assert cpu == "CPUExecutionProvider"
+    mine = ("CUDAExecutionProvider", {"device_id": 1})
+    assert resolve_providers([mine]) == [mine, "CPUExecutionProvider"]
 
 
 def test_sessions_do_not_spin_unless_asked() -> None:

@@ -20,14 +20,17 @@ def _guard(args: argparse.Namespace) -> Guard:  # Guard imported lazily for a fa
     from .guard import Guard
 
     providers = args.providers.split(",") if args.providers else None
+    vision = args.vision_providers.split(",") if args.vision_providers else None
     return Guard.from_pretrained(args.model, providers=providers, threshold=args.threshold,
-                                 threads=args.threads)
+                                 threads=args.threads, vision_providers=vision)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="vlmguard", description="On-device guard for VLM requests.")
     ap.add_argument("--model", help="bundle directory (default: the bundled model)")
     ap.add_argument("--providers", help="comma-separated ONNX Runtime providers, in order")
+    ap.add_argument("--vision-providers",
+                    help="providers for the tagger and OCR (default: CPU, faster on images)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--threshold", type=float, default=None)
     ap.add_argument("-v", "--verbose", action="store_true")

@@ -130,7 +130,8 @@ class Guard:
                  max_text_tokens: int = MAX_TEXT_TOKENS,
                  max_ocr_boxes: int = MAX_OCR_BOXES,
                  category_thresholds: Mapping[str, float] | None = None,
-                 monitor: bool = False) -> None:
+                 monitor: bool = False,
+                 vision_providers: Sequence[ProviderSpec] | None = None) -> None:
         # Every file below is read once, checked against the manifest's sha256, and those
         # same bytes are loaded: a modified bundle raises ModelLoadError, never loads.
         record = Bundle.load(bundle)
@@ -188,9 +189,14 @@ class Guard:
         vision_dir = record.vision_dir()
         # With OCR on, the tagger runs beside text detection (see seeing.see): one thread
         # each keeps the two from fighting over two cores.
-        self.tagger = Tagger(vision_dir, providers=self.requested_providers,
+        # The vision models run on the CPU unless asked otherwise: on an H100 with ONNX
+        # Runtime's CUDA provider they took over a second per real photo (new input shapes
+        # every request), against ~15 ms on two CPU cores (benchmarks/RESULTS.md).
+        self.vision_providers = (resolve_providers(vision_providers)
+                                 if vision_providers is not None else ["CPUExecutionProvider"])
+        self.tagger = Tagger(vision_dir, providers=self.vision_providers,
                              threads=threads or (1 if ocr else None))
-        self.ocr = (OCR(vision_dir, providers=self.requested_providers, threads=threads,
+        self.ocr = (OCR(vision_dir, providers=self.vision_providers, threads=threads,
                         det_limit_side=det_side, max_boxes=max_ocr_boxes)
                     if ocr else None)
         self._n_labels = len(label_names())
@@ -209,16 +215,19 @@ class Guard:
                         max_text_tokens: int = MAX_TEXT_TOKENS,
                         max_ocr_boxes: int = MAX_OCR_BOXES,
                         category_thresholds: Mapping[str, float] | None = None,
-                        monitor: bool = False) -> Guard:
+                        monitor: bool = False,
+                        vision_providers: Sequence[ProviderSpec] | None = None) -> Guard:
         """Load a bundle (the one shipped in the wheel by default).
 
-        ``providers`` defaults to TensorRT → CUDA → CPU, keeping those this onnxruntime
-        offers; ``guard.providers`` says what actually runs. ``threshold`` and
-        ``categories`` (the enforced hazard keys) default to the bundle's validated choice
-        and to all thirteen categories. ``category_thresholds`` ({key: t}) judges those
-        categories alone, each by its own score against its own threshold; the rest are
-        judged together against ``threshold``. ``monitor=True`` reports verdicts but never
-        rewrites (``result.action == "monitor"``, ``prompt`` is the original text).
+        ``providers`` (the judge's) defaults to TensorRT → CUDA → CPU, keeping those this
+        onnxruntime offers; ``guard.providers`` says what actually runs. ``vision_providers``
+        (the tagger's and OCR's) defaults to the CPU, measured faster than CUDA on images.
+        ``threshold`` and ``categories`` (the enforced hazard keys) default to the bundle's
+        validated choice and to all thirteen categories. ``category_thresholds``
+        ({key: t}) judges those categories alone, each by its own score against its own
+        threshold; the rest are judged together against ``threshold``. ``monitor=True``
+        reports verdicts but never rewrites (``result.action == "monitor"``, ``prompt`` is
+        the original text).
 
         ``threads`` caps ONNX Runtime's threads per model; ``ocr=False`` skips reading text
         in images; ``policy`` replaces the bundle's policy (a :class:`Policy`) or overrides
@@ -230,7 +239,8 @@ class Guard:
                    threshold=threshold, categories=categories, threads=threads, ocr=ocr,
                    policy=policy, max_pixels=max_pixels, ocr_side=ocr_side,
                    max_text_tokens=max_text_tokens, max_ocr_boxes=max_ocr_boxes,
-                   category_thresholds=category_thresholds, monitor=monitor)
+                   category_thresholds=category_thresholds, monitor=monitor,
+                   vision_providers=vision_providers)
 
     def _pick_model_file(self) -> str:
         first = self.requested_providers[0]
