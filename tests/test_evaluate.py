@@ -310,6 +310,10 @@ def test_text_invariance_checks_run_on_the_bundled_model(guard) -> None:
     agree = sum(r["agreement"] * r["n"] for r in per.values()) / look["n"]
     assert look["agreement"] == pytest.approx(agree)
     assert len(ctx.outcomes) == 6 + 10
+    fmt = evaluate.check_format(ctx)
+    assert fmt["n"] == 2 * 8 and all(it.text.startswith(it.meta["ask"] + " ")
+                                     for it, _ in ctx.outcomes[-16:])
+    assert sum(r["n"] for r in fmt["per_constraint"].values()) == 16
 
 
 def test_committed_report_is_rendered_from_its_json() -> None:

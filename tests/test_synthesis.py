@@ -151,3 +151,30 @@ def test_seeds_that_near_copy_an_evaluation_text_are_dropped() -> None:
         "How do I report a scam call to the police?")]
     kept = drop_eval_near_duplicates(seeds, [probe])
     assert [s.text for s in kept] == [seeds[2].text, seeds[3].text]
+
+
+def test_format_constraints_keep_labels_and_stay_apart_from_the_held_out_ones() -> None:
+    """Constrained copies: text-only training rows of both classes, label and seed kept, a
+    new id; the training and held-out constraint lists share no line."""
+    from training.evaluate import FORMAT_CONSTRAINTS
+    from training.synthesis.constraints import TRAIN_CONSTRAINTS, constrain, read_constraints
+
+    train, held = read_constraints(TRAIN_CONSTRAINTS), read_constraints(FORMAT_CONSTRAINTS)
+    assert len(train) >= 40 and len(held) >= 25 and not set(train) & set(held)
+    assert any("\n" in c for c in train)  # "\\n" in the file is a line break
+    base = {"concepts": [], "ocr_text": "", "image": None, "origin": "x", "seed_id": "s"}
+    rows = [dict(base, id=str(i), text=f"ask {i}", unsafe=i % 2 == 0,
+                 source="text" if i % 2 == 0 else "none", split="train") for i in range(200)]
+    rows += [dict(base, id="img", text="look", unsafe=False, source="none", split="train",
+                  image="photo:x.jpg"),
+             dict(base, id="jb", text="wrapped", unsafe=True, source="jailbreak",
+                  split="train"),
+             dict(base, id="val", text="held", unsafe=False, source="none", split="val")]
+    out = list(constrain(rows, train, share=1.0))
+    assert len(out) == 200  # no image row, no jailbreak wrapper, no validation row
+    for new, old in zip(out, rows, strict=False):
+        assert new["unsafe"] == old["unsafe"] and new["seed_id"] == old["seed_id"]
+        assert new["id"] != old["id"] and new["text"].startswith(old["text"])
+        assert any(new["text"].endswith(c) for c in train)
+    assert {r["unsafe"] for r in out} == {True, False}
+    assert len(list(constrain(rows, train, share=0.25))) < 100

@@ -68,13 +68,14 @@ HELDOUT = offline.HELDOUT  # one home for the held-out folder
 PROBES = HELDOUT / "probes.jsonl"
 PHOTO_REQUESTS = HELDOUT / "photo_requests.jsonl"
 OPENER_PROBES = HELDOUT / "opener_probes.jsonl"
+FORMAT_CONSTRAINTS = HELDOUT / "format_constraints.txt"
 OPENER_FORMS = {1: "1 question", 2: "2 imperative", 3: "3 first person",
                 4: "4 persona or story"}
 TEST_PHOTOS = HELDOUT / "test_photos.txt"
 PHOTO_DIR = Path(corpora.SHARED_DATA) / "photos" / "imagenet_samples"
 CACHE_DIR = ROOT / "runs" / "eval_cache"
 PARTS = ("sources", "probes", "photos", "invariance", "synth", "e2e")
-CHECKS = ("typed_rendered", "evidence", "carrier", "padding", "lookalike", "position")
+CHECKS = ("typed_rendered", "evidence", "carrier", "padding", "lookalike", "position", "format")
 HARM_CATEGORIES = tuple(c for c in CATEGORIES if c != "none")
 HELD_OUT_BENIGN = tuple(sorted(g for g in offline.HELD_OUT_GROUPS if g.startswith("benign/")))
 HELD_OUT_REDTEAM = ("redteam/simple_safety_tests", "redteam/coconot_original_safety")
@@ -952,10 +953,26 @@ def check_position(ctx: CheckContext) -> dict[str, Any]:
     return row
 
 
+def check_format(ctx: CheckContext) -> dict[str, Any]:
+    """Each ask, harmful and benign, with 8 of the held-out format constraints appended
+    ("Respond entirely in Korean."): how an answer should look must not move the verdict."""
+    from training.synthesis.constraints import read_constraints
+
+    rng = random.Random(ctx.seed + 6)
+    constraints = read_constraints(FORMAT_CONSTRAINTS)
+    items = [Item(f"{it.text} {c}", it.unsafe, it.category,
+                  meta={"ask": it.text, "constraint": c})
+             for it in ctx.asks for c in rng.sample(constraints, min(8, len(constraints)))]
+    row, per, _ = _judge_check(ctx, "format constraints", "invariance: format constraints",
+                               items, "constraint")
+    row["per_constraint"] = per
+    return row
+
+
 CHECK_FUNCS: dict[str, Callable[[CheckContext], dict[str, Any]]] = {
     "typed_rendered": check_typed_rendered, "evidence": check_evidence,
     "carrier": check_carrier, "padding": check_padding, "lookalike": check_lookalike,
-    "position": check_position}
+    "position": check_position, "format": check_format}
 
 
 def probe_report(items: Sequence[Item], outs: Sequence[Outcome]) -> dict[str, Any]:
@@ -1327,6 +1344,13 @@ def render_markdown(report: dict[str, Any]) -> str:
                       f"{_f(c['recall'])}): a harmful line after 3, 6 or 10 benign to-do lines, "
                       f"text “{c['instruction']}”.", ""]
             lines += _check_table("benign lines before", c["per_depth"], "read rate") + [""]
+        if "format" in checks:
+            c = checks["format"]
+            lines += [f"**Format constraints** (agreement {_f(c['agreement'])}; harmful "
+                      f"{_f(c['agreement_unsafe'])}, benign {_f(c['agreement_safe'])}; "
+                      f"benign flagged {_f(c['typed_fpr'])} bare, {_f(c['fpr'])} with a "
+                      "constraint): each ask with 8 of the held-out constraints in "
+                      "`training/heldout/format_constraints.txt` appended.", ""]
         if "evidence" in checks:
             c = checks["evidence"]
             lines += [f"**Evidence**: {c['n']} benign asks, each with the real tagger and OCR "

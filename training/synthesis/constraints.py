@@ -1,0 +1,71 @@
+"""Format constraints on both classes: "Answer in French." says nothing about harm.
+
+The bundled judge flagged 57 of IFEval's 537 benign requests (0.106), many at 0.95-0.99
+("Write a haiku about rushing to work using only the Marathi language"): the only formatting
+instructions it had seen were inside jailbreak wrappers. Appending the same hand-written
+constraints to harmful and benign training requests alike, each keeping its label, takes
+that shortcut away without teaching "a constraint means safe".
+
+    python -m training.synthesis.constraints --data MIX.jsonl --out ROWS.jsonl [--share 0.15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+TRAIN_CONSTRAINTS = Path(__file__).parent / "data" / "format_constraints.txt"
+
+
+def read_constraints(path: Path) -> list[str]:
+    """One constraint per line; '#' lines are comments; a literal "\\n" is a line break."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [ln.replace("\\n", "\n") for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+def eligible(row: dict[str, Any]) -> bool:
+    """Training rows whose whole content is the typed request: no image, no image text,
+    no jailbreak wrapper (a wrapper already carries its own instructions)."""
+    return (row.get("split") == "train" and not row.get("image") and not row.get("concepts")
+            and not row.get("ocr_text") and row.get("source") in ("none", "text"))
+
+
+def constrain(rows: Iterable[dict[str, Any]], constraints: list[str], share: float,
+              seed: int = 0) -> Iterator[dict[str, Any]]:
+    """For a ``share`` of the eligible rows, a copy with one constraint appended (after a
+    space or a blank line), the same label and seed, and a new id."""
+    rng = random.Random(seed)
+    for row in rows:
+        if not eligible(row) or rng.random() >= share:
+            continue
+        c = rng.choice(constraints)
+        text = row["text"].rstrip() + rng.choice((" ", "\n\n")) + c
+        new = dict(row, text=text, origin=f"constrained+{row['origin']}")
+        new["id"] = hashlib.sha256(f"{row['id']}|{c}".encode()).hexdigest()[:16]
+        yield new
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="training rows (JSONL)")
+    ap.add_argument("--out", type=Path, required=True, help="the constrained copies (JSONL)")
+    ap.add_argument("--share", type=float, default=0.15, help="share of eligible rows copied")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    rows = (json.loads(ln) for ln in args.data.open(encoding="utf-8") if ln.strip())
+    out = list(constrain(rows, read_constraints(TRAIN_CONSTRAINTS), args.share, args.seed))
+    with args.out.open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in out)
+    n_unsafe = sum(r["unsafe"] for r in out)
+    print(f"{len(out)} constrained rows ({n_unsafe} harmful, {len(out) - n_unsafe} benign) "
+          f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
