@@ -407,6 +407,9 @@ def test_settings_precedence_flags_env_file(tmp_path) -> None:
     assert c.api_keys == ("a", "b") and c.category_thresholds == {"hate": 0.4, "privacy": 0.9}
     assert ServerConfig.load({}, {"VLMGUARD_CONFIG": str(f)}).port == 9001
     assert ServerConfig.load({}, {}) == ServerConfig()
+    gpu = ServerConfig.load({}, {"VLMGUARD_VISION_PROVIDERS": "CUDAExecutionProvider,"
+                                                             "CPUExecutionProvider"})
+    assert gpu.vision_providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
     with pytest.raises(InvalidConfigError, match="VLMGUARD_PORT"):
         ServerConfig.load({}, {"VLMGUARD_PORT": "eighty"})
     f.write_text('{"prot": 1}')

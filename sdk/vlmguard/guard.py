@@ -190,8 +190,8 @@ class Guard:
         # With OCR on, the tagger runs beside text detection (see seeing.see): one thread
         # each keeps the two from fighting over two cores.
         # The vision models run on the CPU unless asked otherwise: on an H100 with ONNX
-        # Runtime's CUDA provider they took over a second per real photo (new input shapes
-        # every request), against ~15 ms on two CPU cores (benchmarks/RESULTS.md).
+        # Runtime's CUDA provider they took over half a second per real photo (new input
+        # shapes every request), against ~15 ms on two CPU cores (benchmarks/RESULTS.md).
         self.vision_providers = (resolve_providers(vision_providers)
                                  if vision_providers is not None else ["CPUExecutionProvider"])
         self.tagger = Tagger(vision_dir, providers=self.vision_providers,

@@ -33,8 +33,9 @@ def resolve_providers(
     TensorRT gets FP16 and an on-disk engine cache by default. CUDA gets cuDNN's heuristic
     convolution choice: images reach the vision models at a new shape almost every request
     (OCR detection follows each photo's aspect ratio, recognition each line's width), and the
-    default exhaustive search re-benchmarks every convolution for each new shape; on an H100
-    that kept 200 real photos from finishing in 170 s.
+    default exhaustive search re-benchmarks every convolution for each new shape. On an H100
+    the vision models stayed slow even so (benchmarks/RESULTS.md), hence the guard's CPU
+    default for them.
     """
     available = set(ort.get_available_providers())
     names = list(requested) if requested is not None else list(DEFAULT_PROVIDERS)

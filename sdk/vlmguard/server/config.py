@@ -67,6 +67,8 @@ class ServerConfig:
     model: str | None = field(default=None, metadata={"help": "bundle directory"})
     providers: tuple[str, ...] = field(default=(), metadata={
         "help": "ONNX Runtime providers in order (default TensorRT, CUDA, CPU as available)"})
+    vision_providers: tuple[str, ...] = field(default=(), metadata={
+        "help": "providers for the tagger and OCR (default CPU: faster than CUDA on images)"})
     threads: int | None = field(default=None, metadata={"help": "ONNX Runtime threads"})
     threshold: float | None = field(default=None, metadata={"help": "risk threshold"})
     categories: tuple[str, ...] = field(default=(), metadata={
@@ -146,7 +148,8 @@ def _opt(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "host": str, "port": int, "upstream": _opt(str), "upstream_api_key": _opt(str),
     "upstream_timeout_s": float, "api_keys": _list, "model": _opt(str), "providers": _list,
-    "threads": _opt(int), "threshold": _opt(float), "categories": _list,
+    "vision_providers": _list, "threads": _opt(int), "threshold": _opt(float),
+    "categories": _list,
     "category_thresholds": _thresholds, "monitor": _bool, "max_body_bytes": int,
     "request_timeout_s": float, "workers": int, "max_pending": int, "inline_images": _bool,
     "image_max_bytes": int, "image_timeout_s": float, "image_max_redirects": int,
