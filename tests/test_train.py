@@ -203,3 +203,18 @@ def test_distillation_mixes_the_teacher_into_the_safety_target() -> None:
     assert torch.isclose(loss_fn(logits, batch), hard)  # kd 0: labels only
     target = torch.tensor([[0.4, 0.6], [1.0, 0.0], [0.05, 0.95]])  # row 1: no teacher
     assert torch.isclose(loss_fn(logits, batch, kd=0.5), F.cross_entropy(safety, target))
+
+
+def test_length_buckets_and_the_encoder_diagnostic_share_one_bucketing() -> None:
+    """Each run of ``span`` batches is sorted by length before it is cut; every row once."""
+    from training.compare_encoders import batch_order
+    from training.train import length_buckets
+
+    lengths = [5, 1, 4, 2, 3, 6, 9, 7]
+    out = length_buckets(list(range(8)), lambda i: lengths[i], batch_size=2, span=2)
+    assert out == [[1, 3], [2, 0], [4, 5], [7, 6]]  # runs [0..3] and [4..7], each sorted
+    rows = [("x" * n, n % 2 == 0) for n in (7, 1, 5, 3)]
+    bucketed = batch_order(rows, steps=4, batch=2, bucket=True)
+    assert sorted(r for b in bucketed for r in b) == sorted(rows * 2)
+    assert all(abs(len(a[0]) - len(b[0])) <= 2 for a, b in bucketed)
+    assert batch_order(rows, steps=2, batch=2, bucket=False) == [rows[:2], rows[2:]]

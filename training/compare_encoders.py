@@ -37,6 +37,7 @@ from tqdm import tqdm
 from training import evaluate
 from training.synthesis import corpora
 from training.synthesis.offline import read_jsonl
+from training.train import length_buckets
 from vlmguard.encoder import verbalise_evidence
 
 log = logging.getLogger("vlmguard.compare_encoders")
@@ -73,21 +74,14 @@ def encode(tok: Tokenizer, texts: list[str], max_tokens: int) -> dict[str, torch
 
 def batch_order(rows: list[tuple[str, bool]], steps: int, batch: int, bucket: bool
                 ) -> list[list[tuple[str, bool]]]:
-    """The rows of each step, cycling through ``rows`` in order. ``bucket`` sorts each run of
-    50 batches by length, so a batch pads to a length near its own rows' (on this CPU the
-    step's cost follows the padded length), then shuffles those batches."""
+    """The rows of each step, cycling through ``rows`` in order; ``bucket`` groups them by
+    length as :func:`training.train.batches` does, then shuffles the batches."""
     flat = [rows[i % len(rows)] for i in range(steps * batch)]
     if not bucket:
         return [flat[i: i + batch] for i in range(0, len(flat), batch)]
-    out: list[list[tuple[str, bool]]] = []
-    span = 50 * batch
-    rng = random.Random(len(rows))
-    for i in range(0, len(flat), span):
-        run = sorted(flat[i: i + span], key=lambda r: len(r[0]))
-        chunks = [run[j: j + batch] for j in range(0, len(run), batch)]
-        rng.shuffle(chunks)
-        out += chunks
-    return out
+    chunks = length_buckets(list(range(len(flat))), lambda i: len(flat[i][0]), batch)
+    random.Random(len(rows)).shuffle(chunks)
+    return [[flat[i] for i in chunk] for chunk in chunks]
 
 
 def fine_tune(path: Path, rows: list[tuple[str, bool]], steps: int, batch: int, lr: float,

@@ -163,16 +163,25 @@ def collate(items: list[dict]) -> dict[str, torch.Tensor]:
     return out
 
 
+def length_buckets(order: list[int], length: Callable[[int], int], batch_size: int,
+                   span: int = 50) -> list[list[int]]:
+    """Batches of similar length: each run of ``span`` batches of ``order`` is sorted by
+    ``length`` before it is cut, so a batch pads to about its own rows' length (on a CPU a
+    step's cost follows the padded length)."""
+    out = []
+    chunk = batch_size * span
+    for c in range(0, len(order), chunk):
+        part = sorted(order[c:c + chunk], key=length)
+        out.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
+    return out
+
+
 def batches(feats: list[dict], batch_size: int, rng: random.Random, shuffle: bool):
-    """Length-bucketed batches: similar lengths together, so padding costs little on a CPU."""
+    """Length-bucketed batches of windows, in a shuffled order when training."""
     order = list(range(len(feats)))
     if shuffle:
         rng.shuffle(order)
-    chunk = batch_size * 50
-    out = []
-    for c in range(0, len(order), chunk):
-        part = sorted(order[c:c + chunk], key=lambda i: len(feats[i]["ids"]))
-        out.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
+    out = length_buckets(order, lambda i: len(feats[i]["ids"]), batch_size)
     if shuffle:
         rng.shuffle(out)
     return out
