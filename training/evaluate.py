@@ -13,8 +13,10 @@ Parts (``--only``, comma-separated; default all):
   per kind, with and without the photo;
 - ``invariance`` (``--checks`` picks some): typed vs rendered (six styles of
   ``training/eval_render.py``), evidence (benign text + a real photo's tagger/OCR output),
-  carrier (training's carrier phrases and jailbreak wrappers), padding, look-alike text, and
-  position in the image, each as the share of items keeping the verdict of the typed ask;
+  carrier (training's carrier phrases and jailbreak wrappers), padding, look-alike text,
+  position in the image, and format constraints (``training/heldout/format_constraints.txt``
+  appended to asks of both classes), each as the share of items keeping the verdict of the
+  typed ask;
 - ``synth`` (needs ``--data``): the synthesised test split per threat source;
 - ``e2e``: the synthesis typography styles and skimage photos through the full pipeline.
 

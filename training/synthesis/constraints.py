@@ -1,10 +1,12 @@
 """Format constraints on both classes: "Answer in French." says nothing about harm.
 
 The bundled judge flagged 57 of IFEval's 537 benign requests (0.106), many at 0.95-0.99
-("Write a haiku about rushing to work using only the Marathi language"): the only formatting
-instructions it had seen were inside jailbreak wrappers. Appending the same hand-written
-constraints to harmful and benign training requests alike, each keeping its label, takes
-that shortcut away without teaching "a constraint means safe".
+("Write a haiku about rushing to work using only the Marathi language"). Formatting rules
+reached training only in about 600 hand-written writing tasks (batches 3 and 4e, mostly
+benign) and inside jailbreak wrappers; the bulk of either class never carried one.
+Appending the same hand-written constraints to harmful and benign training requests alike,
+each keeping its label, takes that shortcut away without teaching "a constraint means
+safe".
 
     python -m training.synthesis.constraints --data MIX.jsonl --out ROWS.jsonl [--share 0.15]
 """
