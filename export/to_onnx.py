@@ -271,10 +271,22 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def calibrate_bundle(bundle: Path, data: Path, max_fpr: float) -> dict:
+# Calibration by kind (``--calibrate-by-kind``): the issue sets one bar per kind of benign
+# traffic, so each kind of benign validation row gets its own false-positive limit.
+CALIBRATION_KINDS: dict[str, tuple[tuple[str, ...], float]] = {
+    # real requests of the (non-held-out) benign training sources: the held-out-benign bar
+    "real benign": (("benign/", "padded+benign/"), 0.03),
+    # hand-written look-alikes sharing harmful words: the probe bar
+    "look-alikes": (("handwritten", "padded+handwritten"), 0.05),
+}
+
+
+def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = False) -> dict:
     """Choose the threshold end to end: the shipped runtime (every window and reading,
     the quantised model) scores the validation split, and the lowest threshold whose
-    false-positive rate stays within ``max_fpr`` is written into the manifest.
+    false-positive rate stays within ``max_fpr`` is written into the manifest. With
+    ``by_kind``, each kind in ``CALIBRATION_KINDS`` must also stay within its own limit;
+    the strictest threshold wins.
 
     The checkpoint's own threshold (training_meta.json) saw first windows in float32 only.
     """
@@ -290,11 +302,23 @@ def calibrate_bundle(bundle: Path, data: Path, max_fpr: float) -> dict:
                      for e in tqdm(rows, desc="calibrate", mininterval=10)])
     y = np.array([e.unsafe for e in rows])
     t = choose_threshold(risk, y.astype(int), max_fpr)
+    masks = ({kind: np.array([e.origin.startswith(prefixes) and not e.unsafe for e in rows])
+              for kind, (prefixes, _) in CALIBRATION_KINDS.items()} if by_kind else {})
+    kinds: dict[str, dict[str, float]] = {}
+    for kind, mask in masks.items():
+        limit = CALIBRATION_KINDS[kind][1]
+        tk = choose_threshold(risk[mask], np.zeros(int(mask.sum()), dtype=int), limit)
+        kinds[kind] = {"n": int(mask.sum()), "max_fpr": limit, "threshold": round(tk, 4)}
+        t = max(t, tk)
+    for kind, mask in masks.items():
+        kinds[kind]["fpr"] = float((risk[mask] >= t).mean())
     manifest = read_manifest_json(bundle)
     manifest["config"]["threshold"] = round(t, 4)
     calib = {"set": f"{data} (val split, {len(rows)} rows, end to end)", "max_fpr": max_fpr,
              "threshold": round(t, 4), "recall": float((risk[y] >= t).mean()),
              "fpr": float((risk[~y] >= t).mean())}
+    if kinds:
+        calib["by_kind"] = kinds
     manifest["calibration"] = calib
     write_manifest(bundle, manifest)
     log.info("calibrated: %s", calib)
@@ -321,6 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calibrate-max-fpr", type=float, default=None,
                     help="re-choose the threshold end to end on --data's val split through "
                     "the bundled runtime, at most this FPR (default: keep the checkpoint's)")
+    ap.add_argument("--calibrate-by-kind", action="store_true",
+                    help="with --calibrate-max-fpr: also hold each kind of benign row in "
+                    "CALIBRATION_KINDS to its own limit; the strictest threshold wins")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     log.setLevel(logging.INFO)
@@ -355,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     manifest = write_bundle(args.bundle, args.checkpoint, files, parity, args.fp16_in_bundle,
                             args.cpu_model)
     if args.calibrate_max_fpr is not None:
-        calibrate_bundle(args.bundle, args.data, args.calibrate_max_fpr)
+        calibrate_bundle(args.bundle, args.data, args.calibrate_max_fpr,
+                         by_kind=args.calibrate_by_kind)
     size = sum(f["bytes"] for f in manifest["files"].values())
     print(f"bundle {args.bundle}: {size / 1e6:.1f} MB in {len(manifest['files'])} files "
           f"(+ vision/), {time.time() - t:.0f}s")
