@@ -12,13 +12,13 @@ given by ``--vision`` (default: the same as the judge's, to time them on the GPU
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from benchmarks._inputs import PHOTOS, photo_set, text_set, typographic_set
+from benchmarks.latency import WARMUP, timed_requests
 from vlmguard import Guard
 
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -44,14 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, reqs in sets.items():
         out = {}
         for tag, g in guards.items():
-            for r in reqs[:3]:  # warm-up
+            for r in reqs[:WARMUP]:
                 g.rewrite(r.image, r.text)
-            results, times = [], []
-            for r in reqs:
-                t0 = time.perf_counter()
-                results.append(g.rewrite(r.image, r.text))
-                times.append(1e3 * (time.perf_counter() - t0))
-            out[tag] = results
+            times, out[tag] = timed_requests(g, reqs)
             print(f"{name} {tag}: n={len(reqs)} wall p50 {np.percentile(times, 50):.1f} ms "
                   f"p95 {np.percentile(times, 95):.1f} ms", flush=True)
         pairs = list(zip(out["cuda"], out["cpu"], strict=True))

@@ -132,6 +132,16 @@ def bench_guard(guard: Guard, reqs: Sequence[Request], repeat: int) -> dict[str,
     return out
 
 
+def timed_requests(guard: Guard, reqs: Sequence[Request]) -> tuple[list[float], list[Any]]:
+    """Wall ms and result of one ``rewrite`` call per request, in order."""
+    times, results = [], []
+    for r in reqs:
+        t0 = time.perf_counter()
+        results.append(guard.rewrite(r.image, r.text))
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times, results
+
+
 def bench_sets(guard: Guard, sets: dict[str, list[Request]]) -> dict[str, dict]:
     """Per set: one timed call per request (after warm-ups on the first), wall p50/p95, each
     stage's p50/p95 (0 ms where a call skipped it) and how often OCR detection was skipped."""
@@ -144,12 +154,8 @@ def bench_sets(guard: Guard, sets: dict[str, list[Request]]) -> dict[str, dict]:
         ocr = guard.ocr
         runs0, skips0, pages0 = ((ocr.gate_runs, ocr.gate_skips, ocr.page_bypasses)
                                  if ocr is not None else (0, 0, 0))
-        times, stages = [], []
-        for r in reqs:
-            t0 = time.perf_counter()
-            res = guard.rewrite(r.image, r.text)
-            times.append((time.perf_counter() - t0) * 1e3)
-            stages.append(res.timings_ms)
+        times, results = timed_requests(guard, reqs)
+        stages = [res.timings_ms for res in results]
         st = {k: percentiles([t.get(k, 0.0) for t in stages])
               for k in STAGES if any(k in t for t in stages)}
         entry: dict[str, Any] = {"n": len(reqs), "wall_ms": percentiles(times),

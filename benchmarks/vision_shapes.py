@@ -7,8 +7,8 @@ vision models (``benchmarks/RESULTS.md``), so the guard keeps them on the CPU. R
 reaches OCR detection at each photo's aspect ratio and recognition at each line's width.
 Each new shape is timed at its first call and again: if first calls are slow and repeats
 fast, the cost is per-shape planning (padding inputs to a few fixed shapes would cure it);
-if both are slow, the provider is. ``--gpu``
-times CUDA once per cuDNN search mode in ``--cudnn``; without it, the CPU.
+if both are slow, the provider is. ``--gpu`` times CUDA once per cuDNN search mode in
+``--cudnn``; without it, the CPU.
 """
 
 from __future__ import annotations
