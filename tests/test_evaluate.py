@@ -314,6 +314,12 @@ def test_text_invariance_checks_run_on_the_bundled_model(guard) -> None:
     assert fmt["n"] == 2 * 8 and all(it.text.startswith(it.meta["ask"] + " ")
                                      for it, _ in ctx.outcomes[-16:])
     assert sum(r["n"] for r in fmt["per_constraint"].values()) == 16
+    purposes = evaluate.check_pretext(ctx)
+    assert purposes["n"] == 2 * 8 and sum(r["n"] for r in purposes["per_constraint"].values()) == 16
+    for it, _ in ctx.outcomes[-16:]:
+        c = it.meta["constraint"]
+        ask = it.meta["ask"]
+        assert it.text != ask and (c[2:] in it.text if c.startswith("+ ") else c in it.text)
 
 
 def test_committed_report_is_rendered_from_its_json() -> None:

@@ -14,9 +14,10 @@ Parts (``--only``, comma-separated; default all):
 - ``invariance`` (``--checks`` picks some): typed vs rendered (six styles of
   ``training/eval_render.py``), evidence (benign text + a real photo's tagger/OCR output),
   carrier (training's carrier phrases and jailbreak wrappers), padding, look-alike text,
-  position in the image, and format constraints (``training/heldout/format_constraints.txt``
-  appended to asks of both classes), each as the share of items keeping the verdict of the
-  typed ask;
+  position in the image, format constraints (``training/heldout/format_constraints.txt``
+  appended to asks of both classes) and stated purposes (``training/heldout/pretexts.txt``,
+  "... for a school project"), each as the share of items keeping the verdict of the typed
+  ask;
 - ``synth`` (needs ``--data``): the synthesised test split per threat source;
 - ``e2e``: the synthesis typography styles and skimage photos through the full pipeline.
 
@@ -71,13 +72,15 @@ PROBES = HELDOUT / "probes.jsonl"
 PHOTO_REQUESTS = HELDOUT / "photo_requests.jsonl"
 OPENER_PROBES = HELDOUT / "opener_probes.jsonl"
 FORMAT_CONSTRAINTS = HELDOUT / "format_constraints.txt"
+PRETEXTS = HELDOUT / "pretexts.txt"
 OPENER_FORMS = {1: "1 question", 2: "2 imperative", 3: "3 first person",
                 4: "4 persona or story"}
 TEST_PHOTOS = HELDOUT / "test_photos.txt"
 PHOTO_DIR = Path(corpora.SHARED_DATA) / "photos" / "imagenet_samples"
 CACHE_DIR = ROOT / "runs" / "eval_cache"
 PARTS = ("sources", "probes", "photos", "invariance", "synth", "e2e")
-CHECKS = ("typed_rendered", "evidence", "carrier", "padding", "lookalike", "position", "format")
+CHECKS = ("typed_rendered", "evidence", "carrier", "padding", "lookalike", "position", "format",
+          "pretext")
 HARM_CATEGORIES = tuple(c for c in CATEGORIES if c != "none")
 HELD_OUT_BENIGN = tuple(sorted(g for g in offline.HELD_OUT_GROUPS if g.startswith("benign/")))
 HELD_OUT_REDTEAM = ("redteam/simple_safety_tests", "redteam/coconot_original_safety")
@@ -955,26 +958,43 @@ def check_position(ctx: CheckContext) -> dict[str, Any]:
     return row
 
 
-def check_format(ctx: CheckContext) -> dict[str, Any]:
-    """Each ask, harmful and benign, with 8 of the held-out format constraints appended
-    ("Respond entirely in Korean."): how an answer should look must not move the verdict."""
-    from training.synthesis.constraints import read_constraints
+def _clause_check(ctx: CheckContext, path: Path, sides: tuple[str, ...], seed: int,
+                  name: str, set_name: str) -> dict[str, Any]:
+    """Each ask, harmful and benign, with 8 of the held-out clauses in ``path`` attached
+    (``constraints.attach``, a sentence on one of ``sides``); the verdict must not move."""
+    from training.synthesis.constraints import attach, read_constraints
 
-    rng = random.Random(ctx.seed + 6)
-    constraints = read_constraints(FORMAT_CONSTRAINTS)
-    items = [Item(f"{it.text} {c}", it.unsafe, it.category,
-                  meta={"ask": it.text, "constraint": c})
-             for it in ctx.asks for c in rng.sample(constraints, min(8, len(constraints)))]
-    row, per, _ = _judge_check(ctx, "format constraints", "invariance: format constraints",
-                               items, "constraint")
+    rng = random.Random(ctx.seed + seed)
+    clauses = read_constraints(path)
+    items = []
+    for it in ctx.asks:
+        for c in rng.sample(clauses, min(8, len(clauses))):
+            side = rng.choice(sides) if len(sides) > 1 else sides[0]
+            items.append(Item(attach(it.text, c, side), it.unsafe, it.category,
+                              meta={"ask": it.text, "constraint": c}))
+    row, per, _ = _judge_check(ctx, name, set_name, items, "constraint")
     row["per_constraint"] = per
     return row
+
+
+def check_format(ctx: CheckContext) -> dict[str, Any]:
+    """Held-out format constraints after the ask ("Respond entirely in Korean."): how an
+    answer should look must not move the verdict."""
+    return _clause_check(ctx, FORMAT_CONSTRAINTS, ("after",), 6, "format constraints",
+                         "invariance: format constraints")
+
+
+def check_pretext(ctx: CheckContext) -> dict[str, Any]:
+    """Held-out stated purposes inside, before or after the ask ("... for a school
+    project", "I'm a night-shift nurse."): a stated reason must not move the verdict."""
+    return _clause_check(ctx, PRETEXTS, ("before", "after"), 7, "stated purposes",
+                         "invariance: stated purposes")
 
 
 CHECK_FUNCS: dict[str, Callable[[CheckContext], dict[str, Any]]] = {
     "typed_rendered": check_typed_rendered, "evidence": check_evidence,
     "carrier": check_carrier, "padding": check_padding, "lookalike": check_lookalike,
-    "position": check_position, "format": check_format}
+    "position": check_position, "format": check_format, "pretext": check_pretext}
 
 
 def probe_report(items: Sequence[Item], outs: Sequence[Outcome]) -> dict[str, Any]:
@@ -1353,6 +1373,14 @@ def render_markdown(report: dict[str, Any]) -> str:
                       f"benign flagged {_f(c['typed_fpr'])} bare, {_f(c['fpr'])} with a "
                       "constraint): each ask with 8 of the held-out constraints in "
                       "`training/heldout/format_constraints.txt` appended.", ""]
+        if "pretext" in checks:
+            c = checks["pretext"]
+            lines += [f"**Stated purposes** (agreement {_f(c['agreement'])}; harmful "
+                      f"{_f(c['agreement_unsafe'])}, benign {_f(c['agreement_safe'])}; "
+                      f"benign flagged {_f(c['typed_fpr'])} bare, {_f(c['fpr'])} with a "
+                      "purpose): each ask with 8 of the held-out purposes in "
+                      "`training/heldout/pretexts.txt` (\"... for a school project\", \"I'm a "
+                      "night-shift nurse.\") inside, before or after it.", ""]
         if "evidence" in checks:
             c = checks["evidence"]
             lines += [f"**Evidence**: {c['n']} benign asks, each with the real tagger and OCR "
