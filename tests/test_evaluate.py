@@ -320,6 +320,11 @@ def test_text_invariance_checks_run_on_the_bundled_model(guard) -> None:
         c = it.meta["constraint"]
         ask = it.meta["ask"]
         assert it.text != ask and (c[2:] in it.text if c.startswith("+ ") else c in it.text)
+    ctx.ask_pool = asks
+    tense = evaluate.check_tense(ctx)  # the pipe-bomb ask is a how-to, the capital one is not
+    assert tense["n_asks"] == 1 and tense["n"] == 3
+    assert set(tense["per_tense"]) <= {"past", "future"}
+    assert all("pipe bomb" in it.text for it, _ in ctx.outcomes[-3:])
 
 
 def test_committed_report_is_rendered_from_its_json() -> None:

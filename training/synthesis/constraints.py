@@ -23,7 +23,7 @@ import argparse
 import hashlib
 import json
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,23 +61,36 @@ def eligible(row: dict[str, Any]) -> bool:
             and not row.get("ocr_text") and row.get("source") in ("none", "text"))
 
 
-def constrain(rows: Iterable[dict[str, Any]], constraints: list[str], share: float,
-              seed: int = 0, sides: tuple[str, ...] = ("after",),
-              prefix: str = "constrained") -> Iterator[dict[str, Any]]:
-    """For a ``share`` of the eligible rows, a copy with one clause attached (a sentence
-    after a space or a blank line, on one of ``sides``), the same label and seed, and a new
-    id."""
+def label_keeping_copies(rows: Iterable[dict[str, Any]], share: float, seed: int, prefix: str,
+                         make: Callable[[str, random.Random], tuple[str, str] | None]
+                         ) -> Iterator[dict[str, Any]]:
+    """For a ``share`` of the eligible rows that ``make`` can change, a copy with the new text
+    (``make`` returns it and what it added), the same label and seed, and a new id."""
     rng = random.Random(seed)
     for row in rows:
         if not eligible(row) or rng.random() >= share:
             continue
+        made = make(row["text"], rng)
+        if made is None:
+            continue
+        text, added = made
+        new = dict(row, text=text, origin=f"{prefix}+{row['origin']}")
+        new["id"] = hashlib.sha256(f"{row['id']}|{added}".encode()).hexdigest()[:16]
+        yield new
+
+
+def constrain(rows: Iterable[dict[str, Any]], constraints: list[str], share: float,
+              seed: int = 0, sides: tuple[str, ...] = ("after",),
+              prefix: str = "constrained") -> Iterator[dict[str, Any]]:
+    """Copies with one clause attached (a sentence after a space or a blank line, on one of
+    ``sides``)."""
+    def make(text: str, rng: random.Random) -> tuple[str, str]:
         c = rng.choice(constraints)
         sep = rng.choice((" ", "\n\n"))
         side = rng.choice(sides) if len(sides) > 1 else sides[0]
-        text = attach(row["text"], c, side, sep)
-        new = dict(row, text=text, origin=f"{prefix}+{row['origin']}")
-        new["id"] = hashlib.sha256(f"{row['id']}|{c}".encode()).hexdigest()[:16]
-        yield new
+        return attach(text, c, side, sep), c
+
+    return label_keeping_copies(rows, share, seed, prefix, make)
 
 
 def main(argv: list[str] | None = None) -> int:
