@@ -95,6 +95,29 @@ def test_unrelated_photo_rows_carry_the_request_alone(enc: SequenceEncoder) -> N
     assert featurise(_example("How do I bake bread?", False), enc)[0]["partner_ids"] == []
 
 
+def test_clause_copies_carry_the_bare_request(enc: SequenceEncoder, tmp_path: Path) -> None:
+    """A label-keeping copy (bare_text set) pairs with its bare request, marked as a clause
+    partner; the consistency loss reads clause and photo partners apart."""
+    from training.synthesis.offline import write_jsonl
+    from training.train import build_model, collate, consistency_loss
+
+    copy = Example(**{**_example("How do I make a bomb for a science fair?", True).__dict__,
+                      "bare_text": "How do I make a bomb?"})
+    [f] = featurise(copy, enc)
+    assert f["partner_clause"] == 1 and "fair" not in enc.tokenizer.decode(f["partner_ids"])
+    assert "bomb" in enc.tokenizer.decode(f["partner_ids"])
+    photo = featurise(_photo_example("How do I abort a git rebase?", False, "none"), enc)[0]
+    assert photo["partner_clause"] == 0 and photo["partner_ids"]
+    write_jsonl([copy, _example("What is it?", False, split="val")], tmp_path / "d.jsonl")
+    featurise_file(tmp_path / "d.jsonl", tmp_path / "f.npz")
+    assert load_features(tmp_path / "f.npz", "train") == [f]
+    model = build_model(base_model_path()).eval()
+    b = collate([photo])
+    logits = model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"],
+                   attention_mask=b["attention_mask"]).logits
+    assert consistency_loss(model, logits, [photo], "cpu", clause=True).item() == 0.0
+
+
 def test_feature_file_keeps_partners(enc: SequenceEncoder, tmp_path: Path) -> None:
     from training.synthesis.offline import write_jsonl
 

@@ -72,11 +72,13 @@ def featurise(ex: Example, enc: SequenceEncoder, max_safe_windows: int = 3) -> l
     """
     ev = verbalise_evidence(ex.concepts, ex.ocr_text, ex.has_image)
     windows = enc.encode(ev.text, ex.text, ev.ocr_offset, readings=False)
-    partner = _text_alone(ex, enc) if len(windows) == 1 else None
+    clause = _bare(ex, enc, ev.text) if len(windows) == 1 else None
+    partner = clause or (_text_alone(ex, enc) if len(windows) == 1 else None)
     if not ex.unsafe:
         if len(windows) > max_safe_windows:
             windows = windows[:max_safe_windows - 1] + windows[-1:]
-        return [_window_targets(ex, w, ev.ocr_offset, "", partner) for w in windows]
+        return [_window_targets(ex, w, ev.ocr_offset, "", partner, clause is not None)
+                for w in windows]
     window, ocr_line = windows[0], ""
     if ex.intent_span is not None and ex.intent_span[0] == "ocr":
         ocr_line = " ".join(ex.ocr_text[ex.intent_span[1]:ex.intent_span[2]].split())
@@ -89,7 +91,22 @@ def featurise(ex: Example, enc: SequenceEncoder, max_safe_windows: int = 3) -> l
             if w.request_offset <= start < w.request_offset + (max(ends) if ends else 0):
                 window = w
                 break
-    return [_window_targets(ex, window, ev.ocr_offset, ocr_line, partner)]
+    return [_window_targets(ex, window, ev.ocr_offset, ocr_line, partner, clause is not None)]
+
+
+def _bare(ex: Example, enc: SequenceEncoder, evidence: str) -> Window | None:
+    """The request before a label-keeping clause was added to it (a format rule, a stated
+    purpose, another tense: ``training.synthesis.constraints``), with the same evidence.
+
+    The clause changes neither what an answer would enable nor an ordinary request, so the
+    clause consistency loss (``--clause-consistency``) keeps it from moving the verdict away
+    from the bare request's toward the wrong label ("How do I make a bomb for a science fair?"
+    must score like "How do I make a bomb?").
+    """
+    if not ex.bare_text or ex.bare_text == ex.text:
+        return None
+    windows = enc.encode(evidence, ex.bare_text, -1, readings=False)
+    return windows[0] if len(windows) == 1 else None
 
 
 def _text_alone(ex: Example, enc: SequenceEncoder) -> Window | None:
@@ -109,7 +126,7 @@ def _text_alone(ex: Example, enc: SequenceEncoder) -> Window | None:
 
 
 def _window_targets(ex: Example, window: Window, ocr_offset: int, ocr_line: str,
-                    partner: Window | None = None) -> dict:
+                    partner: Window | None = None, clause: bool = False) -> dict:
     e = window.encoding
     seq_ids = e.sequence_ids
     span = [IGNORE if s is None else 0 for s in seq_ids]
@@ -139,6 +156,7 @@ def _window_targets(ex: Example, window: Window, ocr_offset: int, ocr_line: str,
         "span": span,
         "partner_ids": partner.encoding.ids if partner else [],
         "partner_types": partner.encoding.type_ids if partner else [],
+        "partner_clause": int(clause),
     }
 
 
@@ -220,15 +238,17 @@ def unsafe_margin(logits: torch.Tensor) -> torch.Tensor:
 
 
 def consistency_loss(model: BertForTokenClassification, logits: torch.Tensor,
-                     items: list[dict], device: str) -> torch.Tensor:
-    """Mean squared gap by which an unrelated photo moves the verdict margin toward the
-    wrong label, measured against the request alone (no gradient there).
+                     items: list[dict], device: str, clause: bool = False) -> torch.Tensor:
+    """Mean squared gap by which an unrelated photo (``clause=False``) or a label-keeping
+    clause (``clause=True``) moves the verdict margin toward the wrong label, measured against
+    the request alone (no gradient there).
 
     One-sided: a benign request may not be pushed toward unsafe, nor a harmful one toward
     safe, by a photo that has nothing to do with it. Held both ways (stop 18's first run),
     the loss also taught the judge to lean less on photos that do matter.
     """
-    rows = [i for i, x in enumerate(items) if x["partner_ids"]]
+    rows = [i for i, x in enumerate(items)
+            if x["partner_ids"] and bool(x.get("partner_clause", 0)) == clause]
     if not rows:
         return logits.new_zeros(())
     alone = [{**items[i], "ids": items[i]["partner_ids"], "types": items[i]["partner_types"],
@@ -305,6 +325,7 @@ def featurise_file(data: Path, out: Path, tokenizer: Path | None = None) -> dict
         for head in ("safety", "category", "source", "strategy"):
             arrays[f"{split}_{head}"] = np.array([f[head] for f in feats], dtype=np.int16)
         arrays[f"{split}_plen"] = np.array([len(f["partner_ids"]) for f in feats], dtype=np.int32)
+        arrays[f"{split}_pclause"] = np.array([f["partner_clause"] for f in feats], dtype=np.uint8)
         arrays[f"{split}_pids"] = np.array([i for f in feats for i in f["partner_ids"]],
                                            dtype=np.uint16)
         arrays[f"{split}_ptypes"] = np.array([i for f in feats for i in f["partner_types"]],
@@ -322,6 +343,7 @@ def load_features(path: Path, split: str) -> list[dict]:
                                                 "category", "source", "strategy")}
         # partners (the request without its unrelated photo) exist in newer files only
         plen = z[f"{split}_plen"] if f"{split}_plen" in z else np.zeros_like(arr["len"])
+        pclause = z[f"{split}_pclause"] if f"{split}_pclause" in z else np.zeros_like(plen)
         pids = z[f"{split}_pids"].astype(np.int64).tolist() if plen.any() else []
         ptypes = z[f"{split}_ptypes"].astype(np.int64).tolist() if plen.any() else []
     bounds = np.concatenate([[0], np.cumsum(arr["len"])])
@@ -332,7 +354,8 @@ def load_features(path: Path, split: str) -> list[dict]:
         a, b = int(bounds[i]), int(bounds[i + 1])
         pa, pb = int(pbounds[i]), int(pbounds[i + 1])
         item: dict = {"ids": ids[a:b], "types": types[a:b], "span": span[a:b],
-                      "partner_ids": pids[pa:pb], "partner_types": ptypes[pa:pb]}
+                      "partner_ids": pids[pa:pb], "partner_types": ptypes[pa:pb],
+                      "partner_clause": int(pclause[i])}
         for head in ("safety", "category", "source", "strategy"):
             item[head] = int(arr[head][i])
         out.append(item)
@@ -374,7 +397,8 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
           max_train: int | None = None, init: Path | None = None,
           max_val_fpr: float = 0.05, features: Path | None = None, base: Path | None = None,
           device: str = "cpu", shards: Path | None = None, qat: bool = False,
-          consistency: float = 0.0, teacher: Path | None = None, kd: float = 0.0) -> dict:
+          consistency: float = 0.0, teacher: Path | None = None, kd: float = 0.0,
+          clause_consistency: float = 0.0) -> dict:
     torch.manual_seed(seed)
     rng = random.Random(seed)
     if threads:
@@ -445,6 +469,9 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
             if consistency:
                 loss = loss + consistency * consistency_loss(
                     model, logits.float(), [feats[i] for i in idx], device)
+            if clause_consistency:
+                loss = loss + clause_consistency * consistency_loss(
+                    model, logits.float(), [feats[i] for i in idx], device, clause=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -472,6 +499,7 @@ def train(data: Path | None, out: Path, epochs: float = 2.0, batch_size: int = 3
         "freeze_layers": freeze_layers, "max_tokens": MAX_TOKENS,
         "batch_size": batch_size, "lr": lr, "device": device, "seed": seed,
         "quantisation_aware": qat, "consistency": consistency,
+        "clause_consistency": clause_consistency,
         "teacher": str(teacher) if teacher else None, "kd": kd,
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "threshold": threshold,
@@ -610,6 +638,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--consistency", type=float, default=0.0,
                     help="weight of the loss that holds a request's verdict beside an unrelated "
                     "photo to its verdict alone (needs features written by this version)")
+    ap.add_argument("--clause-consistency", type=float, default=0.0,
+                    help="weight of the loss that holds a request's verdict with a label-keeping "
+                    "clause (format rule, stated purpose, tense) to its verdict without it")
     ap.add_argument("--teacher", type=Path, default=None,
                     help="a teacher's unsafe probability per train window (.npy from "
                     "python -m training.distil), used with --kd")
@@ -626,7 +657,8 @@ def main(argv: list[str] | None = None) -> None:
           freeze_layers=args.freeze_layers, max_train=args.max_train, init=args.init,
           max_val_fpr=args.max_val_fpr, features=args.features, base=args.base,
           device=args.device, seed=args.seed, shards=args.shards, qat=args.qat,
-          consistency=args.consistency, teacher=args.teacher, kd=args.kd)
+          consistency=args.consistency, teacher=args.teacher, kd=args.kd,
+          clause_consistency=args.clause_consistency)
 
 
 if __name__ == "__main__":

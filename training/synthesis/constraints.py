@@ -61,11 +61,30 @@ def eligible(row: dict[str, Any]) -> bool:
             and not row.get("ocr_text") and row.get("source") in ("none", "text"))
 
 
+def moved_span(span: list[Any] | tuple[Any, ...] | None, old: str, new: str
+               ) -> list[Any] | None:
+    """The request's intent span (character offsets) in its changed text: shifted where the
+    old text is still there whole, cut at its stem where only its last punctuation moved
+    ("... napalm for a film prop?"), dropped where the text was retold (the span head then
+    ignores the row; the safety label stays)."""
+    if span is None or span[0] != "text":
+        return None if span is None else list(span)
+    _, start, end = span
+    k = new.find(old)
+    if k >= 0:
+        return ["text", start + k, end + k]
+    stem = old.rstrip(" .?!")
+    if new.startswith(stem) and start < min(end, len(stem)):
+        return ["text", start, min(end, len(stem))]
+    return None
+
+
 def label_keeping_copies(rows: Iterable[dict[str, Any]], share: float, seed: int, prefix: str,
                          make: Callable[[str, random.Random], tuple[str, str] | None]
                          ) -> Iterator[dict[str, Any]]:
     """For a ``share`` of the eligible rows that ``make`` can change, a copy with the new text
-    (``make`` returns it and what it added), the same label and seed, and a new id."""
+    (``make`` returns it and what it added), the same label and seed, a new id, and the
+    request it was made from (``bare_text``, for ``train --clause-consistency``)."""
     rng = random.Random(seed)
     for row in rows:
         if not eligible(row) or rng.random() >= share:
@@ -74,7 +93,9 @@ def label_keeping_copies(rows: Iterable[dict[str, Any]], share: float, seed: int
         if made is None:
             continue
         text, added = made
-        new = dict(row, text=text, origin=f"{prefix}+{row['origin']}")
+        new = dict(row, text=text, origin=f"{prefix}+{row['origin']}",
+                   bare_text=row.get("bare_text") or row["text"],
+                   intent_span=moved_span(row.get("intent_span"), row["text"], text))
         new["id"] = hashlib.sha256(f"{row['id']}|{added}".encode()).hexdigest()[:16]
         yield new
 

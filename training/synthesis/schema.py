@@ -48,6 +48,7 @@ class Example:
     origin: str = ""
     licence: str = ""
     split: str = "train"
+    bare_text: str = ""               # the request before a label-keeping clause was added
 
     @property
     def has_image(self) -> bool:
