@@ -1407,21 +1407,18 @@ def render_markdown(report: dict[str, Any]) -> str:
                       f"{_f(c['recall'])}): a harmful line after 3, 6 or 10 benign to-do lines, "
                       f"text “{c['instruction']}”.", ""]
             lines += _check_table("benign lines before", c["per_depth"], "read rate") + [""]
-        if "format" in checks:
-            c = checks["format"]
-            lines += [f"**Format constraints** (agreement {_f(c['agreement'])}; harmful "
-                      f"{_f(c['agreement_unsafe'])}, benign {_f(c['agreement_safe'])}; "
-                      f"benign flagged {_f(c['typed_fpr'])} bare, {_f(c['fpr'])} with a "
-                      "constraint): each ask with 8 of the held-out constraints in "
-                      "`training/heldout/format_constraints.txt` appended.", ""]
-        if "pretext" in checks:
-            c = checks["pretext"]
-            lines += [f"**Stated purposes** (agreement {_f(c['agreement'])}; harmful "
-                      f"{_f(c['agreement_unsafe'])}, benign {_f(c['agreement_safe'])}; "
-                      f"benign flagged {_f(c['typed_fpr'])} bare, {_f(c['fpr'])} with a "
-                      "purpose): each ask with 8 of the held-out purposes in "
-                      "`training/heldout/pretexts.txt` (\"... for a school project\", \"I'm a "
-                      "night-shift nurse.\") inside, before or after it.", ""]
+        for key, title, noun, where in (
+                ("format", "Format constraints", "constraint",
+                 "constraints in `training/heldout/format_constraints.txt` appended."),
+                ("pretext", "Stated purposes", "purpose",
+                 "purposes in `training/heldout/pretexts.txt` (\"... for a school project\", "
+                 "\"I'm a night-shift nurse.\") inside, before or after it.")):
+            if key in checks:
+                c = checks[key]
+                lines += [f"**{title}** (agreement {_f(c['agreement'])}; harmful "
+                          f"{_f(c['agreement_unsafe'])}, benign {_f(c['agreement_safe'])}; "
+                          f"benign flagged {_f(c['typed_fpr'])} bare, {_f(c['fpr'])} with a "
+                          f"{noun}): each ask with 8 of the held-out {where}", ""]
         if "tense" in checks:
             c = checks["tense"]
             lines += [f"**Tense** (agreement {_f(c['agreement'])}; harmful "

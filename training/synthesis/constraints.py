@@ -114,6 +114,15 @@ def constrain(rows: Iterable[dict[str, Any]], constraints: list[str], share: flo
     return label_keeping_copies(rows, share, seed, prefix, make)
 
 
+def write_copies(out: Path, copies: Iterable[dict[str, Any]], what: str) -> None:
+    """Write the copies as JSONL and say how many of each class there are."""
+    rows = list(copies)
+    with out.open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    n_unsafe = sum(r["unsafe"] for r in rows)
+    print(f"{len(rows)} {what} rows ({n_unsafe} harmful, {len(rows) - n_unsafe} benign) -> {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="training rows (JSONL)")
@@ -125,12 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows = (json.loads(ln) for ln in args.data.open(encoding="utf-8") if ln.strip())
     path, sides, prefix = KINDS[args.kind]
-    out = list(constrain(rows, read_constraints(path), args.share, args.seed, sides, prefix))
-    with args.out.open("w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in out)
-    n_unsafe = sum(r["unsafe"] for r in out)
-    print(f"{len(out)} {prefix} rows ({n_unsafe} harmful, {len(out) - n_unsafe} benign) "
-          f"-> {args.out}")
+    write_copies(args.out, constrain(rows, read_constraints(path), args.share, args.seed,
+                                     sides, prefix), prefix)
     return 0
 
 

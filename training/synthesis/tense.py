@@ -20,7 +20,7 @@ import random
 import re
 from pathlib import Path
 
-from training.synthesis.constraints import label_keeping_copies, read_constraints
+from training.synthesis.constraints import label_keeping_copies, read_constraints, write_copies
 
 TRAIN_TEMPLATES = Path(__file__).parent / "data" / "tense_templates.txt"
 
@@ -70,12 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         new = retell(text, t)
         return None if new is None else (new, t)
 
-    out = list(label_keeping_copies(rows, args.share, args.seed, "tense", make))
-    with args.out.open("w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in out)
-    n_unsafe = sum(r["unsafe"] for r in out)
-    print(f"{len(out)} retold rows ({n_unsafe} harmful, {len(out) - n_unsafe} benign) "
-          f"-> {args.out}")
+    write_copies(args.out, label_keeping_copies(rows, args.share, args.seed, "tense", make),
+                 "retold")
     return 0
 
 
