@@ -880,11 +880,19 @@ def check_evidence(ctx: CheckContext) -> dict[str, Any]:
         items.append(Item(it.text, False, image=(PHOTO_DIR / name).read_bytes(),
                           has_image=True, meta={"ask": it.text, "photo": name}))
     outs = ctx.judge(items, "evidence")
+    # the same asks beside an image in which nothing was recognised: how much of the flip
+    # rate the presence of an image causes on its own, whatever the photo shows
+    blank = ctx.judge([Item(it.text, False, has_image=True, meta={"ask": it.text})
+                       for it in benign], "evidence, blank image")
     refs = ctx.ref(items)
     base_ok = [i for i, r in enumerate(refs) if not r]
     flips = [i for i in base_ok if outs[i].flagged]
+    blank_flips = [i for i in base_ok if blank[i].flagged]
     return {"set": "invariance: evidence", "n": len(items), "n_typed_benign": len(base_ok),
             "flips": len(flips), "flip_rate": len(flips) / len(base_ok) if base_ok else None,
+            "blank_flips": len(blank_flips),
+            "blank_flip_rate": len(blank_flips) / len(base_ok) if base_ok else None,
+            "flips_also_blank": len(set(flips) & set(blank_flips)),
             "unflips": sum(refs[i] and not outs[i].flagged for i in range(len(items))),
             "flag_rate_without": flag_rate(refs),
             "flag_rate_with": flag_rate([o.flagged for o in outs]),
@@ -1436,7 +1444,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                       f"output of a random held-out photo: {c['flips']} of "
                       f"{c['n_typed_benign']} typed-benign asks flip to unsafe (flip rate "
                       f"{_f(c['flip_rate'])}; flag rate {_f(c['flag_rate_without'])} without the "
-                      f"photo, {_f(c['flag_rate_with'])} with it).", ""]
+                      f"photo, {_f(c['flag_rate_with'])} with it)."
+                      + (f" Beside an image in which nothing was recognised, "
+                         f"{c['blank_flips']} flip ({_f(c['blank_flip_rate'])}); "
+                         f"{c['flips_also_blank']} of the {c['flips']} photo flips flip there "
+                         "too." if "blank_flips" in c else ""), ""]
 
     other = [r for k, r in sets.items() if k.startswith(("synth", "e2e", "hh-rlhf"))]
     if other:
