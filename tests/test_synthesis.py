@@ -268,3 +268,22 @@ def test_a_copy_keeps_its_intent_span_on_the_same_words() -> None:
     [copy] = label_keeping_copies([row], 1.0, 0, "pretext",
                                   lambda t, rng: (attach(t, "I'm a chemist.", "before"), "c"))
     assert copy["bare_text"] == ask and copy["text"][slice(*copy["intent_span"][1:])] == ask
+
+
+def test_blank_image_copies_keep_label_and_text() -> None:
+    """Both classes, the same text, an image in which nothing is recognised."""
+    from training.synthesis.constraints import blank_image_copies
+    from training.synthesis.schema import Example
+
+    base = {"concepts": [], "ocr_text": "", "image": None, "origin": "x", "seed_id": "s",
+            "split": "train"}
+    rows = [dict(base, id=str(i), text=f"ask {i}", unsafe=i % 2 == 0,
+                 source="text" if i % 2 == 0 else "none") for i in range(20)]
+    out = list(blank_image_copies(rows, 1.0))
+    assert [r["text"] for r in out] == [r["text"] for r in rows]
+    assert all(r["image"] == "blank:" and r["origin"] == "blank-image+x" for r in out)
+    assert {r["unsafe"] for r in out} == {True, False}
+    ex = Example.from_dict({k: v for k, v in out[0].items()
+                            if k in Example.__dataclass_fields__} | {
+        "category": None, "strategy": "none"})
+    assert ex.has_image and not ex.concepts

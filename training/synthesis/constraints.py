@@ -115,6 +115,21 @@ def constrain(rows: Iterable[dict[str, Any]], constraints: list[str], share: flo
     return label_keeping_copies(rows, share, seed, prefix, make)
 
 
+def blank_image_copies(rows: Iterable[dict[str, Any]], share: float, seed: int = 0
+                       ) -> Iterator[dict[str, Any]]:
+    """Copies of text-only requests of both classes beside an image in which the tagger
+    recognised nothing and the OCR read nothing, each keeping its label.
+
+    Half of the shipped judge's evidence flips happen beside such an image too (stop 22): the
+    presence of an image alone moves edgy benign requests, whatever the image shows.
+    """
+    def make(text: str, rng: random.Random) -> tuple[str, str]:
+        return text, "blank image"
+
+    for new in label_keeping_copies(rows, share, seed, "blank-image", make):
+        yield dict(new, image="blank:")
+
+
 def write_copies(out: Path, copies: Iterable[dict[str, Any]], what: str) -> None:
     """Write the copies as JSONL and say how many of each class there are."""
     rows = list(copies)
@@ -128,12 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="training rows (JSONL)")
     ap.add_argument("--out", type=Path, required=True, help="the constrained copies (JSONL)")
-    ap.add_argument("--kind", choices=sorted(KINDS), default="format",
-                    help="format rules or stated purposes (pretexts)")
+    ap.add_argument("--kind", choices=sorted(KINDS) + ["blank-image"], default="format",
+                    help="format rules, stated purposes (pretexts), or a blank image beside "
+                         "the request")
     ap.add_argument("--share", type=float, default=0.15, help="share of eligible rows copied")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     rows = (json.loads(ln) for ln in args.data.open(encoding="utf-8") if ln.strip())
+    if args.kind == "blank-image":
+        write_copies(args.out, blank_image_copies(rows, args.share, args.seed), args.kind)
+        return 0
     path, sides, prefix = KINDS[args.kind]
     write_copies(args.out, constrain(rows, read_constraints(path), args.share, args.seed,
                                      sides, prefix), prefix)
