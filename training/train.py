@@ -72,8 +72,12 @@ def featurise(ex: Example, enc: SequenceEncoder, max_safe_windows: int = 3) -> l
     """
     ev = verbalise_evidence(ex.concepts, ex.ocr_text, ex.has_image)
     windows = enc.encode(ev.text, ex.text, ev.ocr_offset, readings=False)
-    clause = _bare(ex, enc, ev.text) if len(windows) == 1 else None
-    partner = clause or (_text_alone(ex, enc) if len(windows) == 1 else None)
+    # a one-window request may carry a partner: the bare request of a label-keeping copy,
+    # or else the request without its unrelated photo
+    clause = partner = None
+    if len(windows) == 1:
+        clause = _bare(ex, enc, ev.text)
+        partner = clause or _text_alone(ex, enc)
     if not ex.unsafe:
         if len(windows) > max_safe_windows:
             windows = windows[:max_safe_windows - 1] + windows[-1:]
@@ -248,7 +252,7 @@ def consistency_loss(model: BertForTokenClassification, logits: torch.Tensor,
     the loss also taught the judge to lean less on photos that do matter.
     """
     rows = [i for i, x in enumerate(items)
-            if x["partner_ids"] and bool(x.get("partner_clause", 0)) == clause]
+            if x["partner_ids"] and bool(x["partner_clause"]) == clause]
     if not rows:
         return logits.new_zeros(())
     alone = [{**items[i], "ids": items[i]["partner_ids"], "types": items[i]["partner_types"],

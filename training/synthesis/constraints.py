@@ -55,6 +55,11 @@ def attach(text: str, clause: str, side: str = "after", sep: str = " ") -> str:
     return text.rstrip() + sep + clause
 
 
+def pick_side(rng: random.Random, sides: tuple[str, ...]) -> str:
+    """One of ``sides``; a single side draws nothing, so format copies stay reproducible."""
+    return rng.choice(sides) if len(sides) > 1 else sides[0]
+
+
 def eligible(row: dict[str, Any]) -> bool:
     """Training rows whose whole content is the typed request: no image, no image text,
     no jailbreak wrapper (a wrapper already carries its own instructions)."""
@@ -109,8 +114,7 @@ def constrain(rows: Iterable[dict[str, Any]], constraints: list[str], share: flo
     def make(text: str, rng: random.Random) -> tuple[str, str]:
         c = rng.choice(constraints)
         sep = rng.choice((" ", "\n\n"))
-        side = rng.choice(sides) if len(sides) > 1 else sides[0]
-        return attach(text, c, side, sep), c
+        return attach(text, c, pick_side(rng, sides), sep), c
 
     return label_keeping_copies(rows, share, seed, prefix, make)
 
