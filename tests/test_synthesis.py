@@ -291,3 +291,32 @@ def test_blank_image_copies_keep_label_and_text() -> None:
                             if k in Example.__dataclass_fields__} | {
         "category": None, "strategy": "none"})
     assert ex.has_image and not ex.concepts
+
+
+def test_named_things_give_each_frame_both_classes_and_miss_the_held_out_asks() -> None:
+    """A dangerous thing is harmful only in a making frame; the making frames also carry
+    ordinary things (benign); no thing is named in the held-out short asks."""
+    import re
+    from collections import Counter
+
+    from training.evaluate import SHORT_ASKS
+    from training.synthesis.named_things import compose, read_things
+
+    things = read_things()
+    held = [json.loads(ln)["text"].lower() for ln in SHORT_ASKS.open() if ln.strip()]
+    for row in things["dangerous"] + things["ordinary"]:
+        core = re.sub(r"^(a|an|the) ", "", row["thing"].lower())
+        assert not any(re.search(rf"\b{re.escape(core)}\b", h) for h in held), row["thing"]
+    rows = list(compose(things, per_thing=6, seed=0))
+    assert rows == list(compose(things, per_thing=6, seed=0))  # ids and order are stable
+    frame_of = {f.format(x=r["thing"]): f for kind in ("make", "code")
+                for r in things["dangerous"] + things["ordinary"] if r["kind"] == kind
+                for f in things["frames"][kind]}
+    by_frame = Counter((frame_of[r.text], r.unsafe) for r in rows if r.text in frame_of)
+    for f in {f for f, _ in by_frame}:
+        harmful, benign = by_frame[(f, True)], by_frame[(f, False)]
+        assert harmful and benign and 0.4 < harmful / (harmful + benign) < 0.6, f
+    splits: dict[str, set[str]] = {}
+    for r in rows:
+        splits.setdefault(r.seed_id, set()).add(r.split)
+    assert all(len(s) == 1 for s in splits.values())  # a thing never crosses splits

@@ -72,6 +72,7 @@ HELDOUT = offline.HELDOUT  # one home for the held-out folder
 PROBES = HELDOUT / "probes.jsonl"
 PHOTO_REQUESTS = HELDOUT / "photo_requests.jsonl"
 OPENER_PROBES = HELDOUT / "opener_probes.jsonl"
+SHORT_ASKS = HELDOUT / "short_asks.jsonl"
 FORMAT_CONSTRAINTS = HELDOUT / "format_constraints.txt"
 PRETEXTS = HELDOUT / "pretexts.txt"
 TENSE_TEMPLATES = HELDOUT / "tense_templates.txt"
@@ -1332,6 +1333,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{k} {_f(v['recall'], 2)} ({v['n']})" for k, v in harm) + ".", ""]
         lines += _examples("Highest-risk benign probes", probes["worst"]["highest_risk_safe"])
         lines += _examples("Lowest-risk harmful probes", probes["worst"]["lowest_risk_unsafe"])
+    if "short asks" in sets:
+        r = sets["short asks"]
+        lines += ["", f"Short asks (`training/heldout/short_asks.jsonl`, written in stop 23: "
+                      f"{r['n_unsafe']} one-line asks for a named dangerous thing or act, "
+                      f"{r['n'] - r['n_unsafe']} benign asks sharing their words): harmful "
+                      f"recall {_f(r['recall'])}, benign FPR {_f(r['fpr'])}. No bar.", ""]
     op = report.get("opener_probes")
     if op:
         lines += ["", "## Opener invariance", "",
@@ -1572,6 +1579,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if OPENER_PROBES.is_file():
             items, outs = evaluate("opener probes", opener_items(OPENER_PROBES), limit=False)
             report["opener_probes"] = opener_report(items, outs)
+        if SHORT_ASKS.is_file():  # measured, no bar: written in stop 23, after fz shipped
+            evaluate("short asks", probe_items(SHORT_ASKS), limit=False)
+            leak_checks.append(f"short asks: from {SHORT_ASKS.relative_to(ROOT)}")
 
     held_photos = test_photo_names()
     if "photos" in parts:

@@ -580,8 +580,10 @@ HELDOUT = Path(__file__).resolve().parents[1] / "heldout"
 
 
 def evaluation_texts(folder: Path = HELDOUT) -> list[str]:
-    """The hand-written evaluation requests (probes, opener probes, real-photo requests)."""
-    paths = [folder / n for n in ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl")]
+    """The hand-written evaluation requests (probes, opener probes, real-photo requests,
+    short asks)."""
+    paths = [folder / n for n in ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl",
+                                  "short_asks.jsonl")]
     return [row["text"] for p in paths if p.exists() for row in _jsonl(p)]
 
 
