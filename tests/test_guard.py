@@ -252,3 +252,16 @@ def test_vision_models_run_on_cpu_unless_asked(monkeypatch: pytest.MonkeyPatch) 
                           vision_providers=["CUDAExecutionProvider"])
     assert seen == [[("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}),
                      "CPUExecutionProvider"]] * 2
+
+
+def test_a_window_scores_the_same_whatever_shares_its_call(guard: Guard) -> None:
+    """The bundled INT8 judge takes its activation scales per call: each window runs alone,
+    so another window (a reading, a long request's next part) cannot move its score, and a
+    reading can only add risk."""
+    assert not guard.batch_encoder
+    ev = guard.encoder.encode("", "How will people hack bank accounts in 2040?", readings=False)
+    other = guard.encoder.encode("", "Tell me a long story about a dragon who guards a library "
+                                 "of forgotten recipes in the mountains.", readings=False)
+    alone = guard._judge_windows(ev, {})[0]
+    shared = guard._judge_windows(ev + other, {})[0]
+    np.testing.assert_array_equal(alone, shared)

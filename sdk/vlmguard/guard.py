@@ -296,11 +296,14 @@ class Guard:
         constant (e.g. all-zero) output raises GuardError instead of reading as "safe".
         """
         # Windows of similar length share a call, so a short last window is not padded
-        # to the width of a full one.
+        # to the width of a full one. A judge with per-call activation scales (dynamic INT8,
+        # not batchable) runs each window alone: in a shared call, another window and its
+        # padding would move this one's scores, so a reading could lower the typed text's.
         order = sorted(range(len(windows)), key=lambda i: len(windows[i].encoding.ids))
         out: list[np.ndarray] = [np.empty(0, np.float32)] * len(windows)
-        for i in range(0, len(order), MAX_BATCH_WINDOWS):
-            idx = order[i:i + MAX_BATCH_WINDOWS]
+        per_call = MAX_BATCH_WINDOWS if self.batch_encoder else 1
+        for i in range(0, len(order), per_call):
+            idx = order[i:i + per_call]
             chunk = [windows[j] for j in idx]
             t = time.perf_counter()
             feeds = self.encoder.batch(chunk)

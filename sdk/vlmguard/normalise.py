@@ -186,7 +186,8 @@ _TIME_PHRASE = re.compile(r"""(?ix)
         |(?:early\ |late\ )?(?:[a-z]+\ ){0,2}(?:century|era|ages|times))
       |(?:in|during|around|by|before|until)\ (?:the\ )?(?:year\ )?(?:1[0-9]|20)\d\d
       |in\ (?:earlier|olden|ancient|medieval|older|former|bygone)\ (?:times|days|eras?)
-      |historically(?:\ speaking)?|long\ ago|(?:decades|years|centuries|ages)\ ago|once\ upon\ a\ time|last\ (?:century|decade)
+      |historically(?:\ speaking)?|long\ ago|(?:decades|years|centuries|ages)\ ago
+      |once\ upon\ a\ time|last\ (?:century|decade)
       |(?:a|one|two|three|four|five|ten|twenty|fifty|a\ hundred|a\ few|several|many|some|\d+)
         \ (?:years?|decades?|centuries|generations?)\ (?:ago|from\ now|back|later|hence)
     )\b\s*,?""")
