@@ -268,8 +268,11 @@ def readings(text: str) -> tuple[bool, list[str]]:
     """
     alt = variants(text)
     keep_typed = not alt or disguised_share(text, alt[-1]) < 0.3
-    base = alt[-1] if alt else text
-    for reading in (present_tense(base), without_purpose(base)):
-        if reading is not None and reading not in alt:
-            alt.append(reading)
+    # Rephrasings of each text that is read (a leetspeak reading can garble a year: "1800s").
+    for base in ([text] if keep_typed else []) + list(alt):
+        present = present_tense(base)
+        both = without_purpose(present) if present is not None else None
+        for reading in (present, without_purpose(base), both):
+            if reading is not None and reading != text and reading not in alt:
+                alt.append(reading)
     return keep_typed, alt
