@@ -228,13 +228,21 @@ _PURPOSE = re.compile(
     r"(?i)^(?P<ask>.*?\S)\s*,?\s+(?:(?:just\s+|purely\s+|only\s+)?(?:for|as)\s+"
     r"(?:a|an|my|our|the|his|her|their|some|this|part of|research|academic|educational)\b"
     r"|so\s+(?:that\s+)?(?:i|we)\s+can\b)[^?.!;:]*(?P<end>[?.!]?)\s*$")
+_ASKS_HOW = re.compile(
+    r"(?i)^\s*(?:please\s+|can you\s+|could you\s+)?(?:how\s+(?:do|does|can|could|should|would|"
+    r"might|to)\b|what(?:'s| is) the (?:best|easiest|simplest|fastest|quickest|cheapest) way to\b"
+    r"|(?:tell|show|teach|give|explain|describe|write|make|list|provide|create|help)\b)")
+"""Requests for a method or a product: where a stated purpose is put to get one. A closing
+"for an adult" on "How much melatonin is too much for an adult?" is no purpose but a limit,
+and the question without it reads differently."""
 MAX_PURPOSE_CHARS = 300
 
 
 def without_purpose(text: str) -> str | None:
-    """A one-sentence request without its closing stated purpose, or None if it has none."""
+    """A one-sentence request for a method or a product without its closing stated purpose,
+    or None if it has none."""
     t = text.strip()
-    if len(t) > MAX_PURPOSE_CHARS or re.search(r"[.?!]\s+\S", t):
+    if len(t) > MAX_PURPOSE_CHARS or re.search(r"[.?!]\s+\S", t) or not _ASKS_HOW.match(t):
         return None
     m = _PURPOSE.match(t)
     if not m or len(m["ask"].split()) < 3:
