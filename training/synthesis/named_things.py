@@ -18,14 +18,13 @@ class alone. All frames of one thing share one seed id, so a thing never crosses
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .offline import _stages, _strategy_for, split_of, write_jsonl
+from .offline import make_example, write_jsonl
 from .schema import Example
 
 THINGS = Path(__file__).parent / "data" / "named_things.json"
@@ -38,20 +37,12 @@ def read_things(path: Path = THINGS) -> dict[str, Any]:
 
 
 def _example(thing: str, text: str, unsafe: bool, category: str, kind: str) -> Example:
-    seed_id = f"{GROUP}:{thing.lower()}"
-    strategy = _strategy_for(category) if unsafe else "none"
-    threat, intent, guidance = _stages(unsafe, category, "text",
-                                       f"the request asks for {thing}",
-                                       f"obtain {thing}" if unsafe else "", strategy)
-    ex = Example(id=hashlib.sha1(f"{seed_id}|{text}".encode()).hexdigest()[:16], seed_id=seed_id,
-                 text=text, concepts=[], ocr_text="", unsafe=unsafe,
-                 category=category if unsafe else "none", source="text" if unsafe else "none",
-                 strategy=strategy, threat=threat, intent=intent,
-                 intent_span=("text", 0, len(text)) if unsafe else None, guidance=guidance,
-                 origin=f"{GROUP}/{kind}", licence="project (hand-written)",
-                 split=split_of(seed_id))
-    ex.validate()
-    return ex
+    return make_example(seed_id=f"{GROUP}:{thing.lower()}", text=text, unsafe=unsafe,
+                        category=category, source="text",
+                        span=("text", 0, len(text)) if unsafe else None,
+                        origin=f"{GROUP}/{kind}", licence="project (hand-written)",
+                        evidence=f"the request asks for {thing}",
+                        intent=f"obtain {thing}" if unsafe else "")
 
 
 def _rotated(frames: list[str], i: int, k: int) -> list[str]:

@@ -32,7 +32,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tqdm import tqdm
 
@@ -171,6 +171,29 @@ def _strategy_for(category: str | None) -> str:
             }.get(category or "", "refuse_redirect")
 
 
+def make_example(*, seed_id: str, text: str, unsafe: bool, category: str | None, source: str,
+                 concepts: Iterable[str] = (), ocr_text: str = "",
+                 span: tuple[str, int, int] | None = None, origin: str, licence: str,
+                 evidence: str = "", intent: str = "", image: str | None = None,
+                 split: str | None = None) -> Example:
+    """One labelled example with its three stages filled in words, validated: the one place
+    every generator (the synthesiser, ``named_things``) builds its rows."""
+    strategy = _strategy_for(category) if unsafe else "none"
+    category = category if unsafe else "none"
+    threat, intent_text, guidance = _stages(unsafe, category or "unknown", source,
+                                            evidence, intent, strategy)
+    ex = Example(
+        id=hashlib.sha1(f"{seed_id}|{text}|{ocr_text}|{list(concepts)}".encode())
+        .hexdigest()[:16],
+        seed_id=seed_id, text=text, concepts=list(concepts), ocr_text=ocr_text,
+        unsafe=unsafe, category=category, source=source if unsafe else "none",
+        strategy=strategy, threat=threat, intent=intent_text, intent_span=span,
+        guidance=guidance, image=image, origin=origin, licence=licence,
+        split=split or split_of(seed_id))
+    ex.validate()
+    return ex
+
+
 class OfflineSynthesiser:
     """Builds the synthesised set; ``see`` reads rendered images the way the guard does."""
 
@@ -201,25 +224,9 @@ class OfflineSynthesiser:
         self._photo_names = sorted(value)
 
     # ---- helpers -------------------------------------------------------------------------
-    def _add(self, *, seed_id: str, text: str, unsafe: bool, category: str | None,
-             source: str, concepts: Iterable[str] = (), ocr_text: str = "",
-             span: tuple[str, int, int] | None = None, origin: str, licence: str,
-             evidence: str = "", intent: str = "", image: str | None = None,
-             split: str | None = None) -> None:
-        strategy = _strategy_for(category) if unsafe else "none"
-        category = category if unsafe else "none"
-        threat, intent_text, guidance = _stages(unsafe, category or "unknown", source,
-                                                 evidence, intent, strategy)
-        ex = Example(
-            id=hashlib.sha1(f"{seed_id}|{text}|{ocr_text}|{list(concepts)}".encode())
-            .hexdigest()[:16],
-            seed_id=seed_id, text=text, concepts=list(concepts), ocr_text=ocr_text,
-            unsafe=unsafe, category=category, source=source if unsafe else "none",
-            strategy=strategy, threat=threat, intent=intent_text, intent_span=span,
-            guidance=guidance, image=image, origin=origin, licence=licence,
-            split=split or split_of(seed_id))
-        ex.validate()
-        self.examples.append(ex)
+    def _add(self, **fields: Any) -> None:
+        """Append :func:`make_example` of these fields (a wrong field name raises there)."""
+        self.examples.append(make_example(**fields))
 
     def _photo(self, classes: Iterable[str] = ()) -> tuple[str, tuple[str, ...], str] | None:
         """A random training photo (name, concepts, OCR text), of one of ``classes`` if given."""
