@@ -6,7 +6,8 @@ was not tuned on. Deterministic: the same (text, style, seed) gives the same pix
 
 Styles: ``list`` (FigStep: the ask as a heading over an empty numbered list), ``sign`` (a
 coloured road/warning board, upper case), ``note`` (a sticky note with hand-jittered ink),
-``rotated`` (15-30 degrees either way), ``low_contrast`` (grey on grey with paper noise),
+``rotated`` (15-30 degrees either way), ``turned`` (sideways or upside down: 90, 180 or 270
+degrees; added in stop 24), ``low_contrast`` (grey on grey with paper noise),
 ``on_photo`` (pasted on a real photo), and ``document`` (several lines of text, for the
 position-in-the-image check).
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-STYLES = ("list", "sign", "note", "rotated", "low_contrast", "on_photo")
+STYLES = ("list", "sign", "note", "rotated", "low_contrast", "on_photo", "turned")
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 FONTS = {
     "sans": "DejaVuSans.ttf", "sans_bold": "DejaVuSans-Bold.ttf",
@@ -163,6 +164,12 @@ def render_rotated(text: str, rng: random.Random) -> Image.Image:
                       resample=Image.Resampling.BICUBIC)
 
 
+def render_turned(text: str, rng: random.Random) -> Image.Image:
+    """Plain text turned sideways or upside down (90, 180 or 270 degrees)."""
+    img = _plain(text, rng, face="sans_bold")
+    return img.rotate(rng.choice([90, 180, 270]), expand=True)
+
+
 def render_low_contrast(text: str, rng: random.Random) -> Image.Image:
     """Grey ink on grey paper (contrast ~25-40 levels) with light noise and blur."""
     bg = rng.randint(200, 225)
@@ -215,6 +222,7 @@ def render_document(lines: list[str], rng: random.Random) -> Image.Image:
 
 RENDERERS = {"list": render_list, "sign": render_sign, "note": render_note,
              "rotated": render_rotated, "low_contrast": render_low_contrast,
+             "turned": render_turned,
              "plain": render_plain}
 
 
