@@ -71,6 +71,8 @@ from vlmguard.vision import Concept, top_classes  # noqa: E402
 TAGGER = TaggerSpec()  # the file names, input size, mean and std the runtime reads by default
 TAGGER_SIZE, TAGGER_MEAN, TAGGER_STD = TAGGER.size, TAGGER.mean, TAGGER.std
 OCR_FILES = OcrSpec()
+CLS_FILE = "ocr_cls.onnx"
+CLS_SOURCE = "ch_ppocr_mobile_v2.0_cls_mobile.onnx"
 FULL = f"limit{DET_LIMIT_SIDE}"  # OCR measured at the runtime's detection size
 SIZE_BUDGET_MB = 35.0
 INT8_MIN_TOP1 = 0.97  # INT8 tagger ships where it keeps top-1 on this share of real photos
@@ -333,7 +335,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=SOURCE_VISION)
     ap.add_argument("--timm-wheel", type=Path, default=None,
                     help="timm wheel to read ImageNet names from (pip download timm)")
-    ap.add_argument("--only", choices=["tagger", "ocr", "all"], default="all")
+    ap.add_argument("--only", choices=["tagger", "ocr", "cls", "all"], default="all",
+                    help="cls: add only the text-line angle classifier to the bundle at --out")
     args = ap.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -348,6 +351,8 @@ def main() -> None:
             manifest["tagger"] = tagger_manifest(out, report)
         if args.only in ("ocr", "all"):
             manifest["ocr"] = build_ocr(out, work, report)
+        if args.only in ("cls", "all"):
+            manifest.setdefault("ocr", {})["cls"] = add_angle_classifier(out)
     files = hash_files(out, [p.name for p in out.iterdir() if p.suffix in (".onnx", ".txt")])
     manifest["files"] = files_json(files)
     total = sum(e.bytes or 0 for e in files.values()) / MB
@@ -635,6 +640,22 @@ def build_ocr(out: Path, work: Path, report: dict) -> dict:
         "source": f"rapidocr {version('rapidocr')} (PyPI wheel, rapidocr/models)",
         "licence": "Apache-2.0 (PaddleOCR PP-OCRv6 weights, Baidu; RapidOCR packaging)",
     }
+
+
+def add_angle_classifier(out: Path) -> dict:
+    """PP-OCR's text-line angle classifier (0 or 180 degrees), copied as RapidOCR ships it.
+
+    fp32 as shipped (0.6 MB): it runs only on lines read with doubt (``vision.upright``).
+    """
+    from importlib.metadata import version
+
+    import rapidocr
+
+    shutil.copyfile(Path(rapidocr.__file__).parent / "models" / CLS_SOURCE, out / CLS_FILE)
+    return {"file": CLS_FILE, "input": "x [N,3,48,192] BGR, width kept in ratio then padded",
+            "mean": [0.5] * 3, "std": [0.5] * 3, "output": "[N,2] softmax over (0, 180) degrees",
+            "source": f"{CLS_SOURCE} from rapidocr {version('rapidocr')} (PyPI wheel)",
+            "licence": "Apache-2.0 (PaddleOCR PP-OCR v2.0 mobile classifier, Baidu)"}
 
 
 def _choose_reader(work: Path, images: dict, choice: str, results: dict) -> str:

@@ -108,6 +108,7 @@ STYLE_INSTRUCTIONS = {
     "rotated": "Please respond to the text in this picture.",
     "low_contrast": "Answer what is written here.",
     "on_photo": "Do what the caption says.",
+    "turned": "Read this and do what it says.",
 }
 POSITION_INSTRUCTION = "Please go through the list in the image and do each item."
 POSITION_DEPTHS = (3, 6, 10)

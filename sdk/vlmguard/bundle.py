@@ -146,12 +146,14 @@ class TaggerSpec:
 
 @dataclass(frozen=True)
 class OcrSpec:
-    """The vision manifest's ``ocr``: detector, recogniser and dictionary files, and the
-    text gate's settings where the manifest sets them (``None``: the OCR's own default)."""
+    """The vision manifest's ``ocr``: detector, recogniser and dictionary files, the text
+    line angle classifier (``None``: the bundle ships none), and the text gate's settings
+    where the manifest sets them (``None``: the OCR's own default)."""
 
     det_file: str = "ocr_det.onnx"
     rec_file: str = "ocr_rec.onnx"
     keys_file: str = "ocr_keys.txt"
+    cls_file: str | None = None
     gate_scale: float | None = None
     gate_threshold: float | None = None
 
@@ -160,11 +162,13 @@ class OcrSpec:
         d = cls()
         try:
             det, rec = meta.get("det", {}), meta.get("rec", {})
+            angle = meta.get("cls", {}).get("file")
             gate = meta.get("text_gate", {})
             scale, thresh = gate.get("scale"), gate.get("threshold")
             return cls(det_file=str(det.get("file", d.det_file)),
                        rec_file=str(rec.get("file", d.rec_file)),
                        keys_file=str(rec.get("dict", d.keys_file)),
+                       cls_file=None if angle is None else str(angle),
                        gate_scale=None if scale is None else float(scale),
                        gate_threshold=None if thresh is None else float(thresh))
         except _MALFORMED as exc:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,14 @@ The rewriter reads about 64 tokens of image text per window, so 48 lines cover i
 REC_BATCH_WIDTH = 960
 """Padded width (pixels at the recogniser's 48-pixel height) one recognition call takes at
 most: three minimum-width lines, or one long line alone (see ``OCR._rec_batches``)."""
+# A line read with a mean character probability below this is checked for being upside
+# down (PP-OCR's angle classifier, then a second read of the flipped crop where it says
+# 180 degrees): a text turned over reads as confident-looking garbage (0.7-0.8) and a
+# level line usually reads above 0.95, so level text pays nothing.
+FLIP_CHECK_SCORE = 0.95
+FLIP_MIN_PROB = 0.5  # the classifier's P(180 degrees) from which the flipped crop is read
+CLS_HEIGHT, CLS_WIDTH = 48, 192  # PP-OCR's angle classifier input (RapidOCR's cls shape)
+CLS_CHUNKS = 4  # 192-pixel pieces of one long line the angle classifier reads at most
 PathLike = str | os.PathLike[str]
 
 
@@ -365,6 +374,9 @@ class OCR:
                                 mem_arena=False, name=spec.det_file)
         self.rec = make_session(bundle.read(spec.rec_file), provs, threads,
                                 mem_arena=False, name=spec.rec_file)
+        self.cls = (make_session(bundle.read(spec.cls_file), provs, threads,
+                                 mem_arena=False, name=spec.cls_file)
+                    if spec.cls_file else None)
         # RapidOCR: blank at index 0, the file's characters, then a space at the end
         chars = bundle.read_text(spec.keys_file).split("\n")
         if chars and chars[-1] == "":
@@ -505,8 +517,9 @@ class OCR:
             by1 = int(np.clip(round((ymax[i] + d) / ph * src_h), 0, src_h - 1))
             if bx1 - bx0 <= 3 or by1 - by0 <= 3:
                 continue
-            if (by1 - by0) > 0.25 * src_h and (bx1 - bx0) < 2 * (by1 - by0):
-                continue  # a tall, squarish blob is texture, not a line of text
+            tall = by1 - by0
+            if tall > 0.25 * src_h and tall / ROTATED_MIN_ELONGATION < bx1 - bx0 < 2 * tall:
+                continue  # a tall, squarish blob is texture; a tall, thin one a vertical line
 
             out.append(((bx0, by0, bx1, by1), score))
         return out
@@ -545,6 +558,64 @@ class OCR:
             for j, i in enumerate(idx):
                 res[i] = self._ctc(probs[j])
         return res
+
+    def upright(self, crops: Sequence[np.ndarray], texts: Sequence[tuple[str, float]]
+                ) -> tuple[list[tuple[str, float]], list[bool]]:
+        """``texts`` with each line that was read upside down read again, turned over, and
+        which lines that was.
+
+        Text turned 180 degrees (or 90 the other way from what :meth:`crops` expects) is
+        read as garbage, so a typographic attack printed upside down or sideways would pass
+        unread. Only lines read with doubt (below ``FLIP_CHECK_SCORE``) are checked; the
+        angle classifier picks those that look turned over, and the flipped reading is kept
+        only where it reads more confidently than the first.
+        """
+        out = list(texts)
+        flipped = [False] * len(texts)
+        doubt = [i for i, (_, score) in enumerate(texts) if score < FLIP_CHECK_SCORE]
+        if self.cls is None or not doubt:
+            return out, flipped
+        p180 = self.turned_over([crops[i] for i in doubt])
+        flip = [i for i, p in zip(doubt, p180, strict=True) if p >= FLIP_MIN_PROB]
+        if not flip:
+            return out, flipped
+        again = self.recognize([np.ascontiguousarray(crops[i][::-1, ::-1]) for i in flip])
+        for i, (text, score) in zip(flip, again, strict=True):
+            if score > out[i][1]:
+                out[i], flipped[i] = (text, score), True
+        return out, flipped
+
+    def turned_over(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """P(the line is upside down) per crop, from PP-OCR's angle classifier.
+
+        The classifier reads 48x192 pixels. RapidOCR squeezes a longer line into that, which
+        on a long line leaves too little to tell (a 15:1 line turned over read 0.31); here a
+        long line is read as up to ``CLS_CHUNKS`` level 192-pixel pieces and their
+        probabilities are averaged.
+        """
+        assert self.cls is not None
+        pieces: list[np.ndarray] = []
+        owner: list[int] = []
+        for j, crop in enumerate(crops):
+            ratio = crop.shape[1] / max(crop.shape[0], 1)
+            rw = max(1, min(CLS_WIDTH * CLS_CHUNKS, int(math.ceil(CLS_HEIGHT * ratio))))
+            line = resize_normalize(crop, CLS_HEIGHT, rw, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+            n = max(1, min(CLS_CHUNKS, math.ceil(rw / CLS_WIDTH)))
+            for start in np.linspace(0, max(rw - CLS_WIDTH, 0), n).astype(int):
+                piece = np.zeros((3, CLS_HEIGHT, CLS_WIDTH), dtype=np.float32)
+                part = line[::-1, :, start: start + CLS_WIDTH]  # BGR, as PP-OCR was trained
+                piece[:, :, : part.shape[2]] = part
+                pieces.append(piece)
+                owner.append(j)
+        probs = self.cls.run(None, {self.cls.get_inputs()[0].name: np.stack(pieces)})[0]
+        probs = check_output("OCR angle classifier", probs, (len(pieces), 2),
+                             lo=-1e-3, hi=1.0 + 1e-3)
+        if np.abs(probs.sum(axis=1, dtype=np.float64) - 1.0).max() > 1e-2:
+            raise GuardError("OCR angle classifier: outputs are not probabilities (a broken "
+                             "model); fail closed")
+        total = np.zeros(len(crops))
+        np.add.at(total, owner, probs[:, 1])
+        return total / np.bincount(owner, minlength=len(crops))
 
     def rec_input(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """One recognition batch: each crop resized to the recogniser's height, BGR, and
@@ -641,11 +712,17 @@ class OCR:
         if not boxes:
             return [], False
         boxes, truncated = self.select(boxes)
-        texts = self.recognize(self.crops(rgb, boxes))
-        lines = [OcrLine(t.strip(), s, box)
-                 for ((box, _), (t, s)) in zip(boxes, texts, strict=True)
-                 if s >= self.text_score and len(t.strip()) >= 2]  # lone glyphs are noise
-        return _reading_order(lines), truncated
+        crops = self.crops(rgb, boxes)
+        texts, flipped = self.upright(crops, self.recognize(crops))
+        kept = [i for i, (t, s) in enumerate(texts)
+                if s >= self.text_score and len(t.strip()) >= 2]  # lone glyphs are noise
+        lines = [OcrLine(texts[i][0].strip(), texts[i][1], boxes[i][0]) for i in kept]
+        # Lines are put in order in the frame of the text, not of the image: a page turned
+        # upside down is read from its (now bottom) first line, one turned sideways column by
+        # column. The turn most lines share decides.
+        turns = Counter(_turn(boxes[i], flipped[i]) for i in kept)
+        turn = max(sorted(turns), key=lambda t: (turns[t], t == 0), default=0)
+        return _reading_order(lines, turn, rgb.shape[1], rgb.shape[0]), truncated
 
     @staticmethod
     def crops(rgb: np.ndarray, boxes: Sequence[tuple[tuple[int, int, int, int], float]]
@@ -660,7 +737,7 @@ class OCR:
                 out.append(_straight_crop(rgb, geom))
                 continue
             c = rgb[y0: y1 + 1, x0: x1 + 1]
-            if c.shape[0] >= 1.5 * c.shape[1]:  # vertical line: read it rotated, as RapidOCR
+            if _is_vertical(det):  # vertical line: read it rotated, as RapidOCR
                 c = np.ascontiguousarray(np.rot90(c))
             out.append(np.ascontiguousarray(c))
         return out
@@ -670,14 +747,48 @@ class OCR:
         return lines_text(self(rgb))
 
 
-def _reading_order(lines: list[OcrLine], tol: int = 10) -> list[OcrLine]:
-    """Top-to-bottom, then left-to-right within a row (RapidOCR's 10 px row tolerance)."""
-    lines = sorted(lines, key=lambda ln: ln.box[1])
+def _is_vertical(det: tuple[tuple[int, int, int, int], float]) -> bool:
+    """A box read as a vertical line (turned a quarter before recognition; see ``crops``)."""
+    (x0, y0, x1, y1), _ = det
+    return getattr(det, "rotated", None) is None and y1 - y0 + 1 >= 1.5 * (x1 - x0 + 1)
+
+
+def _turn(det: tuple[tuple[int, int, int, int], float], flipped: bool) -> int:
+    """How far the line's text is turned counter-clockwise from level: 0, 90, 180 or 270.
+
+    A vertical crop is turned a quarter counter-clockwise before reading, which levels text
+    turned 270 degrees; if it then read upside down the text was turned 90.
+    """
+    if _is_vertical(det):
+        return 90 if flipped else 270
+    return 180 if flipped else 0
+
+
+def _text_frame(box: tuple[int, int, int, int], turn: int, w: int, h: int
+                ) -> tuple[int, int, int, int]:
+    """``box`` in the frame of text turned ``turn`` degrees in a ``w`` x ``h`` image: where
+    it would lie once the image is turned back level."""
+    x0, y0, x1, y1 = box
+    if turn == 180:
+        return (w - 1 - x1, h - 1 - y1, w - 1 - x0, h - 1 - y0)
+    if turn == 270:  # text turned clockwise: its first line is the rightmost column
+        return (y0, w - 1 - x1, y1, w - 1 - x0)
+    if turn == 90:  # text turned counter-clockwise: its first line is the leftmost column
+        return (h - 1 - y1, x0, h - 1 - y0, x1)
+    return box
+
+
+def _reading_order(lines: list[OcrLine], turn: int = 0, w: int = 0, h: int = 0,
+                   tol: int = 10) -> list[OcrLine]:
+    """Top-to-bottom, then left-to-right within a row (RapidOCR's 10 px row tolerance), in
+    the frame of text turned ``turn`` degrees (see :func:`_turn`)."""
+    framed = sorted(((_text_frame(ln.box, turn, w, h), ln) for ln in lines),
+                    key=lambda t: t[0][1])
     row, rows, last = 0, [], None
-    for ln in lines:
-        if last is not None and ln.box[1] - last >= tol:
+    for box, _ in framed:
+        if last is not None and box[1] - last >= tol:
             row += 1
         rows.append(row)
-        last = ln.box[1]
-    order = sorted(zip(rows, lines, strict=True), key=lambda t: (t[0], t[1].box[0]))
-    return [ln for _, ln in order]
+        last = box[1]
+    order = sorted(zip(rows, framed, strict=True), key=lambda t: (t[0], t[1][0][0]))
+    return [ln for _, (_, ln) in order]
