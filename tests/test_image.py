@@ -18,7 +18,7 @@ from vlmguard.errors import (
     InvalidInputError,
     UnsupportedInputTypeError,
 )
-from vlmguard.image import load_image
+from vlmguard.image import load_image, load_views
 
 
 def _rgb(h: int = 12, w: int = 20, seed: int = 0) -> np.ndarray:
@@ -338,3 +338,32 @@ def test_small_max_pixels_real_image(tmp_path: Path) -> None:
 def test_errors_are_value_errors() -> None:
     with pytest.raises(ValueError):
         load_image(b"junk")
+
+
+# ---- the two faces of a transparent image (stop 24) -----------------------------------------
+
+def _white_text_on_clear() -> Image.Image:
+    """White text on a fully transparent black background: blank over white, plain text to
+    anything that drops alpha (Pillow's ``convert("RGB")``, most VLM preprocessing)."""
+    from PIL import ImageDraw
+
+    im = Image.new("RGBA", (300, 60), (0, 0, 0, 0))
+    ImageDraw.Draw(im).rectangle([20, 20, 280, 40], fill=(255, 255, 255, 255))
+    return im
+
+
+def test_transparent_image_has_its_alpha_dropped_face_too() -> None:
+    im = _white_text_on_clear()
+    over_white, dropped = load_views(im)
+    assert (over_white == 255).all()  # invisible to a reader that composites over white
+    assert (dropped == np.asarray(im.convert("RGB"))).all()
+    assert len(load_views(np.asarray(im))) == 2  # the same for an HxWx4 array
+
+
+def test_opaque_images_have_one_face() -> None:
+    rgba = Image.new("RGBA", (40, 30), (10, 200, 30, 255))
+    assert len(load_views(rgba)) == 1
+    assert len(load_views(Image.new("RGB", (40, 30), (10, 200, 30)))) == 1
+    # transparency whose hidden colours match white changes nothing a reader could see
+    assert len(load_views(Image.new("RGBA", (40, 30), (255, 255, 255, 0)))) == 1
+    assert (load_image(rgba) == load_views(rgba)[0]).all()

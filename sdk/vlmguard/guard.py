@@ -40,7 +40,7 @@ from .errors import (
     UnsupportedInputTypeError,
     VLMGuardError,
 )
-from .image import DEFAULT_MAX_PIXELS, ImageInput, load_image
+from .image import DEFAULT_MAX_PIXELS, ImageInput, load_views
 from .policy import Judgement, Policy
 from .result import Evidence, Reasoning, RewriteResult
 from .runtime import ProviderSpec, make_session, resolve_providers
@@ -278,11 +278,12 @@ class Guard:
         timings = {} if timings is None else timings
         try:
             t = time.perf_counter()
-            rgb = load_image(image, max_pixels=self.max_pixels)
+            views = load_views(image, max_pixels=self.max_pixels)
             timings["decode"] = ms_since(t)
-            if rgb is None:
+            if views is None:
                 return NOTHING
-            return see(rgb, self.tagger, self.ocr, timings, pool=self._tagger_pool)
+            return see(views[0], self.tagger, self.ocr, timings, pool=self._tagger_pool,
+                       also_read=views[1:])
         except VLMGuardError:
             raise
         except Exception as exc:

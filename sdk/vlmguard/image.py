@@ -5,11 +5,18 @@ untrusted callers, so this module refuses over-large images *before* decoding th
 (decompression bombs), forces a full decode so corrupt or truncated files fail here with a
 typed error instead of deep inside a model, honours the EXIF orientation (phone photos), and
 converts every Pillow mode to RGB faithfully (alpha over white, 16-bit by its real range).
+
+An image with transparency has two faces: alpha over white (what a viewer on a light page
+sees) and its stored colours with alpha dropped (what Pillow's ``convert("RGB")``, the usual
+first step of a VLM's preprocessing, hands the model). White text on a transparent
+background is invisible in the first and plain in the second, so :func:`load_views` returns
+both where they differ, and the guard reads text in each.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from typing import TypeAlias, cast
@@ -25,7 +32,7 @@ from .errors import (
     UnsupportedInputTypeError,
 )
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageInput", "load_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageInput", "load_image", "load_views"]
 
 ImageInput: TypeAlias = (
     str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image | np.ndarray | None
@@ -59,11 +66,31 @@ def _register_formats() -> tuple[str, ...]:
 
 _OPEN_FORMATS = _register_formats()
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
+VIEW_DIFF_LEVEL = 48
+"""A pixel differs between the two faces of a transparent image when a channel moves by more
+than this (of 255)."""
+VIEW_DIFF_SHARE = 0.001
+"""...and the alpha-dropped face is read too when more than this share of pixels differ (a
+line of small text on a 1000x1000 image is ~0.5 %)."""
 _HIGH_DEPTH_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
 def load_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
     """Return ``image`` as a C-contiguous HxWx3 uint8 RGB array, or None when it is None.
+
+    A transparent image comes back composited over white; :func:`load_views` also gives
+    the face with alpha dropped. Checks and errors as :func:`load_views`.
+    """
+    views = load_views(image, max_pixels=max_pixels)
+    return None if views is None else views[0]
+
+
+def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
+               ) -> tuple[np.ndarray, ...] | None:
+    """The image's faces as C-contiguous HxWx3 uint8 RGB arrays, or None when it is None.
+
+    The first is alpha over white (every image has it); a second, the stored colours with
+    alpha dropped, follows only for an image with transparency where the two visibly differ.
 
     ``max_pixels`` caps width*height (checked from the header, before decoding). Pillow's own
     bomb guard (``Image.MAX_IMAGE_PIXELS``) still applies on top of it.
@@ -85,7 +112,7 @@ def load_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
             image.load()
         except Exception as exc:  # a lazily opened image may still fail to decode
             raise ImageDecodeError(f"the PIL image could not be decoded: {exc}") from exc
-        return _to_rgb_array(_exif_transpose(image))
+        return _to_views(_exif_transpose(image))
     if isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
         if not data:
@@ -115,7 +142,7 @@ def _check_size(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> np.ndarray:
+def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> tuple[np.ndarray, ...]:
     """Open (header only), check the size, then force a full decode inside one try."""
     try:
         with warnings.catch_warnings():
@@ -124,7 +151,7 @@ def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> np.ndarray:
             with Image.open(source, formats=_OPEN_FORMATS) as im:
                 _check_size(im.size, max_pixels)
                 im.load()  # full decode: truncated/corrupt data fails here, not later
-                return _to_rgb_array(_exif_transpose(im))
+                return _to_views(_exif_transpose(im))
     except (ImageTooLargeError, ImageSizeError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -152,6 +179,30 @@ def _exif_transpose(im: Image.Image) -> Image.Image:
     except Exception:
         return im
     return out if out is not None else im
+
+
+def _to_views(im: Image.Image) -> tuple[np.ndarray, ...]:
+    """The image over white, and for a transparent one its colours with alpha dropped where
+    they differ visibly (see the module docstring)."""
+    rgb = _to_rgb_array(im)
+    if not (im.mode in _ALPHA_MODES or im.mode == "La"
+            or (im.mode == "P" and "transparency" in im.info)):
+        return (rgb,)
+    try:
+        dropped = np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    except (ValueError, OSError):
+        return (rgb,)
+    return _with_dropped(rgb, dropped)
+
+
+def _with_dropped(rgb: np.ndarray, dropped: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Both faces if enough pixels differ (counted on a ~1 MP grid, so a 40 MP image costs
+    no full-size temporaries), else the one over white."""
+    step = max(1, math.ceil(math.sqrt(rgb.shape[0] * rgb.shape[1] / 1e6)))
+    a = rgb[::step, ::step].astype(np.int16)
+    b = dropped[::step, ::step].astype(np.int16)
+    share = float((np.abs(a - b).max(axis=2) > VIEW_DIFF_LEVEL).mean())
+    return (rgb, dropped) if share > VIEW_DIFF_SHARE else (rgb,)
 
 
 def _to_rgb_array(im: Image.Image) -> np.ndarray:
@@ -222,7 +273,7 @@ def _composite_over_white(rgba: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.astype(np.uint8))
 
 
-def _from_array(arr: np.ndarray, max_pixels: int) -> np.ndarray:
+def _from_array(arr: np.ndarray, max_pixels: int) -> tuple[np.ndarray, ...]:
     if arr.dtype != np.uint8:
         raise UnsupportedInputTypeError(
             f"NumPy image arrays must have dtype uint8, got {arr.dtype}; convert with "
@@ -236,9 +287,9 @@ def _from_array(arr: np.ndarray, max_pixels: int) -> np.ndarray:
             f"got shape {arr.shape}"
         )
     if arr.ndim == 2:
-        return _grey_to_rgb(arr)
+        return (_grey_to_rgb(arr),)
     if arr.shape[2] == 1:
-        return _grey_to_rgb(arr[:, :, 0])
+        return (_grey_to_rgb(arr[:, :, 0]),)
     if arr.shape[2] == 4:
-        return _composite_over_white(arr)
-    return np.ascontiguousarray(arr)
+        return _with_dropped(_composite_over_white(arr), np.ascontiguousarray(arr[:, :, :3]))
+    return (np.ascontiguousarray(arr),)

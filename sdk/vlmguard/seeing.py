@@ -9,13 +9,14 @@ evidence (mistakes included) that it reads at run time.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
 
 from .encoder import concept_words
-from .vision import OCR, Concept, Tagger, lines_text
+from .vision import OCR, Concept, OcrLine, Tagger, lines_text
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,13 @@ NOTHING = Seen(False)
 
 
 def see(rgb: np.ndarray, tagger: Tagger, ocr: OCR | None,
-        timings: dict[str, float] | None = None, pool: Executor | None = None) -> Seen:
+        timings: dict[str, float] | None = None, pool: Executor | None = None,
+        also_read: Sequence[np.ndarray] = ()) -> Seen:
     """Tag an HxWx3 uint8 RGB image and read its text (``ocr=None``: no reading).
+
+    ``also_read``: other faces of the same image (a transparent image with its alpha
+    dropped, :func:`vlmguard.image.load_views`) whose text is read too; lines not already
+    read follow the first face's.
 
     ``timings`` (if given) receives each stage's milliseconds: tagger, ocr_det, ocr_rec
     (the last only when detection found a box). With ``pool``, the tagger runs on it while
@@ -57,13 +63,24 @@ def see(rgb: np.ndarray, tagger: Tagger, ocr: OCR | None,
             tags = pending.result()  # the tagger's error, if any, wins as if it ran first
     words = concept_words(tags)
     scores = tuple(round(c.score, 4) for c in tags[: len(words)])
-    ocr_text, truncated = "", False
+    lines: list[OcrLine] = []
+    truncated = False
     if ocr is not None and boxes:
         t = time.perf_counter()
         lines, truncated = ocr.read_capped(rgb, boxes)
-        ocr_text = lines_text(lines)
         timings["ocr_rec"] = ms_since(t)
-    return Seen(True, words, scores, ocr_text, truncated)
+    for face in also_read:
+        if ocr is None:
+            break
+        more = _detect(ocr, face, timings, add=True)
+        if more:
+            t = time.perf_counter()
+            extra, cut = ocr.read_capped(face, more)
+            timings["ocr_rec"] = timings.get("ocr_rec", 0.0) + ms_since(t)
+            seen_text = {ln.text for ln in lines}
+            lines += [ln for ln in extra if ln.text not in seen_text]
+            truncated = truncated or cut
+    return Seen(True, words, scores, lines_text(lines), truncated)
 
 
 def _tag(tagger: Tagger, rgb: np.ndarray, timings: dict[str, float]) -> list[Concept]:
@@ -73,11 +90,11 @@ def _tag(tagger: Tagger, rgb: np.ndarray, timings: dict[str, float]) -> list[Con
     return tags
 
 
-def _detect(ocr: OCR, rgb: np.ndarray, timings: dict[str, float]
+def _detect(ocr: OCR, rgb: np.ndarray, timings: dict[str, float], add: bool = False
             ) -> list[tuple[tuple[int, int, int, int], float]]:
     t = time.perf_counter()
     boxes = ocr.detect(rgb)
-    timings["ocr_det"] = ms_since(t)
+    timings["ocr_det"] = (timings.get("ocr_det", 0.0) if add else 0.0) + ms_since(t)
     return boxes
 
 
