@@ -340,7 +340,7 @@ def test_errors_are_value_errors() -> None:
         load_image(b"junk")
 
 
-# ---- the two faces of a transparent image (stop 24) -----------------------------------------
+# ---- the two faces of a transparent or 16-bit image (stop 24) ------------------------------
 
 def _white_text_on_clear() -> Image.Image:
     """White text on a fully transparent black background: blank over white, plain text to
@@ -367,3 +367,14 @@ def test_opaque_images_have_one_face() -> None:
     # transparency whose hidden colours match white changes nothing a reader could see
     assert len(load_views(Image.new("RGBA", (40, 30), (255, 255, 255, 0)))) == 1
     assert (load_image(rgba) == load_views(rgba)[0]).all()
+
+
+def test_sixteen_bit_image_has_its_clipped_face_too() -> None:
+    """Dark-grey marks (100 of 65535) beside one white pixel vanish when stretched to the
+    image's range, and show when clipped at 255 as Pillow's convert("RGB") does."""
+    arr = np.zeros((60, 300), np.uint16)
+    arr[20:40, 20:280] = 100
+    arr[0, 0] = 65535
+    im = Image.fromarray(arr)
+    stretched, clipped = load_views(im)
+    assert stretched[30, 100].max() <= 1 and clipped[30, 100].min() == 100

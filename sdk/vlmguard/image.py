@@ -6,11 +6,12 @@ untrusted callers, so this module refuses over-large images *before* decoding th
 typed error instead of deep inside a model, honours the EXIF orientation (phone photos), and
 converts every Pillow mode to RGB faithfully (alpha over white, 16-bit by its real range).
 
-An image with transparency has two faces: alpha over white (what a viewer on a light page
-sees) and its stored colours with alpha dropped (what Pillow's ``convert("RGB")``, the usual
-first step of a VLM's preprocessing, hands the model). White text on a transparent
-background is invisible in the first and plain in the second, so :func:`load_views` returns
-both where they differ, and the guard reads text in each.
+Some images have two faces: the guard's faithful conversion, and what Pillow's plain
+``convert("RGB")`` (the usual first step of a VLM's preprocessing) hands a model, which drops
+alpha and clips 16-bit values at 255. White text on a transparent background is invisible
+over white and plain with alpha dropped; dark-grey text in a 16-bit image with one white
+pixel vanishes when stretched to its range and shows when clipped. :func:`load_views`
+returns both faces where they differ, and the guard reads text in each.
 """
 
 from __future__ import annotations
@@ -67,19 +68,20 @@ def _register_formats() -> tuple[str, ...]:
 _OPEN_FORMATS = _register_formats()
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
 VIEW_DIFF_LEVEL = 48
-"""A pixel differs between the two faces of a transparent image when a channel moves by more
-than this (of 255)."""
+"""A pixel differs between an image's two faces when a channel moves by more than this (of
+255)."""
 VIEW_DIFF_SHARE = 0.001
-"""...and the alpha-dropped face is read too when more than this share of pixels differ (a
-line of small text on a 1000x1000 image is ~0.5 %)."""
+"""...and the plain face is read too when more than this share of pixels differ (a line of
+small text on a 1000x1000 image is ~0.5 %)."""
 _HIGH_DEPTH_MODES = frozenset({"I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
 def load_image(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
     """Return ``image`` as a C-contiguous HxWx3 uint8 RGB array, or None when it is None.
 
-    A transparent image comes back composited over white; :func:`load_views` also gives
-    the face with alpha dropped. Checks and errors as :func:`load_views`.
+    A transparent image comes back composited over white, a 16-bit one stretched to its
+    range; :func:`load_views` also gives Pillow's plain conversion of such an image. Checks
+    and errors as :func:`load_views`.
     """
     views = load_views(image, max_pixels=max_pixels)
     return None if views is None else views[0]
@@ -89,8 +91,9 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
                ) -> tuple[np.ndarray, ...] | None:
     """The image's faces as C-contiguous HxWx3 uint8 RGB arrays, or None when it is None.
 
-    The first is alpha over white (every image has it); a second, the stored colours with
-    alpha dropped, follows only for an image with transparency where the two visibly differ.
+    The first is the faithful conversion (alpha over white, 16 bits by their real range);
+    a second, Pillow's plain ``convert("RGB")`` (alpha dropped, 16 bits clipped), follows
+    only for a transparent or high-depth image where the two visibly differ.
 
     ``max_pixels`` caps width*height (checked from the header, before decoding). Pillow's own
     bomb guard (``Image.MAX_IMAGE_PIXELS``) still applies on top of it.
@@ -182,27 +185,27 @@ def _exif_transpose(im: Image.Image) -> Image.Image:
 
 
 def _to_views(im: Image.Image) -> tuple[np.ndarray, ...]:
-    """The image over white, and for a transparent one its colours with alpha dropped where
-    they differ visibly (see the module docstring)."""
+    """The faithful conversion, and Pillow's plain one where they differ visibly (see the
+    module docstring)."""
     rgb = _to_rgb_array(im)
-    if not (im.mode in _ALPHA_MODES or im.mode == "La"
+    if not (im.mode in _ALPHA_MODES or im.mode in _HIGH_DEPTH_MODES or im.mode == "La"
             or (im.mode == "P" and "transparency" in im.info)):
         return (rgb,)
     try:
-        dropped = np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        plain = np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
     except (ValueError, OSError):
         return (rgb,)
-    return _with_dropped(rgb, dropped)
+    return _with_plain(rgb, plain)
 
 
-def _with_dropped(rgb: np.ndarray, dropped: np.ndarray) -> tuple[np.ndarray, ...]:
+def _with_plain(rgb: np.ndarray, plain: np.ndarray) -> tuple[np.ndarray, ...]:
     """Both faces if enough pixels differ (counted on a ~1 MP grid, so a 40 MP image costs
-    no full-size temporaries), else the one over white."""
+    no full-size temporaries), else the faithful one alone."""
     step = max(1, math.ceil(math.sqrt(rgb.shape[0] * rgb.shape[1] / 1e6)))
     a = rgb[::step, ::step].astype(np.int16)
-    b = dropped[::step, ::step].astype(np.int16)
+    b = plain[::step, ::step].astype(np.int16)
     share = float((np.abs(a - b).max(axis=2) > VIEW_DIFF_LEVEL).mean())
-    return (rgb, dropped) if share > VIEW_DIFF_SHARE else (rgb,)
+    return (rgb, plain) if share > VIEW_DIFF_SHARE else (rgb,)
 
 
 def _to_rgb_array(im: Image.Image) -> np.ndarray:
@@ -291,5 +294,5 @@ def _from_array(arr: np.ndarray, max_pixels: int) -> tuple[np.ndarray, ...]:
     if arr.shape[2] == 1:
         return (_grey_to_rgb(arr[:, :, 0]),)
     if arr.shape[2] == 4:
-        return _with_dropped(_composite_over_white(arr), np.ascontiguousarray(arr[:, :, :3]))
+        return _with_plain(_composite_over_white(arr), np.ascontiguousarray(arr[:, :, :3]))
     return (np.ascontiguousarray(arr),)
