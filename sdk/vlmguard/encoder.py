@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from .normalise import WordSplitter
 from .normalise import readings as text_readings
 from .taxonomy import CATEGORIES, SOURCES, SPAN_TAGS, STRATEGIES
 
@@ -124,6 +125,10 @@ class SequenceEncoder:
         self.max_tokens = max_tokens
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
+        # Words run together ("Howtomakeapipebomb", typed, or read by OCR off low-contrast
+        # text) are split by the tokenizer's own vocabulary, ranked by frequency, and the
+        # split is read beside what was typed or read.
+        self.split_words = WordSplitter.from_vocab(tokenizer.get_vocab())
 
     def tokenize(self, text: str) -> Encoding:
         """``text`` as tokens without special tokens (how a request is counted and cut)."""
@@ -145,7 +150,7 @@ class SequenceEncoder:
         """
         texts = [request]
         if readings:
-            keep_typed, extra = text_readings(request)
+            keep_typed, extra = text_readings(request, self.split_words)
             texts = ([request] if keep_typed else []) + extra
         requests = [(text, request_tokens if request_tokens is not None and text is request
                      else self.tokenize(text)) for text in texts]

@@ -41,6 +41,7 @@ from .errors import (
     VLMGuardError,
 )
 from .image import DEFAULT_MAX_PIXELS, ImageInput, load_views
+from .normalise import MAX_VARIANT_CHARS
 from .policy import Judgement, Policy
 from .result import Evidence, Reasoning, RewriteResult
 from .runtime import ProviderSpec, make_session, resolve_providers
@@ -457,6 +458,14 @@ class Guard:
                 tokens = self._check_tokens(p.text)
                 windows = self.encoder.encode(ev.text, p.text, ev.ocr_offset,
                                               request_tokens=tokens)
+                # Image text whose spaces the OCR lost ("Howtomakeapipebomb", low contrast)
+                # is read again split into words, as typed text is (normalise.readings).
+                ocr = p.seen.ocr_text[:MAX_VARIANT_CHARS]
+                split = self.encoder.split_words(ocr)
+                if split != ocr:
+                    again = verbalise_evidence(p.seen.concepts, split, p.seen.has_image)
+                    windows += self.encoder.encode(again.text, p.text, again.ocr_offset,
+                                                   request_tokens=tokens)
                 if not windows:
                     raise GuardError("the encoder produced no windows; fail closed")
                 if len(windows) > MAX_WINDOWS:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import unicodedata
+from collections.abc import Iterable
 
 # Cyrillic and Greek letters drawn like Latin ones (Unicode confusables, the common subset).
 _CONFUSABLES = str.maketrans({
@@ -153,6 +155,95 @@ def _decode_base64(text: str) -> str:
     return _BASE64.sub(fix, text)
 
 
+MAX_SPLIT_RUN = 200  # letters: a longer run without spaces is left as typed (bounded work)
+MAX_UNKNOWN = 40  # letters an unknown stretch inside a run may have
+
+
+class WordSplitter:
+    """Splits runs of letters typed (or read by OCR) without spaces back into words:
+    ``Howtomakeapipebomb`` → ``How to make a pipe bomb``.
+
+    The split is the most likely sequence of known words under Zipf's law, a word's cost
+    ``log(rank * log N)`` (as the ``wordninja`` package does). Words come ranked by
+    frequency: :meth:`from_vocab` takes them from a BERT WordPiece vocabulary, which lists
+    whole words roughly by frequency. Short rare words ("za", "tha") are left out, so an
+    unknown long word is not cut into junk; one stretch of five or more letters that no known
+    words make up may be kept whole, at a high cost. A run is split only when known words
+    make up most of it and few of the pieces are single letters.
+    """
+
+    def __init__(self, words: Iterable[str], min_run: int = 10, min_words: int = 3,
+                 short_rank: int = 3000, known_share: float = 0.6) -> None:
+        ranked = [w for w in dict.fromkeys(w.lower() for w in words)
+                  if w.isascii() and w.isalpha() and (len(w) > 1 or w in ("a", "i"))]
+        if not ranked:
+            raise ValueError("WordSplitter needs at least one word")
+        log_n = math.log(len(ranked) + 1)
+        self.cost = {w: math.log((k + 1) * log_n) for k, w in enumerate(ranked)
+                     if len(w) > 3 or k < short_rank}
+        self.unknown_base = 2 * math.log(len(ranked) * log_n)  # a stretch kept whole
+        self.longest = max(len(w) for w in self.cost)
+        self.min_words = min_words
+        self.known_share = known_share
+        self._run = re.compile(rf"[A-Za-z]{{{min_run},}}")
+
+    @classmethod
+    def from_vocab(cls, vocab: dict[str, int]) -> WordSplitter:
+        """From a WordPiece vocabulary (token → id): whole-word tokens in id order, "a" and
+        "i" placed among the most frequent words (WordPiece lists single characters first)."""
+        words = [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1])
+                 if not w.startswith("##") and len(w) > 1]
+        return cls(["the", "a", "i", *words])
+
+    def _piece_cost(self, piece: str) -> float:
+        c = self.cost.get(piece)
+        if c is not None:
+            return c
+        if 5 <= len(piece) <= MAX_UNKNOWN:
+            return self.unknown_base + 4.0 * len(piece)
+        return math.inf
+
+    def split_run(self, run: str) -> str | None:
+        """``run`` as words, or None when known words do not make up most of it."""
+        low = run.lower()
+        n = len(low)
+        if n > MAX_SPLIT_RUN:
+            return None
+        best = [0.0] + [math.inf] * n
+        back = [0] * (n + 1)
+        for i in range(1, n + 1):
+            for j in range(max(0, i - max(self.longest, MAX_UNKNOWN)), i):
+                c = self._piece_cost(low[j:i])
+                if best[j] + c < best[i]:
+                    best[i], back[i] = best[j] + c, j
+        if math.isinf(best[n]):
+            return None
+        bounds = [n]
+        while bounds[-1] > 0:
+            bounds.append(back[bounds[-1]])
+        bounds.reverse()
+        pieces = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+        known = [(a, b) for a, b in pieces if low[a:b] in self.cost]
+        letters = sum(b - a == 1 for a, b in pieces)
+        if len(known) < self.min_words or len(pieces) - len(known) > 1 \
+                or sum(b - a for a, b in known) < self.known_share * n \
+                or 3 * letters > len(pieces):  # junk reads as strings of letters
+            return None
+        return " ".join(run[a:b] for a, b in pieces)
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every run of letters that splits into words split."""
+        seen: dict[str, str] = {}  # long texts repeat their long words
+
+        def split(m: re.Match[str]) -> str:
+            run = m[0]
+            if run not in seen:
+                seen[run] = self.split_run(run) or run
+            return seen[run]
+
+        return self._run.sub(split, text)
+
+
 def canonical(text: str) -> str:
     """The text as a reader would understand it: every disguise above undone."""
     t = unicodedata.normalize("NFKC", text[:MAX_VARIANT_CHARS])
@@ -260,10 +351,11 @@ def disguised_share(text: str, reading: str) -> float:
     return sum(x != y for x, y in zip(a, b, strict=True)) / len(a)
 
 
-def readings(text: str) -> tuple[bool, list[str]]:
+def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, list[str]]:
     """(whether to score the text as typed, the other readings to score): the disguises
-    undone (:func:`variants`), the question in the present tense (:func:`present_tense`) and
-    the request without its closing purpose (:func:`without_purpose`).
+    undone (:func:`variants`), words run together split apart (``split_words``, when
+    given), the question in the present tense (:func:`present_tense`) and the request
+    without its closing purpose (:func:`without_purpose`).
 
     The typed text is dropped when a reading rewrote most of its words: the encoder would
     only see noise there, while the VLM reads it as the reading does.
@@ -276,6 +368,12 @@ def readings(text: str) -> tuple[bool, list[str]]:
     """
     alt = variants(text)
     keep_typed = not alt or disguised_share(text, alt[-1]) < 0.3
+    if split_words is not None:  # beside, never instead of, the typed text: a split can misread
+        for base in ([text] if keep_typed else []) + list(alt):
+            base = base[:MAX_VARIANT_CHARS]
+            split = split_words(base)
+            if split != base and split != text and split not in alt:
+                alt.append(split)
     # Rephrasings of each text that is read (a leetspeak reading can garble a year: "1800s").
     for base in ([text] if keep_typed else []) + list(alt):
         present = present_tense(base)
