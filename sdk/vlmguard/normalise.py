@@ -3,8 +3,9 @@
 Two rephrasings are read the same way: a question in another tense and a request with a
 closing stated purpose (:func:`present_tense`, :func:`without_purpose`).
 
-A cloud VLM reads fullwidth letters, homoglyphs, spaced-out letters, leetspeak and base64
-without effort; a WordPiece encoder does not (``ｍａｋｅ`` and ``m 3 t h`` tokenise into
+A cloud VLM reads fullwidth letters, homoglyphs, small capitals, upside-down text,
+spaced-out letters, leetspeak, base64, hex, Morse code and Caesar shifts (ROT13) without much
+effort; a WordPiece encoder does not (``ｍａｋｅ`` and ``m 3 t h`` tokenise into
 noise). :func:`variants` returns the request as the VLM would understand it, when that
 differs from what was typed; the guard scores every variant and keeps the riskiest, so a
 disguise can only ever add risk, never hide it. Ordinary text has no variant and costs
@@ -18,7 +19,7 @@ import binascii
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 
 # Cyrillic and Greek letters drawn like Latin ones (Unicode confusables, the common subset).
 _CONFUSABLES = str.maketrans({
@@ -30,6 +31,10 @@ _CONFUSABLES = str.maketrans({
     "α": "a", "ο": "o", "ν": "v", "ρ": "p", "τ": "t", "υ": "u", "ι": "i", "κ": "k", "ε": "e",
     "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N",
     "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+    # Latin small capitals and IPA letters (ʜᴏᴡ ᴅᴏ ɪ ᴍᴀᴋᴇ), which NFKC leaves alone
+    "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ꜰ": "f", "ɢ": "g", "ʜ": "h", "ɪ": "i",
+    "ᴊ": "j", "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ǫ": "q", "ʀ": "r",
+    "ꜱ": "s", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
 })
 _CONFUSABLE_CHARS = frozenset(k if isinstance(k, str) else chr(k) for k in _CONFUSABLES)
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
@@ -137,6 +142,85 @@ def _unspace(text: str) -> str:
     return "\n".join(out)
 
 
+# Upside-down text: each letter's look-alike turned 180 degrees, read right to left. ASCII
+# letters swap too (an upside-down "d" is drawn "p"), so a line is turned back only when it
+# carries several letters that exist only upside down.
+_UPSIDE = str.maketrans({
+    "ɐ": "a", "q": "b", "ɔ": "c", "p": "d", "ǝ": "e", "ɟ": "f", "ƃ": "g", "ɥ": "h", "ᴉ": "i",
+    "ɾ": "j", "ʞ": "k", "ɯ": "m", "u": "n", "d": "p", "b": "q", "ɹ": "r", "ʇ": "t", "n": "u",
+    "ʌ": "v", "ʍ": "w", "ʎ": "y", "Ɐ": "A", "ꓭ": "B", "Ɔ": "C", "ꓷ": "D", "Ǝ": "E", "Ⅎ": "F",
+    "⅁": "G", "ſ": "J", "ꓘ": "K", "˥": "L", "Ԁ": "P", "Ꝺ": "Q", "ꓤ": "R", "ꓕ": "T", "∩": "U",
+    "Λ": "V", "⅄": "Y", "¿": "?", "¡": "!", "˙": ".", "ˌ": ",",
+})
+_UPSIDE_ONLY = frozenset("ɐɔǝɟƃɥᴉɾʞɯɹʇʌʍʎⱯꓭƆꓷƎℲ⅁ſꓘ˥ԀꝹꓤꓕ∩⅄¿¡˙")
+
+
+def _unflip(text: str) -> str:
+    """Lines written upside down (``¿ǝɯoɥ ʇɐ qɯoq``) turned back (``bomb at home?``)."""
+    out = []
+    for line in text.split("\n"):
+        letters = [c for c in line if c.isalpha()]
+        flipped = sum(c in _UPSIDE_ONLY for c in line)
+        if flipped >= 3 and flipped >= 0.25 * max(len(letters), 1):
+            line = line[::-1].translate(_UPSIDE).replace("Ɐ", "A")
+        out.append(line)
+    return "\n".join(out)
+
+
+_HEX = re.compile(r"(?<![0-9A-Za-z])(?:[0-9A-Fa-f]{2}[ :]?){8,}(?![0-9A-Za-z])")
+_MORSE_CODE = {
+    ".-": "a", "-...": "b", "-.-.": "c", "-..": "d", ".": "e", "..-.": "f", "--.": "g",
+    "....": "h", "..": "i", ".---": "j", "-.-": "k", ".-..": "l", "--": "m", "-.": "n",
+    "---": "o", ".--.": "p", "--.-": "q", ".-.": "r", "...": "s", "-": "t", "..-": "u",
+    "...-": "v", ".--": "w", "-..-": "x", "-.--": "y", "--..": "z", "-----": "0",
+    ".----": "1", "..---": "2", "...--": "3", "....-": "4", ".....": "5", "-....": "6",
+    "--...": "7", "---..": "8", "----.": "9"}
+_MORSE = re.compile(r"(?<![\w.\-])[.\-]{1,5}(?:(?: {1,3}| */ *)[.\-]{1,5}){3,}(?![\w.\-])")
+
+
+def _readable(raw: bytes) -> str | None:
+    """``raw`` as text if it is readable UTF-8 (as a decoded payload must be), else None."""
+    try:
+        dec = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    printable = sum(c.isprintable() or c.isspace() for c in dec)
+    if len(dec) < 6 or printable < 0.95 * len(dec) or sum(c.isalpha() for c in dec) < 4:
+        return None
+    return dec
+
+
+def _decode_hex(text: str) -> str:
+    """Replace runs of hex bytes that decode to readable text by that text (a sha256 or a
+    colour list decodes to bytes that are not, and stays)."""
+
+    def fix(m: re.Match[str]) -> str:
+        digits = re.sub(r"[ :]", "", m.group(0))
+        if len(digits) % 2:
+            return m.group(0)
+        return _readable(bytes.fromhex(digits)) or m.group(0)
+
+    return _HEX.sub(fix, text)
+
+
+def _decode_morse(text: str) -> str:
+    """Replace runs of Morse code (letters split by spaces, words by " / " or three spaces)
+    by the letters they spell, when every code is one."""
+
+    def fix(m: re.Match[str]) -> str:
+        words = re.split(r" */ *| {3}", m.group(0).strip())
+        out = []
+        for w in words:
+            codes = w.split()
+            if not all(c in _MORSE_CODE for c in codes):
+                return m.group(0)
+            out.append("".join(_MORSE_CODE[c] for c in codes))
+        decoded = " ".join(out)
+        return decoded if sum(c.isalpha() for c in decoded) >= 3 else m.group(0)
+
+    return _MORSE.sub(fix, text)
+
+
 def _decode_base64(text: str) -> str:
     """Replace base64 runs that decode to readable text by that text."""
 
@@ -144,13 +228,9 @@ def _decode_base64(text: str) -> str:
         s = m.group(0)
         try:
             raw = base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
-            dec = raw.decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+        except (binascii.Error, ValueError):
             return s
-        printable = sum(c.isprintable() or c.isspace() for c in dec)
-        if len(dec) < 6 or printable < 0.95 * len(dec) or sum(c.isalpha() for c in dec) < 4:
-            return s
-        return dec
+        return _readable(raw) or s
 
     return _BASE64.sub(fix, text)
 
@@ -244,11 +324,41 @@ class WordSplitter:
         return self._run.sub(split, text)
 
 
+_LETTERS = re.compile(r"[A-Za-z]+")
+
+
+def _shift(word: str, k: int) -> str:
+    return "".join(chr((ord(c) - base + k) % 26 + base)
+                   for c in word for base in (65 if c.isupper() else 97,))
+
+
+def unshift(text: str, known: Container[str]) -> str | None:
+    """``text`` with words written in a Caesar shift (ROT13 is the shift of 13) shifted
+    back, or None when it has none.
+
+    A shift is undone only when most of the words that are not ``known`` (lower case) as
+    typed become known words under one shift; known words ("Decode this ROT13:") stay.
+    """
+    words = list(dict.fromkeys(_LETTERS.findall(text[:MAX_VARIANT_CHARS])))
+    unknown = [w for w in words if w.lower() not in known][:200]
+    if len(unknown) < 3 or len(unknown) < 0.3 * len(words):
+        return None
+    hits, best = max((sum(_shift(w, k).lower() in known for w in unknown), k)
+                     for k in range(1, 26))
+    if hits < 3 or hits < 0.6 * len(unknown):
+        return None
+    return _LETTERS.sub(lambda m: m[0] if m[0].lower() in known else _shift(m[0], best),
+                        text[:MAX_VARIANT_CHARS])
+
+
 def canonical(text: str) -> str:
     """The text as a reader would understand it: every disguise above undone."""
     t = unicodedata.normalize("NFKC", text[:MAX_VARIANT_CHARS])
     t = _strip_invisible(t)
     t = _decode_base64(t)
+    t = _decode_hex(t)
+    t = _decode_morse(t)
+    t = _unflip(t)
     t = _unconfuse(t)
     t = _unspace(t)
     return t
@@ -353,8 +463,9 @@ def disguised_share(text: str, reading: str) -> float:
 
 def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, list[str]]:
     """(whether to score the text as typed, the other readings to score): the disguises
-    undone (:func:`variants`), words run together split apart (``split_words``, when
-    given), the question in the present tense (:func:`present_tense`) and the request
+    undone (:func:`variants`), words run together split apart and a Caesar shift undone
+    (:func:`unshift`; both need ``split_words``, whose words are the known ones), the question
+    in the present tense (:func:`present_tense`) and the request
     without its closing purpose (:func:`without_purpose`).
 
     The typed text is dropped when a reading rewrote most of its words: the encoder would
@@ -371,9 +482,9 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
     if split_words is not None:  # beside, never instead of, the typed text: a split can misread
         for base in ([text] if keep_typed else []) + list(alt):
             base = base[:MAX_VARIANT_CHARS]
-            split = split_words(base)
-            if split != base and split != text and split not in alt:
-                alt.append(split)
+            for reading in (split_words(base), unshift(base, split_words.cost)):
+                if reading is not None and reading not in (base, text) and reading not in alt:
+                    alt.append(reading)
     # Rephrasings of each text that is read (a leetspeak reading can garble a year: "1800s").
     for base in ([text] if keep_typed else []) + list(alt):
         present = present_tense(base)
