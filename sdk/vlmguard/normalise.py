@@ -49,6 +49,15 @@ def _is_latin_letter(ch: str) -> bool:
     return ch.isascii() and ch.isalpha()
 
 
+def _untag(text: str) -> str:
+    """Unicode tag characters (U+E0020-E007E) read as the ASCII they encode: invisible when
+    rendered, but a model's tokenizer reads them ("ASCII smuggling"). Other tags go."""
+    if not any("\U000e0000" <= c <= "\U000e007f" for c in text):
+        return text
+    return "".join(chr(ord(c) - 0xE0000) if "\U000e0020" <= c <= "\U000e007e"
+                   else "" if "\U000e0000" <= c <= "\U000e007f" else c for c in text)
+
+
 def _strip_invisible(text: str) -> str:
     """Drop format characters (zero-width joiners, bidi marks) and combining marks on ASCII."""
     out: list[str] = []
@@ -351,9 +360,29 @@ def unshift(text: str, known: Container[str]) -> str | None:
                         text[:MAX_VARIANT_CHARS])
 
 
+def _known_share(words: list[str], known: Container[str]) -> float:
+    return sum(w.lower() in known for w in words) / len(words) if words else 0.0
+
+
+def unreverse(text: str, known: Container[str]) -> str | None:
+    """``text`` with each line or colon-separated part written backwards (``?emoh ta bmob``)
+    turned round, when that makes most of its words ``known`` words; None when none is."""
+    parts = re.split(r"(\n|:\s*)", text[:MAX_VARIANT_CHARS])
+    changed = False
+    for i, part in enumerate(parts):
+        words = _LETTERS.findall(part)
+        if len(words) < 3:
+            continue
+        back = part[::-1]
+        share = _known_share(_LETTERS.findall(back), known)
+        if share >= 0.6 and share >= _known_share(words, known) + 0.3:
+            parts[i], changed = back, True
+    return "".join(parts) if changed else None
+
+
 def canonical(text: str) -> str:
     """The text as a reader would understand it: every disguise above undone."""
-    t = unicodedata.normalize("NFKC", text[:MAX_VARIANT_CHARS])
+    t = unicodedata.normalize("NFKC", _untag(text[:MAX_VARIANT_CHARS]))
     t = _strip_invisible(t)
     t = _decode_base64(t)
     t = _decode_hex(t)
@@ -463,8 +492,9 @@ def disguised_share(text: str, reading: str) -> float:
 
 def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, list[str]]:
     """(whether to score the text as typed, the other readings to score): the disguises
-    undone (:func:`variants`), words run together split apart and a Caesar shift undone
-    (:func:`unshift`; both need ``split_words``, whose words are the known ones), the question
+    undone (:func:`variants`), words run together split apart, a Caesar shift undone
+    (:func:`unshift`) and backwards text turned round (:func:`unreverse`; these three need
+    ``split_words``, whose words are the known ones), the question
     in the present tense (:func:`present_tense`) and the request
     without its closing purpose (:func:`without_purpose`).
 
@@ -482,7 +512,8 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
     if split_words is not None:  # beside, never instead of, the typed text: a split can misread
         for base in ([text] if keep_typed else []) + list(alt):
             base = base[:MAX_VARIANT_CHARS]
-            for reading in (split_words(base), unshift(base, split_words.cost)):
+            for reading in (split_words(base), unshift(base, split_words.cost),
+                            unreverse(base, split_words.cost)):
                 if reading is not None and reading not in (base, text) and reading not in alt:
                     alt.append(reading)
     # Rephrasings of each text that is read (a leetspeak reading can garble a year: "1800s").
