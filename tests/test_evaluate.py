@@ -309,7 +309,7 @@ def test_text_invariance_checks_run_on_the_bundled_model(guard) -> None:
     per = look["per_transform"]
     agree = sum(r["agreement"] * r["n"] for r in per.values()) / look["n"]
     assert look["agreement"] == pytest.approx(agree)
-    assert len(ctx.outcomes) == 6 + 10
+    assert len(ctx.outcomes) == 6 + 2 * len(evaluate.TRANSFORMS)
     fmt = evaluate.check_format(ctx)
     assert fmt["n"] == 2 * 8 and all(it.text.startswith(it.meta["ask"] + " ")
                                      for it, _ in ctx.outcomes[-16:])
