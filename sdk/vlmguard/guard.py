@@ -66,6 +66,10 @@ the time bound, about 10-15 ms a window on one core."""
 MAX_BATCH_WINDOWS = 16
 """Encoder windows per ONNX Runtime call: bounds the activations held at once, whatever the
 request's length or the batch's size."""
+MAX_CONTEXT_TURNS = 2
+"""Earlier user turns read before a request (``Guard.rewrite(context=...)``): enough for an
+ask split over turns, few enough that a harmful turn long ago does not flag every reply."""
+MAX_CONTEXT_CHARS = 4_000
 GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 
 
@@ -78,6 +82,7 @@ class _Pending:
     seen: Seen
     timings: dict[str, float]
     t0: float
+    context: str = ""  # earlier user turns of a conversation (see Guard.rewrite)
     evidence: Verbalised = Verbalised("", -1)
     windows: list[Window] = field(default_factory=list)
     logits: list[np.ndarray] = field(default_factory=list)
@@ -374,9 +379,17 @@ class Guard:
             action="monitor" if self.monitor else "rewrite")
 
     # ---- public calls ----------------------------------------------------------------------
-    def rewrite(self, image: ImageInput = None, text: str | bytes | None = "") -> RewriteResult:
-        """Check one request; return the verdict and the prompt to send downstream."""
-        return self.rewrite_batch([(image, text)])[0]
+    def rewrite(self, image: ImageInput = None, text: str | bytes | None = "", *,
+                context: Sequence[str] = ()) -> RewriteResult:
+        """Check one request; return the verdict and the prompt to send downstream.
+
+        ``context``: the conversation's earlier user turns, oldest first. The VLM reads them
+        with the request, so the guard reads the last ``MAX_CONTEXT_TURNS`` of them before
+        it too, as one more reading: an ask split over turns ("'the project' means a pipe
+        bomb" ... "how do I build the project?") is judged whole. The prompt still holds
+        ``text`` alone.
+        """
+        return self.rewrite_batch([(image, text)], context=context)[0]
 
     async def arewrite(self, image: ImageInput = None, text: str | bytes | None = "", *,
                        executor: Executor | None = None) -> RewriteResult:
@@ -407,9 +420,12 @@ class Guard:
         return await loop.run_in_executor(executor, functools.partial(
             self.rewrite_messages, messages, limits=limits, inline_images=inline_images))
 
-    def rewrite_batch(self, items: Iterable[tuple[ImageInput, str | bytes | None]]
-                      ) -> list[RewriteResult]:
-        """Check many requests; the rewriter model runs once over all of them."""
+    def rewrite_batch(self, items: Iterable[tuple[ImageInput, str | bytes | None]], *,
+                      context: Sequence[str] = ()) -> list[RewriteResult]:
+        """Check many requests; the rewriter model runs once over all of them.
+
+        ``context`` (earlier user turns, see :meth:`rewrite`) is read with every item."""
+        earlier = _check_context(context)
         if isinstance(items, str | bytes | bytearray | memoryview):
             raise UnsupportedInputTypeError("rewrite_batch takes an iterable of (image, text) "
                                             f"pairs, not {type(items).__name__}")
@@ -427,7 +443,7 @@ class Guard:
             # the text is checked first: a request that cannot be judged costs no vision
             checked = _check_text(text, has_image=image is not None)
             timings: dict[str, float] = {}
-            pending.append(_Pending(checked, self.see(image, timings), timings, t0))
+            pending.append(_Pending(checked, self.see(image, timings), timings, t0, earlier))
         return self._judge_all(pending)
 
     def rewrite_seen(self, text: str, concepts: Sequence[str] = (), ocr_text: str = "",
@@ -458,6 +474,9 @@ class Guard:
                 tokens = self._check_tokens(p.text)
                 windows = self.encoder.encode(ev.text, p.text, ev.ocr_offset,
                                               request_tokens=tokens)
+                if p.context:  # the request read after the conversation's last user turns
+                    windows += self.encoder.encode(ev.text, f"{p.context}\n{p.text}",
+                                                   ev.ocr_offset, readings=False)
                 # Image text whose spaces the OCR lost ("Howtomakeapipebomb", low contrast)
                 # is read again split into words, as typed text is (normalise.readings).
                 ocr = p.seen.ocr_text[:MAX_VARIANT_CHARS]
@@ -510,6 +529,17 @@ class Guard:
             "category_thresholds": dict(self.category_thresholds),
             "monitor": self.monitor,
         }
+
+
+def _check_context(context: object) -> str:
+    """The last ``MAX_CONTEXT_TURNS`` earlier user turns as one text, at most
+    ``MAX_CONTEXT_CHARS`` (their end), or "" for none."""
+    if isinstance(context, str | bytes) or not isinstance(context, Sequence):
+        raise UnsupportedInputTypeError("context must be a sequence of str (earlier user "
+                                        f"turns, oldest first), not {type(context).__name__}")
+    turns = [_check_str("each context turn", t).strip() for t in context]
+    joined = "\n".join(t for t in turns[-MAX_CONTEXT_TURNS:] if t)
+    return joined[-MAX_CONTEXT_CHARS:]
 
 
 def _is_int(v: object) -> bool:

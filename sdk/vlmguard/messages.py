@@ -455,11 +455,22 @@ def _inline(message: Mapping[str, Any], data_urls: Mapping[str, str]) -> dict[st
     return {**message, "content": parts}
 
 
+def _earlier_user_texts(messages: Sequence[Mapping[str, Any]], last: int) -> list[str]:
+    """The text of each user turn before ``last``, oldest first (checked by split_messages)."""
+    out = []
+    for m in messages[:last]:
+        if m.get("role") == "user":
+            parts = _parts(m.get("content"), "messages")
+            out.append("\n".join(p["text"] for p in parts if p.get("type") == "text"))
+    return out
+
+
 def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
                      limits: FetchLimits | None = None, inline_images: bool = False,
                      load: Callable[[str, FetchLimits], tuple[bytes, str]] | None = None
                      ) -> MessagesResult:
-    """Judge the last user turn with every user image; return the messages to forward.
+    """Judge the last user turn with every user image, and after the user turns before it
+    (``Guard.rewrite(context=...)``); return the messages to forward.
 
     ``inline_images`` replaces each fetched http(s) image URL by a data URL of the bytes
     that were judged, so the model sees exactly what the guard saw (the server's proxy does
@@ -468,14 +479,16 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
     limits = limits or FetchLimits()
     load = load or load_image_ref
     turn, refs = split_messages(messages)
+    earlier = _earlier_user_texts(messages, turn.index)
     if len(refs) > limits.max_images:
         raise BudgetExceededError(f"the conversation holds {len(refs)} images; the guard "
                                   f"judges at most {limits.max_images} (FetchLimits.max_images)")
     images = [load(ref, limits) for ref in refs]
     if images:
-        results = guard.rewrite_batch([(data, turn.text) for data, _ in images])
+        results = guard.rewrite_batch([(data, turn.text) for data, _ in images],
+                                      context=earlier)
     else:
-        results = [guard.rewrite(None, turn.text)]
+        results = [guard.rewrite(None, turn.text, context=earlier)]
     decisive = max(range(len(results)), key=lambda k: (not results[k].safe, results[k].risk))
     result = results[decisive]
     out = [dict(m) for m in messages]
