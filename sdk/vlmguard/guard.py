@@ -392,11 +392,13 @@ class Guard:
         return self.rewrite_batch([(image, text)], context=context)[0]
 
     async def arewrite(self, image: ImageInput = None, text: str | bytes | None = "", *,
+                       context: Sequence[str] = (),
                        executor: Executor | None = None) -> RewriteResult:
         """``rewrite`` in a worker thread (``executor``, or the loop's default), so an event
         loop keeps serving while the models run (ONNX Runtime releases the GIL)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, functools.partial(self.rewrite, image, text))
+        return await loop.run_in_executor(executor, functools.partial(
+            self.rewrite, image, text, context=context))
 
     def rewrite_messages(self, messages: Sequence[Mapping[str, Any]], *,
                          limits: FetchLimits | None = None, inline_images: bool = False

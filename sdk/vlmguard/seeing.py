@@ -40,8 +40,8 @@ def see(rgb: np.ndarray, tagger: Tagger, ocr: OCR | None,
     """Tag an HxWx3 uint8 RGB image and read its text (``ocr=None``: no reading).
 
     ``also_read``: other faces of the same image (a transparent image with its alpha
-    dropped, :func:`vlmguard.image.load_views`) whose text is read too; lines not already
-    read follow the first face's.
+    dropped, a 16-bit one clipped: :func:`vlmguard.image.load_views`) whose text is read
+    too, each within the same box budget; lines not already read follow the first face's.
 
     ``timings`` (if given) receives each stage's milliseconds: tagger, ocr_det, ocr_rec
     (the last only when detection found a box). With ``pool``, the tagger runs on it while
