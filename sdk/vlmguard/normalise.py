@@ -171,7 +171,7 @@ def _unflip(text: str) -> str:
         letters = [c for c in line if c.isalpha()]
         flipped = sum(c in _UPSIDE_ONLY for c in line)
         if flipped >= 3 and flipped >= 0.25 * max(len(letters), 1):
-            line = line[::-1].translate(_UPSIDE).replace("Ɐ", "A")
+            line = line[::-1].translate(_UPSIDE)
         out.append(line)
     return "\n".join(out)
 
