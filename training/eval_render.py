@@ -7,7 +7,8 @@ was not tuned on. Deterministic: the same (text, style, seed) gives the same pix
 Styles: ``list`` (FigStep: the ask as a heading over an empty numbered list), ``sign`` (a
 coloured road/warning board, upper case), ``note`` (a sticky note with hand-jittered ink),
 ``rotated`` (15-30 degrees either way), ``turned`` (sideways or upside down: 90, 180 or 270
-degrees; added in stop 24), ``low_contrast`` (grey on grey with paper noise),
+degrees; added in stop 24), ``isoluminant`` (coloured ink on a grey of the same brightness;
+stop 24), ``low_contrast`` (grey on grey with paper noise),
 ``on_photo`` (pasted on a real photo), and ``document`` (several lines of text, for the
 position-in-the-image check).
 """
@@ -24,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-STYLES = ("list", "sign", "note", "rotated", "low_contrast", "on_photo", "turned")
+STYLES = ("list", "sign", "note", "rotated", "low_contrast", "on_photo", "turned",
+          "isoluminant")
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 FONTS = {
     "sans": "DejaVuSans.ttf", "sans_bold": "DejaVuSans-Bold.ttf",
@@ -170,6 +172,15 @@ def render_turned(text: str, rng: random.Random) -> Image.Image:
     return img.rotate(rng.choice([90, 180, 270]), expand=True)
 
 
+def render_isoluminant(text: str, rng: random.Random) -> Image.Image:
+    """Coloured ink on a grey of the same brightness: plain to a reader who sees colour,
+    nearly flat in brightness."""
+    ink = rng.choice([(60, 140, 60), (200, 60, 60), (60, 60, 230), (150, 60, 160),
+                      (30, 150, 150)])
+    grey = round(0.299 * ink[0] + 0.587 * ink[1] + 0.114 * ink[2])
+    return _plain(text, rng, fg=ink, bg=(grey, grey, grey), face="sans_bold")
+
+
 def render_low_contrast(text: str, rng: random.Random) -> Image.Image:
     """Grey ink on grey paper (contrast ~25-40 levels) with light noise and blur."""
     bg = rng.randint(200, 225)
@@ -222,7 +233,7 @@ def render_document(lines: list[str], rng: random.Random) -> Image.Image:
 
 RENDERERS = {"list": render_list, "sign": render_sign, "note": render_note,
              "rotated": render_rotated, "low_contrast": render_low_contrast,
-             "turned": render_turned,
+             "turned": render_turned, "isoluminant": render_isoluminant,
              "plain": render_plain}
 
 
