@@ -16,7 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from .encoder import concept_words
-from .vision import OCR, Concept, OcrLine, Tagger, lines_text
+from .vision import (
+    OCR,
+    PAGE_SHARE,
+    Concept,
+    OcrLine,
+    Tagger,
+    colour_distance_face,
+    lines_text,
+    page_colour,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,9 @@ def see(rgb: np.ndarray, tagger: Tagger, ocr: OCR | None,
     ``also_read``: other faces of the same image (a transparent image with its alpha
     dropped, a 16-bit one clipped: :func:`vlmguard.image.load_views`) whose text is read
     too, each within the same box budget; lines not already read follow the first face's.
+    A page-like image that reads blank or without spaces is also read in its
+    colour-distance face (:func:`vlmguard.vision.colour_distance_face`), and the more
+    confident reading is kept.
 
     ``timings`` (if given) receives each stage's milliseconds: tagger, ocr_det, ocr_rec
     (the last only when detection found a box). With ``pool``, the tagger runs on it while
@@ -69,6 +81,20 @@ def see(rgb: np.ndarray, tagger: Tagger, ocr: OCR | None,
         t = time.perf_counter()
         lines, truncated = ocr.read_capped(rgb, boxes)
         timings["ocr_rec"] = ms_since(t)
+    if ocr is not None and (not lines or _spaces_lost(lines)):
+        # A page (a render, a sign, a screenshot) that reads blank, or as words run together,
+        # may hold text that differs from it in colour more than in brightness: read it again
+        # in the colour-distance face, and keep that reading where it is the more confident.
+        share, colour = page_colour(rgb)
+        if share >= PAGE_SHARE:
+            face = colour_distance_face(rgb, colour)
+            more = _detect(ocr, face, timings, add=True)
+            if more:
+                t = time.perf_counter()
+                again, cut = ocr.read_capped(face, more)
+                timings["ocr_rec"] = timings.get("ocr_rec", 0.0) + ms_since(t)
+                if _confidence(again) > _confidence(lines):
+                    lines, truncated = again, cut
     for face in also_read:
         if ocr is None:
             break
@@ -81,6 +107,20 @@ def see(rgb: np.ndarray, tagger: Tagger, ocr: OCR | None,
             lines += [ln for ln in extra if ln.text not in seen_text]
             truncated = truncated or cut
     return Seen(True, words, scores, lines_text(lines), truncated)
+
+
+def _spaces_lost(lines: list[OcrLine]) -> bool:
+    """Text read as words run together (20 or more letters, 8 or more a word on average;
+    English averages under 5): low contrast makes the recogniser drop spaces."""
+    words = lines_text(lines).split()
+    letters = sum(c.isalpha() for w in words for c in w)
+    return letters >= 20 and letters >= 8 * len(words)
+
+
+def _confidence(lines: list[OcrLine]) -> float:
+    """Mean character probability over the lines, weighted by their length (0 for none)."""
+    chars = sum(len(ln.text) for ln in lines)
+    return sum(ln.score * len(ln.text) for ln in lines) / chars if chars else 0.0
 
 
 def _tag(tagger: Tagger, rgb: np.ndarray, timings: dict[str, float]) -> list[Concept]:

@@ -68,10 +68,36 @@ PathLike = str | os.PathLike[str]
 def page_share(rgb: np.ndarray) -> float:
     """The share of a ~64x64 sample of the image taken by its most common colour, each
     channel cut to 4 bits (so JPEG noise on a flat background still counts as one colour)."""
+    return page_colour(rgb)[0]
+
+
+def page_colour(rgb: np.ndarray) -> tuple[float, np.ndarray]:
+    """:func:`page_share`, and that most common colour (the mean of its sampled pixels)."""
     h, w = rgb.shape[:2]
-    s = rgb[:: max(1, h // 64), :: max(1, w // 64)] >> 4
+    sample = rgb[:: max(1, h // 64), :: max(1, w // 64)]
+    s = sample >> 4
     code = (s[..., 0].astype(np.int32) << 8) | (s[..., 1].astype(np.int32) << 4) | s[..., 2]
-    return float(np.bincount(code.ravel(), minlength=4096).max() / code.size)
+    counts = np.bincount(code.ravel(), minlength=4096)
+    top = int(counts.argmax())
+    colour = sample[code == top].mean(axis=0)
+    return float(counts[top] / code.size), colour
+
+
+MAX_FACE_SIDE = 2048  # the colour-distance face is built at most this long (bounded memory)
+FACE_MIN_DISTANCE = 32  # a colour distance (of 255) drawn black at the least
+
+
+def colour_distance_face(rgb: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Each pixel's colour distance from ``colour`` (the page's), as dark ink on white, the
+    farthest black: text whose colour differs from the page but not its brightness (green
+    on an equally bright grey) shows here, where the detector sees little in the image."""
+    h, w = rgb.shape[:2]
+    step = max(1, math.ceil(max(h, w) / MAX_FACE_SIDE))
+    small = rgb[::step, ::step].astype(np.int16)
+    dist = np.abs(small - colour.astype(np.int16)).max(axis=2)
+    top = max(int(dist.max()), FACE_MIN_DISTANCE)  # noise on a blank page stays light
+    grey = 255 - (dist.astype(np.int32) * 255 // top).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
