@@ -4,8 +4,8 @@ Two rephrasings are read the same way: a question in another tense and a request
 closing stated purpose (:func:`present_tense`, :func:`without_purpose`).
 
 A cloud VLM reads fullwidth letters, homoglyphs, small capitals, upside-down text,
-spaced-out letters, leetspeak, base64, hex, Morse code and Caesar shifts (ROT13) without much
-effort; a WordPiece encoder does not (``ｍａｋｅ`` and ``m 3 t h`` tokenise into
+spaced-out letters, leetspeak, base64, hex, Morse code, Caesar shifts (ROT13), invisible tag
+characters and emoji without much effort; a WordPiece encoder does not (``ｍａｋｅ`` and ``m 3 t h`` tokenise into
 noise). :func:`variants` returns the request as the VLM would understand it, when that
 differs from what was typed; the guard scores every variant and keeps the riskiest, so a
 disguise can only ever add risk, never hide it. Ordinary text has no variant and costs
@@ -56,6 +56,22 @@ def _untag(text: str) -> str:
         return text
     return "".join(chr(ord(c) - 0xE0000) if "\U000e0020" <= c <= "\U000e007e"
                    else "" if "\U000e0000" <= c <= "\U000e007f" else c for c in text)
+
+
+def _is_pictograph(ch: str) -> bool:
+    """Emoji and pictographic symbols (the Miscellaneous Symbols, Dingbats and emoji blocks)."""
+    cp = ord(ch)
+    return (0x1F000 <= cp <= 0x1FAFF or 0x2600 <= cp <= 0x27BF) \
+        and unicodedata.category(ch) == "So"
+
+
+def _name_pictographs(text: str) -> str:
+    """Each emoji read as its Unicode name (💣 → "bomb", 💊 → "pill"), as a VLM reads it;
+    the WordPiece tokenizer has no emoji."""
+    if not any(_is_pictograph(c) for c in text):
+        return text
+    return "".join(f" {unicodedata.name(c, '').lower()} " if _is_pictograph(c) else c
+                   for c in text)
 
 
 def _strip_invisible(text: str) -> str:
@@ -383,7 +399,7 @@ def unreverse(text: str, known: Container[str]) -> str | None:
 def canonical(text: str) -> str:
     """The text as a reader would understand it: every disguise above undone."""
     t = unicodedata.normalize("NFKC", _untag(text[:MAX_VARIANT_CHARS]))
-    t = _strip_invisible(t)
+    t = _strip_invisible(_name_pictographs(t))
     t = _decode_base64(t)
     t = _decode_hex(t)
     t = _decode_morse(t)
