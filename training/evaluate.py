@@ -43,6 +43,7 @@ import math
 import os
 import platform
 import random
+import re
 import sys
 import time
 import zipfile
