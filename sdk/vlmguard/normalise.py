@@ -5,11 +5,11 @@ closing stated purpose (:func:`present_tense`, :func:`without_purpose`).
 
 A cloud VLM reads fullwidth letters, homoglyphs, small capitals, upside-down text,
 spaced-out letters, leetspeak, base64, hex, Morse code, Caesar shifts (ROT13), invisible tag
-characters and emoji without much effort; a WordPiece encoder does not (``ｍａｋｅ`` and ``m 3 t h`` tokenise into
-noise). :func:`variants` returns the request as the VLM would understand it, when that
-differs from what was typed; the guard scores every variant and keeps the riskiest, so a
-disguise can only ever add risk, never hide it. Ordinary text has no variant and costs
-nothing extra.
+characters and emoji without much effort; a WordPiece encoder does not (``ｍａｋｅ``
+and ``m 3 t h`` tokenise into noise). :func:`variants` returns the request as the VLM
+would understand it, when that differs from what was typed; the guard scores every variant
+and keeps the riskiest, so a disguise can only ever add risk, never hide it. Ordinary text
+has no variant and costs no extra model call.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import binascii
 import math
 import re
 import unicodedata
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 
 # Cyrillic and Greek letters drawn like Latin ones (Unicode confusables, the common subset).
 _CONFUSABLES = str.maketrans({
@@ -396,6 +396,30 @@ def unreverse(text: str, known: Container[str]) -> str | None:
     return "".join(parts) if changed else None
 
 
+def unpig(text: str, known: Mapping[str, float]) -> str | None:
+    """``text`` with Pig Latin undone ("Owhay oday Iway" → "How do I"), or None when it is
+    not written in it: most of its words end in "ay" and decode to ``known`` words (a word
+    to its cost; the most common decoding wins)."""
+
+    def decode(w: str) -> str | None:
+        body = w.lower()[:-2]
+        options = [body[-k:] + body[:-k] for k in (1, 2, 3) if len(body) > k]
+        if body.endswith("w"):
+            options.append(body[:-1])  # a word that began with a vowel: "atway" -> "at"
+        found = [o for o in options if o in known]
+        if not found:
+            return None
+        best = min(found, key=lambda o: known[o])
+        return best.capitalize() if w[0].isupper() else best
+
+    words = _LETTERS.findall(text[:MAX_VARIANT_CHARS])
+    decoded = {w: decode(w) for w in words if len(w) > 2 and w.lower().endswith("ay")}
+    hits = sum(v is not None for v in decoded.values())
+    if hits < 3 or hits < 0.6 * len(words):
+        return None
+    return _LETTERS.sub(lambda m: decoded.get(m[0]) or m[0], text[:MAX_VARIANT_CHARS])
+
+
 def canonical(text: str) -> str:
     """The text as a reader would understand it: every disguise above undone."""
     t = unicodedata.normalize("NFKC", _untag(text[:MAX_VARIANT_CHARS]))
@@ -509,8 +533,9 @@ def disguised_share(text: str, reading: str) -> float:
 def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, list[str]]:
     """(whether to score the text as typed, the other readings to score): the disguises
     undone (:func:`variants`), words run together split apart, a Caesar shift undone
-    (:func:`unshift`) and backwards text turned round (:func:`unreverse`; these three need
-    ``split_words``, whose words are the known ones), the question
+    (:func:`unshift`), backwards text turned round (:func:`unreverse`) and Pig Latin undone
+    (:func:`unpig`; these four need ``split_words``, whose words are the known ones), the
+    question
     in the present tense (:func:`present_tense`) and the request
     without its closing purpose (:func:`without_purpose`).
 
@@ -529,7 +554,7 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
         for base in ([text] if keep_typed else []) + list(alt):
             base = base[:MAX_VARIANT_CHARS]
             for reading in (split_words(base), unshift(base, split_words.cost),
-                            unreverse(base, split_words.cost)):
+                            unreverse(base, split_words.cost), unpig(base, split_words.cost)):
                 if reading is not None and reading not in (base, text) and reading not in alt:
                     alt.append(reading)
     # Rephrasings of each text that is read (a leetspeak reading can garble a year: "1800s").
