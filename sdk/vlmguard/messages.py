@@ -3,8 +3,10 @@
 ``rewrite_messages`` judges the *last user turn*: its text (string content, or its text parts
 joined by newlines) against every image of the conversation's user turns (an image sent
 earlier still reaches the model with the new question, so a cross-modal request can span
-turns). Each image is judged with the text and the riskiest verdict wins. A rewritten turn
-keeps its image parts and gets the refined prompt as its only text.
+turns). Each image is judged with the text and the riskiest verdict wins. The user turns'
+text before it is read too (``Guard.rewrite(context=...)``: the last two, before the text),
+so an ask split over turns is judged whole. A rewritten turn keeps its image parts and gets
+the refined prompt as its only text.
 
 Image references are data URLs (``data:image/png;base64,...``) or http(s) URLs. A URL is
 fetched with limits, since the caller controls it: size, total time, redirects, content type,
@@ -13,8 +15,9 @@ allowed. The address is checked when the socket connects (every hop of a redirec
 connection uses the checked address), so DNS rebinding cannot slip past the check. Every
 failure raises a typed error below, all of them :class:`~vlmguard.errors.InvalidInputError`.
 
-What is not judged: earlier user turns' text, system/assistant/tool messages (they are
-forwarded unchanged), and audio or file parts, which are refused (the guard cannot read them).
+What is not judged: user turns older than the last two before it, system/assistant/tool
+messages (they are forwarded unchanged), and audio or file parts, which are refused (the
+guard cannot read them).
 """
 
 from __future__ import annotations
@@ -148,6 +151,7 @@ class _Turn:
     index: int
     text: str
     image_refs: tuple[str, ...]
+    earlier: tuple[str, ...] = ()  # the text of each user turn before it, oldest first
 
 
 # ---- images -------------------------------------------------------------------------------------
@@ -374,11 +378,13 @@ def _parts(content: object, where: str) -> list[Mapping[str, Any]]:
 
 
 def split_messages(messages: object) -> tuple[_Turn, list[str]]:
-    """The last user turn (index, text, its images) and every user image, latest first."""
+    """The last user turn (index, text, its images, the user turns' text before it) and
+    every user image, latest first."""
     if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, Sequence):
         raise InvalidMessagesError("messages must be a list of {role, content} objects")
     last = None
     per_turn: list[list[str]] = []
+    user_texts: list[str] = []
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping):
             raise InvalidMessagesError(f"messages[{i}] must be an object, "
@@ -402,7 +408,8 @@ def split_messages(messages: object) -> tuple[_Turn, list[str]]:
                 raise InvalidMessagesError(
                     f"messages[{i}].content[{k}] has type {kind!r}; the guard reads only text "
                     "and image_url parts and refuses what it cannot check")
-        last = _Turn(i, "\n".join(t for t in texts if t), tuple(images))
+        last = _Turn(i, "\n".join(t for t in texts if t), tuple(images), tuple(user_texts))
+        user_texts.append(last.text)
         per_turn.append(images)
     if last is None:
         raise InvalidMessagesError("messages hold no user message to check")
@@ -455,16 +462,6 @@ def _inline(message: Mapping[str, Any], data_urls: Mapping[str, str]) -> dict[st
     return {**message, "content": parts}
 
 
-def _earlier_user_texts(messages: Sequence[Mapping[str, Any]], last: int) -> list[str]:
-    """The text of each user turn before ``last``, oldest first (checked by split_messages)."""
-    out = []
-    for m in messages[:last]:
-        if m.get("role") == "user":
-            parts = _parts(m.get("content"), "messages")
-            out.append("\n".join(p["text"] for p in parts if p.get("type") == "text"))
-    return out
-
-
 def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
                      limits: FetchLimits | None = None, inline_images: bool = False,
                      load: Callable[[str, FetchLimits], tuple[bytes, str]] | None = None
@@ -479,16 +476,15 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
     limits = limits or FetchLimits()
     load = load or load_image_ref
     turn, refs = split_messages(messages)
-    earlier = _earlier_user_texts(messages, turn.index)
     if len(refs) > limits.max_images:
         raise BudgetExceededError(f"the conversation holds {len(refs)} images; the guard "
                                   f"judges at most {limits.max_images} (FetchLimits.max_images)")
     images = [load(ref, limits) for ref in refs]
     if images:
         results = guard.rewrite_batch([(data, turn.text) for data, _ in images],
-                                      context=earlier)
+                                      context=turn.earlier)
     else:
-        results = [guard.rewrite(None, turn.text, context=earlier)]
+        results = [guard.rewrite(None, turn.text, context=turn.earlier)]
     decisive = max(range(len(results)), key=lambda k: (not results[k].safe, results[k].risk))
     result = results[decisive]
     out = [dict(m) for m in messages]
