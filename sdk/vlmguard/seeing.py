@@ -75,38 +75,43 @@ def see(rgb: np.ndarray, tagger: Tagger, ocr: OCR | None,
             tags = pending.result()  # the tagger's error, if any, wins as if it ran first
     words = concept_words(tags)
     scores = tuple(round(c.score, 4) for c in tags[: len(words)])
-    lines: list[OcrLine] = []
-    truncated = False
-    if ocr is not None and boxes:
-        t = time.perf_counter()
-        lines, truncated = ocr.read_capped(rgb, boxes)
-        timings["ocr_rec"] = ms_since(t)
-    if ocr is not None and (not lines or _spaces_lost(lines)):
+    if ocr is None:
+        return Seen(True, words, scores)
+    lines, truncated = _recognise(ocr, rgb, boxes, timings)
+    if not lines or _spaces_lost(lines):
         # A page (a render, a sign, a screenshot) that reads blank, or as words run together,
         # may hold text that differs from it in colour more than in brightness: read it again
         # in the colour-distance face, and keep that reading where it is the more confident.
         share, colour = page_colour(rgb)
         if share >= PAGE_SHARE:
-            face = colour_distance_face(rgb, colour)
-            more = _detect(ocr, face, timings, add=True)
-            if more:
-                t = time.perf_counter()
-                again, cut = ocr.read_capped(face, more)
-                timings["ocr_rec"] = timings.get("ocr_rec", 0.0) + ms_since(t)
-                if _confidence(again) > _confidence(lines):
-                    lines, truncated = again, cut
+            again, cut = _read_face(ocr, colour_distance_face(rgb, colour), timings)
+            if _confidence(again) > _confidence(lines):
+                lines, truncated = again, cut
     for face in also_read:
-        if ocr is None:
-            break
-        more = _detect(ocr, face, timings, add=True)
-        if more:
-            t = time.perf_counter()
-            extra, cut = ocr.read_capped(face, more)
-            timings["ocr_rec"] = timings.get("ocr_rec", 0.0) + ms_since(t)
-            seen_text = {ln.text for ln in lines}
-            lines += [ln for ln in extra if ln.text not in seen_text]
-            truncated = truncated or cut
+        extra, cut = _read_face(ocr, face, timings)
+        seen_text = {ln.text for ln in lines}
+        lines += [ln for ln in extra if ln.text not in seen_text]
+        truncated = truncated or cut
     return Seen(True, words, scores, lines_text(lines), truncated)
+
+
+def _recognise(ocr: OCR, rgb: np.ndarray, boxes: list[tuple[tuple[int, int, int, int], float]],
+               timings: dict[str, float]) -> tuple[list[OcrLine], bool]:
+    """The boxes' lines and whether the box cap cut some (``ocr_rec`` timed only when
+    there is a box to read, and added up over an image's faces)."""
+    if not boxes:
+        return [], False
+    t = time.perf_counter()
+    lines, truncated = ocr.read_capped(rgb, boxes)
+    timings["ocr_rec"] = timings.get("ocr_rec", 0.0) + ms_since(t)
+    return lines, truncated
+
+
+def _read_face(ocr: OCR, face: np.ndarray, timings: dict[str, float]
+               ) -> tuple[list[OcrLine], bool]:
+    """Another face of the image read whole: detection, then recognition, both timed on top
+    of the first face's."""
+    return _recognise(ocr, face, _detect(ocr, face, timings, add=True), timings)
 
 
 def _spaces_lost(lines: list[OcrLine]) -> bool:
