@@ -133,6 +133,17 @@ def check_output(name: str, arr: object, shape: Sequence[int | None],
     return arr
 
 
+def check_distributions(name: str, arr: object, shape: Sequence[int | None]) -> np.ndarray:
+    """A softmax output after :func:`check_output`, its last axis rows each summing to one:
+    an all-zero or constant output from a broken model would otherwise read as "no text" or
+    "level"."""
+    probs = check_output(name, arr, shape, lo=-1e-3, hi=1.0 + 1e-3)
+    if np.abs(probs.sum(axis=-1, dtype=np.float64) - 1.0).max() > 1e-2:
+        raise GuardError(f"{name}: output rows are not probability distributions (a broken "
+                         "model); fail closed")
+    return probs
+
+
 def check_not_constant(name: str, arr: np.ndarray) -> None:
     """Refuse an output that is one value everywhere (e.g. all zeros): no real input does that."""
     flat = arr.reshape(arr.shape[0], -1)
@@ -634,11 +645,7 @@ class OCR:
                 pieces.append(piece)
                 owner.append(j)
         probs = self.cls.run(None, {self.cls.get_inputs()[0].name: np.stack(pieces)})[0]
-        probs = check_output("OCR angle classifier", probs, (len(pieces), 2),
-                             lo=-1e-3, hi=1.0 + 1e-3)
-        if np.abs(probs.sum(axis=1, dtype=np.float64) - 1.0).max() > 1e-2:
-            raise GuardError("OCR angle classifier: outputs are not probabilities (a broken "
-                             "model); fail closed")
+        probs = check_distributions("OCR angle classifier", probs, (len(pieces), 2))
         total = np.zeros(len(crops))
         np.add.at(total, owner, probs[:, 1])
         return total / np.bincount(owner, minlength=len(crops))
@@ -682,13 +689,7 @@ class OCR:
 
     def _check_rec(self, probs: object, n: int) -> np.ndarray:
         """CTC recogniser output: (n, steps, charset) softmax rows, each summing to one."""
-        probs = check_output("OCR recogniser", probs, (n, None, len(self.charset)),
-                             lo=-1e-3, hi=1.0 + 1e-3)
-        sums = probs.sum(axis=-1, dtype=np.float64)
-        if np.abs(sums - 1.0).max() > 1e-2:
-            raise GuardError("OCR recogniser: output rows are not probability distributions "
-                             "(a broken model); fail closed")
-        return probs
+        return check_distributions("OCR recogniser", probs, (n, None, len(self.charset)))
 
     def _ctc(self, p: np.ndarray) -> tuple[str, float]:
         ids = p.argmax(axis=1)
