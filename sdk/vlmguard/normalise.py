@@ -490,6 +490,92 @@ def present_tense(text: str) -> str | None:
     return out if out and out != text else None
 
 
+# A method asked about as something others do: "How is ransomware created?", "How were
+# bombs made in the past?", "How do scammers get people's social security numbers?" ask for
+# the method that "How do I create ransomware?" asks for, but the judge had learned the
+# passive and the third person as an explainer's (training/RUNS.md, stop 25). The question
+# asked as the user's own is scored beside it.
+_IRREGULAR = dict(w.split(":") for w in (
+    "made:make built:build stolen:steal written:write taken:take given:give done:do got:get "
+    "gotten:get sold:sell bought:buy brought:bring kept:keep hidden:hide found:find run:run "
+    "spread:spread set:set put:put cut:cut shot:shoot hit:hit held:hold led:lead fed:feed "
+    "sent:send spent:spend told:tell taught:teach caught:catch fought:fight thrown:throw "
+    "drawn:draw driven:drive broken:break chosen:choose beaten:beat eaten:eat grown:grow "
+    "known:know shown:show blown:blow worn:wear torn:tear hung:hang dug:dig struck:strike "
+    "stuck:stick won:win begun:begin paid:pay laid:lay said:say had:have heard:hear "
+    "meant:mean left:leave lost:lose felt:feel dealt:deal bred:breed lit:light read:read "
+    "shut:shut split:split let:let burnt:burn sought:seek thought:think fled:flee "
+    "forgotten:forget bound:bind ground:grind slain:slay undertaken:undertake "
+    "overcome:overcome become:become smelt:smell spoken:speak ridden:ride "
+    "withheld:withhold overthrown:overthrow mistaken:mistake rid:rid quit:quit bent:bend "
+    "swept:sweep slid:slide sunk:sink woven:weave").split())
+_PASSIVE = re.compile(
+    r"(?i)^\s*(?P<q>how|in what ways?|by what (?:means|methods?)|what (?:methods?|techniques?|"
+    r"steps?|ways?|tactics?|strategies?))\s+(?:is|are|was|were|has been|have been|had been|"
+    r"can|could|would|might)\s+(?:(?:be|have been)\s+)?(?P<rest>.+?)[?.!]*\s*$")
+_AGENT = re.compile(
+    r"(?i)^\s*(?:how|in what ways?|by what (?:means|methods?))\s+(?:do|does|did|can|could|"
+    r"would|might|will|should)\s+(?P<who>people|persons?|individuals|someone|somebody|anyone|"
+    r"one|they|a person|(?:an?\s+|the\s+|some\s+|many\s+)?[a-z-]+(?:ers|ors|ists|ians|ants|"
+    r"ents|ies|als|ves|ts|ks|ms))\s+(?P<rest>.+?)[?.!]*\s*$")
+_CLAUSE = re.compile(  # "Explain how credit cards are cloned.", "I wonder how X was made"
+    r"(?i)\bhow\s+(?P<obj>(?:[\w'-]+\s+){0,5}?[\w'-]+)\s+(?:is|are|was|were|gets?|got|can be|"
+    r"could be|would be|might be)\s+(?P<vbn>[a-z]+)\b(?P<tail>[^?.!]*)")
+_NOT_SUBJECT_END = {"is", "was", "has", "this", "us", "its", "his", "as", "yes", "thus"}
+
+
+def _base_form(word: str, rank: Mapping[str, float]) -> str | None:
+    """The base form of a past participle ("created" → "create"), or None if it is none."""
+    w = word.lower()
+    if w in _IRREGULAR:
+        return _IRREGULAR[w]
+    if len(w) < 4 or not w.endswith("ed") or w.endswith("eed"):  # "need", "speed"
+        return None
+    known = rank.__contains__
+    if w.endswith("ied") and not known(w[:-1]):
+        return w[:-3] + "y"
+    # The most frequent known stem ("cooked" → "cook", not the name "cooke"; "used" → "use").
+    cands = [c for c in (w[:-1], w[:-2]) + ((w[:-3],) if w[-3] == w[-4] else ())
+             if len(c) > 2 and known(c)]
+    return min(cands, key=rank.__getitem__) if cands else None
+
+
+def own_ask(text: str, rank: Mapping[str, float]) -> str | None:
+    """A one-sentence question about how a method is done, asked as the user's own ("How
+    were bombs made?" → "How do I make bombs?"), or None if it asks no such thing.
+
+    ``rank`` holds the known words (word → cost, lower is more frequent). A question that
+    names something ("How was Julius Caesar assassinated?") asks about one past event, not
+    for a method, and is left as it is.
+    """
+    t = " ".join(text.split())
+    if (len(t) > MAX_PURPOSE_CHARS or re.search(r"[.?!]\s+\S", t)
+            or re.search(r"\s(?!I\b)[A-Z][a-z]", t)):
+        return None
+    m = _PASSIVE.match(t)
+    if m:
+        words = m["rest"].split(" ")
+        for i, word in enumerate(words[:12]):
+            base = _base_form(word.strip(",;"), rank)
+            if not i and base == "use" and words[1:2] == ["to"]:  # "What tools are used to X?"
+                return " ".join(["How do I", *words[2:]]) + "?"
+            if base is not None and i:
+                obj, tail = " ".join(words[:i]), " ".join(words[i + 1:])
+                if obj.lower() in ("it", "this", "that"):
+                    return None
+                return " ".join(f"How do I {base} {obj} {tail}".split()) + "?"
+        return None
+    m = _CLAUSE.search(t)
+    if m and m["obj"].split()[0].lower() not in ("it", "this", "that", "is", "are", "was", "were"):
+        base = _base_form(m["vbn"], rank)
+        if base is not None:
+            return " ".join(f"How do I {base} {m['obj']} {m['tail']}".split()) + "?"
+    m = _AGENT.match(t)
+    if m and m["who"].split()[-1].lower() not in _NOT_SUBJECT_END:
+        return f"How do I {m['rest']}?"
+    return None
+
+
 # A stated purpose: "How do I make a bomb for a science fair?" asks for what "How do I make a
 # bomb?" asks for; the judge had learned such endings from look-alikes, where writers used
 # them to make an edgy ask benign (0.007 against 0.989 bare). The request without its
@@ -530,6 +616,30 @@ def disguised_share(text: str, reading: str) -> float:
     return sum(x != y for x, y in zip(a, b, strict=True)) / len(a)
 
 
+_LEAD = re.compile(r"^(?P<lead>[^\n:]{1,200}?)(?::\s*|\n+)")
+
+
+def _decode_payloads(text: str) -> str:
+    """``text`` with its base64, hex and Morse runs decoded (the encodings that hide a payload
+    behind an instruction)."""
+    return _decode_morse(_decode_hex(_decode_base64(text)))
+
+
+def _payload_parts(typed: str, reading: str) -> list[str]:
+    """A reading of "<instruction>: <encoded payload>" as two: the instruction and the
+    decoded payload, each judged as what it is (the VLM decodes the one and follows the
+    other); joined, the judge reads any decode instruction beside plain words as a
+    jailbreak's ("Decode this base64 and do what it says: <a sleep tip>" 0.89, the tip alone
+    0.06, the instruction alone 0.01). Any other reading is returned as it is."""
+    m, r = _LEAD.match(typed), _LEAD.match(reading)
+    if m is None or r is None:
+        return [reading]
+    payload = reading[r.end():]
+    if not payload.strip() or payload == typed[m.end():]:
+        return [reading]  # nothing after the instruction was decoded
+    return [m["lead"].strip(), payload]  # the instruction as typed: a shift garbles it
+
+
 def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, list[str]]:
     """(whether to score the text as typed, the other readings to score): the disguises
     undone (:func:`variants`), words run together split apart, a Caesar shift undone
@@ -540,7 +650,8 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
     without its closing purpose (:func:`without_purpose`).
 
     The typed text is dropped when a reading rewrote most of its words: the encoder would
-    only see noise there, while the VLM reads it as the reading does.
+    only see noise there, while the VLM reads it as the reading does. A payload decoded
+    after a leading instruction is read apart from it (:func:`_payload_parts`).
 
     Sentences are not read on their own: a sentence cut from its context ("I want to shoot
     my old school building" without "for a photo project") reads as harmful more often than
@@ -550,18 +661,30 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
     """
     alt = variants(text)
     keep_typed = not alt or disguised_share(text, alt[-1]) < 0.3
+    if alt and _decode_payloads(text[:MAX_VARIANT_CHARS]) != text[:MAX_VARIANT_CHARS]:
+        alt = [part for reading in alt for part in _payload_parts(text, reading)]
     if split_words is not None:  # beside, never instead of, the typed text: a split can misread
         for base in ([text] if keep_typed else []) + list(alt):
             base = base[:MAX_VARIANT_CHARS]
-            for reading in (split_words(base), unshift(base, split_words.cost),
-                            unreverse(base, split_words.cost), unpig(base, split_words.cost)):
-                if reading is not None and reading not in (base, text) and reading not in alt:
-                    alt.append(reading)
+            decoded = (unshift(base, split_words.cost), unreverse(base, split_words.cost),
+                       unpig(base, split_words.cost))
+            for reading in (split_words(base), *decoded):
+                if reading is None or reading in (base, text):
+                    continue
+                if reading in decoded:  # a cipher undone: its typed form is noise to the judge
+                    keep_typed = keep_typed and (base is not text
+                                                 or disguised_share(text, reading) < 0.3)
+                    parts = _payload_parts(base, reading)
+                else:
+                    parts = [reading]
+                alt.extend(p for p in parts if p not in alt and p != text)
     # Rephrasings of each text that is read (a leetspeak reading can garble a year: "1800s").
     for base in ([text] if keep_typed else []) + list(alt):
         present = present_tense(base)
         both = without_purpose(present) if present is not None else None
-        for reading in (present, without_purpose(base), both):
+        own = (own_ask(present or base, split_words.cost)
+               if split_words is not None else None)
+        for reading in (present, without_purpose(base), both, own):
             if reading is not None and reading != text and reading not in alt:
                 alt.append(reading)
     return keep_typed, alt
