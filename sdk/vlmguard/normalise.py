@@ -516,12 +516,12 @@ _PASSIVE = re.compile(
 _AGENT = re.compile(
     r"(?i)^\s*(?:how|in what ways?|by what (?:means|methods?))\s+(?:do|does|did|can|could|"
     r"would|might|will|should)\s+(?P<who>people|persons?|individuals|someone|somebody|anyone|"
-    r"one|they|a person|(?:an?\s+|the\s+|some\s+|many\s+)?[a-z-]+(?:ers|ors|ists|ians|ants|"
-    r"ents|ies|als|ves|ts|ks|ms))\s+(?P<rest>.+?)[?.!]*\s*$")
+    r"one|they|a person|(?:the\s+|some\s+|many\s+|most\s+)?[a-z-]+[^su\W]s)\s+"
+    r"(?P<rest>.+?)[?.!]*\s*$")
 _CLAUSE = re.compile(  # "Explain how credit cards are cloned.", "I wonder how X was made"
     r"(?i)\bhow\s+(?P<obj>(?:[\w'-]+\s+){0,5}?[\w'-]+)\s+(?:is|are|was|were|gets?|got|can be|"
     r"could be|would be|might be)\s+(?P<vbn>[a-z]+)\b(?P<tail>[^?.!]*)")
-_NOT_SUBJECT_END = {"is", "was", "has", "this", "us", "its", "his", "as", "yes", "thus"}
+_NOT_SUBJECT_END = {"this", "its", "his", "hers", "ours", "yours", "theirs"}
 
 
 def _base_form(word: str, rank: Mapping[str, float]) -> str | None:
@@ -537,7 +537,14 @@ def _base_form(word: str, rank: Mapping[str, float]) -> str | None:
     # The most frequent known stem ("cooked" → "cook", not the name "cooke"; "used" → "use").
     cands = [c for c in (w[:-1], w[:-2]) + ((w[:-3],) if w[-3] == w[-4] else ())
              if len(c) > 2 and known(c)]
-    return min(cands, key=rank.__getitem__) if cands else None
+    if cands:
+        return min(cands, key=rank.__getitem__)
+    stem = w[:-2]  # a verb the vocabulary lacks: English spelling rules
+    if stem[-1] == stem[-2] and stem[-1] not in "lsz":
+        return stem[:-1]  # "planned" → "plan"
+    if re.search(r"(?:[^aeiou]l|[vzcgu]|at|ur|us|is|iz)$", stem):
+        return stem + "e"  # "smuggled" → "smuggle", "weaponised" → "weaponise"
+    return stem
 
 
 def own_ask(text: str, rank: Mapping[str, float]) -> str | None:
@@ -571,7 +578,7 @@ def own_ask(text: str, rank: Mapping[str, float]) -> str | None:
         if base is not None:
             return " ".join(f"How do I {base} {m['obj']} {m['tail']}".split()) + "?"
     m = _AGENT.match(t)
-    if m and m["who"].split()[-1].lower() not in _NOT_SUBJECT_END:
+    if m and m["who"].split()[-1].lower() not in _NOT_SUBJECT_END and " " in m["rest"]:
         return f"How do I {m['rest']}?"
     return None
 
