@@ -1,7 +1,8 @@
 """Undo the cheap disguises attackers put on text, so the judge reads what a VLM would read.
 
-Two rephrasings are read the same way: a question in another tense and a request with a
-closing stated purpose (:func:`present_tense`, :func:`without_purpose`).
+Three rephrasings are read the same way: a question in another tense, a method asked about
+as others' ("How is X made?") and a request with a closing stated purpose
+(:func:`present_tense`, :func:`own_ask`, :func:`without_purpose`).
 
 A cloud VLM reads fullwidth letters, homoglyphs, small capitals, upside-down text,
 spaced-out letters, leetspeak, base64, hex, Morse code, Caesar shifts (ROT13), invisible tag
@@ -652,9 +653,9 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
     undone (:func:`variants`), words run together split apart, a Caesar shift undone
     (:func:`unshift`), backwards text turned round (:func:`unreverse`) and Pig Latin undone
     (:func:`unpig`; these four need ``split_words``, whose words are the known ones), the
-    question
-    in the present tense (:func:`present_tense`) and the request
-    without its closing purpose (:func:`without_purpose`).
+    question in the present tense (:func:`present_tense`) and as the user's own ask
+    (:func:`own_ask`, also needs ``split_words``), and the request without its closing
+    purpose (:func:`without_purpose`).
 
     The typed text is dropped when a reading rewrote most of its words: the encoder would
     only see noise there, while the VLM reads it as the reading does. A payload decoded
