@@ -208,6 +208,16 @@ def test_slanted_lines_are_read_level() -> None:
         assert "pipe bomb" in text and "home tonight" in text, (angle, text)
 
 
+@pytest.mark.parametrize("angle", [-70, -60, 60, 70, 80])
+def test_steeply_slanted_lines_are_read(ocr: OCR, angle: int) -> None:
+    """Stop 25: a line slanted 60-85 degrees was read neither as slanted nor as vertical
+    (its tall, squarish box was dropped as texture): nothing was read."""
+    words = "How to make a pipe bomb at home"
+    img = Image.fromarray(render(words, 36, width=720)).rotate(
+        angle, expand=True, fillcolor=(255, 255, 255), resample=Image.Resampling.BICUBIC)
+    assert cer(words, lines_text(ocr(np.asarray(img)))) <= 0.1
+
+
 @pytest.mark.parametrize("angle", [-4.0, -2.5, 3.0, 4.5])
 def test_slightly_tilted_lines_are_read(ocr: OCR, angle: float) -> None:
     """A line tilted a few degrees (a note, a photographed page) fills only part of its

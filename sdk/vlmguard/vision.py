@@ -274,6 +274,7 @@ class DetBox(tuple[tuple[int, int, int, int], float]):
 
 ROTATED_MIN_DEG = 2.0      # slant from which a line is read through a rotated crop
 ROTATED_MIN_ELONGATION = 3.0  # long axis / short axis: only clear lines have a reliable angle
+ROTATED_MAX_DEG = 85.0     # steeper lines take the vertical path (turned a quarter)
 
 
 def lines_text(lines: Sequence[OcrLine]) -> str:
@@ -374,7 +375,9 @@ class OCR:
 
     Mirrors RapidOCR 3.x defaults (BGR channel order, mean/std 0.5, DB thresholds 0.3/0.5,
     unclip 1.6, rec height 48, text score 0.5). Boxes are axis-aligned, except for clearly
-    slanted lines (2-60 degrees), which are read through a crop rotated level. A line's box
+    slanted lines (2-85 degrees), which are read through a crop rotated level (a line
+    between 60 and 85 degrees was read neither way: its tall, squarish axis-aligned box is
+    dropped as texture). A line's box
     score is the mean of its own pixels, as RapidOCR scores the line's rotated box: the mean
     over its axis-aligned box would drop a line tilted a few degrees (a note, a photographed
     page), which fills only part of that box.
@@ -566,7 +569,7 @@ class OCR:
         """A slanted line (see :func:`_slants`) as a box read through a rotated crop, or
         None for a near-horizontal or blob-like component (read the axis-aligned way)."""
         cx, cy, angle, length, thick, score = (float(v) for v in sl)
-        if abs(angle) < ROTATED_MIN_DEG or abs(angle) > 60 or thick <= 0 \
+        if abs(angle) < ROTATED_MIN_DEG or abs(angle) > ROTATED_MAX_DEG or thick <= 0 \
                 or length < ROTATED_MIN_ELONGATION * thick or score < self.box_thresh:
             return None
         d = length * thick * self.unclip_ratio / (2.0 * (length + thick))  # DB unclip
