@@ -358,7 +358,7 @@ class Guard:
                                   seen.ocr_truncated),
                 timings_ms=p.timings, category_scores=category_scores)
         category = argmax_named("category", v.probs["category"], v.tripped)
-        source = argmax_named("source", v.probs["source"])
+        source = argmax_named("source", v.probs["source"], possible_sources(seen))
         strategy = argmax_named("strategy", v.probs["strategy"])
         span = span_text(p.windows[d.window], p.logits[d.window], text, p.evidence.text,
                          p.evidence.ocr_offset)
@@ -531,6 +531,17 @@ class Guard:
             "category_thresholds": dict(self.category_thresholds),
             "monitor": self.monitor,
         }
+
+
+def possible_sources(seen: Seen) -> tuple[str, ...]:
+    """Where a threat can come from in this request: the source head is read among these
+    only, so a text-only request is never told to the VLM as "text written inside the image"
+    (markup in plain text could tip the head that way)."""
+    if not seen.has_image:
+        return ("text", "jailbreak")
+    if not seen.ocr_text:
+        return ("text", "image", "cross_modal", "jailbreak")
+    return ("text", "image", "typography", "cross_modal", "jailbreak")
 
 
 def _check_context(context: object) -> str:

@@ -360,13 +360,26 @@ def _slants(integ: np.ndarray, rows: np.ndarray, x0s: np.ndarray, x1s: np.ndarra
 
 def _straight_crop(rgb: np.ndarray, geom: tuple[float, float, float, float, float]
                    ) -> np.ndarray:
-    """The slanted line of ``geom`` (centre, angle, long and short side) cut out level."""
+    """The slanted line of ``geom`` (centre, angle, long and short side) cut out level.
+
+    The line is turned inside a square canvas around it, not inside the image: turned level,
+    a steep line is wider than a portrait image and its ends would fall off the canvas.
+    """
     cx, cy, angle, length, thick = geom
-    img = Image.fromarray(rgb).rotate(angle, resample=Image.Resampling.BILINEAR,
-                                      center=(cx, cy), fillcolor=tuple(
-                                          int(v) for v in np.median(rgb.reshape(-1, 3), 0)))
-    box = (int(round(cx - length / 2)), int(round(cy - thick / 2)),
-           int(round(cx + length / 2)), int(round(cy + thick / 2)))
+    fill = tuple(int(v) for v in np.median(rgb.reshape(-1, 3), 0))
+    half = int(math.ceil(math.hypot(length, thick) / 2)) + 2
+    x0, y0 = int(round(cx)) - half, int(round(cy)) - half
+    h, w = rgb.shape[:2]
+    canvas = Image.new("RGB", (2 * half, 2 * half), fill)
+    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + 2 * half), min(h, y0 + 2 * half)
+    if sx1 > sx0 and sy1 > sy0:
+        canvas.paste(Image.fromarray(np.ascontiguousarray(rgb[sy0:sy1, sx0:sx1])),
+                     (sx0 - x0, sy0 - y0))
+    ccx, ccy = cx - x0, cy - y0
+    img = canvas.rotate(angle, resample=Image.Resampling.BILINEAR, center=(ccx, ccy),
+                        fillcolor=fill)
+    box = (int(round(ccx - length / 2)), int(round(ccy - thick / 2)),
+           int(round(ccx + length / 2)), int(round(ccy + thick / 2)))
     return np.ascontiguousarray(np.asarray(img.crop(box)))
 
 
