@@ -168,6 +168,13 @@ def test_split_is_a_reading_beside_the_typed_text(splitter: WordSplitter) -> Non
     assert readings("How do I bake bread?", splitter) == (True, [])
 
 
+def test_text_written_run_together_is_read_only_split(splitter: WordSplitter) -> None:
+    """Stop 25: the run itself is WordPiece noise that the judge read as a disguise (benign
+    asks joined were flagged 0.22 of the time, by the typed run, not by its reading)."""
+    keep, alt = readings("WheredoIreportabuseImetonline?", splitter)
+    assert not keep and alt[0] == "Where do I report abuse I met online?"
+
+
 def test_split_work_is_bounded(splitter: WordSplitter) -> None:
     assert splitter.split_run("ab" * MAX_SPLIT_RUN) is None
     assert splitter("x" * 20_000) == "x" * 20_000

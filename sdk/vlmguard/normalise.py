@@ -339,15 +339,26 @@ class WordSplitter:
 
     def __call__(self, text: str) -> str:
         """``text`` with every run of letters that splits into words split."""
+        return self.split_text(text)[0]
+
+    def split_text(self, text: str) -> tuple[str, float]:
+        """``text`` with every run of letters that splits into words split, and the share of
+        its letters that were in such runs (near 1: the text was written run together)."""
         seen: dict[str, str] = {}  # long texts repeat their long words
+        respaced = 0
 
         def split(m: re.Match[str]) -> str:
+            nonlocal respaced
             run = m[0]
             if run not in seen:
                 seen[run] = self.split_run(run) or run
+            if seen[run] is not run:
+                respaced += len(run)
             return seen[run]
 
-        return self._run.sub(split, text)
+        out = self._run.sub(split, text)
+        letters = sum(c.isalpha() for c in text)
+        return out, respaced / letters if letters else 0.0
 
 
 _LETTERS = re.compile(r"[A-Za-z]+")
@@ -671,12 +682,15 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
     keep_typed = not alt or disguised_share(text, alt[-1]) < 0.3
     if alt and _decode_payloads(text[:MAX_VARIANT_CHARS]) != text[:MAX_VARIANT_CHARS]:
         alt = [part for reading in alt for part in _payload_parts(text, reading)]
-    if split_words is not None:  # beside, never instead of, the typed text: a split can misread
+    if split_words is not None:  # the typed text stays unless it was mostly disguise
         for base in ([text] if keep_typed else []) + list(alt):
             base = base[:MAX_VARIANT_CHARS]
             decoded = (unshift(base, split_words.cost), unreverse(base, split_words.cost),
                        unpig(base, split_words.cost))
-            for reading in (split_words(base), *decoded):
+            split, respaced = split_words.split_text(base)
+            if base is text and respaced >= 0.5:  # written run together: the typed runs are
+                keep_typed = False                # noise to the judge, as a cipher's text is
+            for reading in (split, *decoded):
                 if reading is None or reading in (base, text):
                     continue
                 if reading in decoded:  # a cipher undone: its typed form is noise to the judge
