@@ -60,6 +60,7 @@ most: three minimum-width lines, or one long line alone (see ``OCR._rec_batches`
 # level line usually reads above 0.95, so level text pays nothing.
 FLIP_CHECK_SCORE = 0.95
 FLIP_MIN_PROB = 0.5  # the classifier's P(180 degrees) from which the flipped crop is read
+GARBLED_SCORE = 0.7  # a line read below this is also read flipped, whatever the classifier says
 CLS_HEIGHT, CLS_WIDTH = 48, 192  # PP-OCR's angle classifier input (RapidOCR's cls shape)
 CLS_CHUNKS = 4  # 192-pixel pieces of one long line the angle classifier reads at most
 PathLike = str | os.PathLike[str]
@@ -620,8 +621,9 @@ class OCR:
         Text turned 180 degrees (or 90 the other way from what :meth:`crops` expects) is
         read as garbage, so a typographic attack printed upside down or sideways would pass
         unread. Only lines read with doubt (below ``FLIP_CHECK_SCORE``) are checked; the
-        angle classifier picks those that look turned over, and the flipped reading is kept
-        only where it reads more confidently than the first.
+        angle classifier picks those that look turned over, and any line read as garbage
+        (below ``GARBLED_SCORE``) is tried too; the flipped reading is kept only where it
+        reads more confidently than the first.
         """
         out = list(texts)
         flipped = [False] * len(texts)
@@ -629,7 +631,9 @@ class OCR:
         if self.cls is None or not doubt:
             return out, flipped
         p180 = self.turned_over([crops[i] for i in doubt])
-        flip = [i for i, p in zip(doubt, p180, strict=True) if p >= FLIP_MIN_PROB]
+        flip = [i for i, p in zip(doubt, p180, strict=True)
+                if p >= FLIP_MIN_PROB or texts[i][1] < GARBLED_SCORE]  # the classifier misses
+        # some fonts turned over (an italic script: P 0.35), which then read as garbage
         if not flip:
             return out, flipped
         again = self.recognize([np.ascontiguousarray(crops[i][::-1, ::-1]) for i in flip])
