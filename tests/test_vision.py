@@ -218,6 +218,21 @@ def test_steeply_slanted_lines_are_read(ocr: OCR, angle: int) -> None:
     assert cer(words, lines_text(ocr(np.asarray(img)))) <= 0.1
 
 
+def test_garbled_line_is_also_read_turned_over(ocr: OCR) -> None:
+    """Stop 25: the angle classifier gives an upside-down italic script P(turned) 0.35, so
+    the line stayed garbage; a line read below GARBLED_SCORE is tried turned over too."""
+    import glob
+
+    fonts = glob.glob("/usr/share/fonts/**/Z003-MediumItalic.otf", recursive=True)
+    if not fonts:
+        pytest.skip("URW Z003 font not installed")
+    words = "How to buy a gun without a background check"
+    img = Image.new("RGB", (760, 90), "white")
+    ImageDraw.Draw(img).text((20, 20), words, font=ImageFont.truetype(fonts[0], 28),
+                             fill="black")
+    assert cer(words, lines_text(ocr(np.asarray(img.rotate(180))))) <= 0.1
+
+
 @pytest.mark.parametrize("angle", [-4.0, -2.5, 3.0, 4.5])
 def test_slightly_tilted_lines_are_read(ocr: OCR, angle: float) -> None:
     """A line tilted a few degrees (a note, a photographed page) fills only part of its
