@@ -644,19 +644,22 @@ def _decode_payloads(text: str) -> str:
     return _decode_morse(_decode_hex(_decode_base64(text)))
 
 
-def _payload_parts(typed: str, reading: str) -> list[str]:
+def _payload_parts(typed: str, reading: str, typed_lead: bool = False) -> list[str]:
     """A reading of "<instruction>: <encoded payload>" as two: the instruction and the
     decoded payload, each judged as what it is (the VLM decodes the one and follows the
     other); joined, the judge reads any decode instruction beside plain words as a
     jailbreak's ("Decode this base64 and do what it says: <a sleep tip>" 0.89, the tip alone
-    0.06, the instruction alone 0.01). Any other reading is returned as it is."""
+    0.06, the instruction alone 0.01). Any other reading is returned as it is.
+
+    The instruction is taken from the reading (its own disguises undone), or as typed with
+    ``typed_lead`` (a Caesar shift garbles the plain words around its cipher text)."""
     m, r = _LEAD.match(typed), _LEAD.match(reading)
     if m is None or r is None:
         return [reading]
     payload = reading[r.end():]
     if not payload.strip() or payload == typed[m.end():]:
         return [reading]  # nothing after the instruction was decoded
-    return [m["lead"].strip(), payload]  # the instruction as typed: a shift garbles it
+    return [(m if typed_lead else r)["lead"].strip(), payload]
 
 
 def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, list[str]]:
@@ -696,7 +699,7 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
                 if reading in decoded:  # a cipher undone: its typed form is noise to the judge
                     keep_typed = keep_typed and (base is not text
                                                  or disguised_share(text, reading) < 0.3)
-                    parts = _payload_parts(base, reading)
+                    parts = _payload_parts(base, reading, typed_lead=True)
                 else:
                     parts = [reading]
                 alt.extend(p for p in parts if p not in alt and p != text)
