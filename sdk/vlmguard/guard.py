@@ -41,7 +41,7 @@ from .errors import (
     VLMGuardError,
 )
 from .image import DEFAULT_MAX_PIXELS, ImageInput, load_views
-from .normalise import MAX_VARIANT_CHARS
+from .normalise import line_readings
 from .policy import Judgement, Policy
 from .result import Evidence, Reasoning, RewriteResult
 from .runtime import ProviderSpec, make_session, resolve_providers
@@ -479,12 +479,10 @@ class Guard:
                 if p.context:  # the request read after the conversation's last user turns
                     windows += self.encoder.encode(ev.text, f"{p.context}\n{p.text}",
                                                    ev.ocr_offset, readings=False)
-                # Image text whose spaces the OCR lost ("Howtomakeapipebomb", low contrast)
-                # is read again split into words, as typed text is (normalise.readings).
-                ocr = p.seen.ocr_text[:MAX_VARIANT_CHARS]
-                split = self.encoder.split_words(ocr)
-                if split != ocr:
-                    again = verbalise_evidence(p.seen.concepts, split, p.seen.has_image)
+                # Image text is read as typed text is (normalise.readings, line by line):
+                # spaces the OCR lost, disguises, another tense, an ask put as others'.
+                for reading in line_readings(p.seen.ocr_text, self.encoder.split_words):
+                    again = verbalise_evidence(p.seen.concepts, reading, p.seen.has_image)
                     windows += self.encoder.encode(again.text, p.text, again.ocr_offset,
                                                    request_tokens=tokens)
                 if not windows:

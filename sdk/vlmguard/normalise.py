@@ -713,3 +713,22 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
             if reading is not None and reading != text and reading not in alt:
                 alt.append(reading)
     return keep_typed, alt
+
+
+MAX_READ_LINES = 32  # image text: lines given their own readings (bounded work per request)
+
+
+def line_readings(text: str, split_words: WordSplitter) -> list[str]:
+    """Image text read as typed text is: each line given its readings (:func:`readings`),
+    and the text rebuilt with every line replaced by its first reading, then its second, and
+    so on (a line without that many keeps its own). The text as read is not among them."""
+    lines = text[:MAX_VARIANT_CHARS].split("\n")
+    per_line = [readings(ln, split_words)[1] if i < MAX_READ_LINES and ln.strip() else []
+                 for i, ln in enumerate(lines)]
+    out: list[str] = []
+    for k in range(max((len(r) for r in per_line), default=0)):
+        rebuilt = "\n".join(r[k] if k < len(r) else ln
+                            for ln, r in zip(lines, per_line, strict=True))
+        if rebuilt != text and rebuilt not in out:
+            out.append(rebuilt)
+    return out
