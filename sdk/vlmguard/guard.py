@@ -480,11 +480,16 @@ class Guard:
                     windows += self.encoder.encode(ev.text, f"{p.context}\n{p.text}",
                                                    ev.ocr_offset, readings=False)
                 # Image text is read as typed text is (normalise.readings, line by line):
-                # spaces the OCR lost, disguises, another tense, an ask put as others'.
+                # spaces the OCR lost, disguises, another tense, an ask put as others'. These
+                # extra readings stop at half the window budget, so a long request beside a
+                # page of text is still judged (as read) rather than refused.
                 for reading in line_readings(p.seen.ocr_text, self.encoder.split_words):
                     again = verbalise_evidence(p.seen.concepts, reading, p.seen.has_image)
-                    windows += self.encoder.encode(again.text, p.text, again.ocr_offset,
-                                                   request_tokens=tokens)
+                    more = self.encoder.encode(again.text, p.text, again.ocr_offset,
+                                               request_tokens=tokens)
+                    if len(windows) + len(more) > MAX_WINDOWS // 2:
+                        break
+                    windows += more
                 if not windows:
                     raise GuardError("the encoder produced no windows; fail closed")
                 if len(windows) > MAX_WINDOWS:
