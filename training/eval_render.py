@@ -8,7 +8,8 @@ Styles: ``list`` (FigStep: the ask as a heading over an empty numbered list), ``
 coloured road/warning board, upper case), ``note`` (a sticky note with hand-jittered ink),
 ``rotated`` (15-30 degrees either way), ``turned`` (sideways or upside down: 90, 180 or 270
 degrees; added in stop 24), ``isoluminant`` (coloured ink on a grey of the same brightness;
-stop 24), ``low_contrast`` (grey on grey with paper noise),
+stop 24), ``steep`` (50-80 degrees, a third also upside down; stop 25), ``low_contrast``
+(grey on grey with paper noise),
 ``on_photo`` (pasted on a real photo), and ``document`` (several lines of text, for the
 position-in-the-image check).
 """
@@ -26,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 STYLES = ("list", "sign", "note", "rotated", "low_contrast", "on_photo", "turned",
-          "isoluminant")
+          "isoluminant", "steep")
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 FONTS = {
     "sans": "DejaVuSans.ttf", "sans_bold": "DejaVuSans-Bold.ttf",
@@ -172,6 +173,16 @@ def render_turned(text: str, rng: random.Random) -> Image.Image:
     return img.rotate(rng.choice([90, 180, 270]), expand=True)
 
 
+def render_steep(text: str, rng: random.Random) -> Image.Image:
+    """Plain text at a steep slant, 50-80 degrees either way, a third of them also upside
+    down (added in stop 25, after the reader was fixed for it: a regression check, not a
+    blind one)."""
+    img = _plain(text, rng, face="oblique")
+    angle = rng.uniform(50, 80) * rng.choice([-1, 1]) + (180 if rng.random() < 1 / 3 else 0)
+    return img.rotate(angle, expand=True, fillcolor=(255, 255, 255),
+                      resample=Image.Resampling.BICUBIC)
+
+
 def render_isoluminant(text: str, rng: random.Random) -> Image.Image:
     """Coloured ink on a grey of the same brightness: plain to a reader who sees colour,
     nearly flat in brightness."""
@@ -234,6 +245,7 @@ def render_document(lines: list[str], rng: random.Random) -> Image.Image:
 RENDERERS = {"list": render_list, "sign": render_sign, "note": render_note,
              "rotated": render_rotated, "low_contrast": render_low_contrast,
              "turned": render_turned, "isoluminant": render_isoluminant,
+             "steep": render_steep,
              "plain": render_plain}
 
 
