@@ -261,6 +261,12 @@ def _decode_base64(text: str) -> str:
     return _BASE64.sub(fix, text)
 
 
+def _decode_payloads(text: str) -> str:
+    """``text`` with its base64, hex and Morse runs decoded (the encodings that hide a payload
+    behind an instruction)."""
+    return _decode_morse(_decode_hex(_decode_base64(text)))
+
+
 MAX_SPLIT_RUN = 200  # letters: a longer run without spaces is left as typed (bounded work)
 MAX_UNKNOWN = 40  # letters an unknown stretch inside a run may have
 
@@ -436,9 +442,7 @@ def canonical(text: str) -> str:
     """The text as a reader would understand it: every disguise above undone."""
     t = unicodedata.normalize("NFKC", _untag(text[:MAX_VARIANT_CHARS]))
     t = _strip_invisible(_name_pictographs(t))
-    t = _decode_base64(t)
-    t = _decode_hex(t)
-    t = _decode_morse(t)
+    t = _decode_payloads(t)
     t = _unflip(t)
     t = _unconfuse(t)
     t = _unspace(t)
@@ -534,6 +538,7 @@ _CLAUSE = re.compile(  # "Explain how credit cards are cloned.", "I wonder how X
     r"(?i)\bhow\s+(?P<obj>(?:[\w'-]+\s+){0,5}?[\w'-]+)\s+(?:is|are|was|were|gets?|got|can be|"
     r"could be|would be|might be)\s+(?P<vbn>[a-z]+)\b(?P<tail>[^?.!]*)")
 _NOT_SUBJECT_END = {"this", "its", "his", "hers", "ours", "yours", "theirs"}
+_NO_OBJECT = ("it", "this", "that")  # "How is it done?": no thing the method is done to
 
 
 def _base_form(word: str, rank: Mapping[str, float]) -> str | None:
@@ -580,12 +585,12 @@ def own_ask(text: str, rank: Mapping[str, float]) -> str | None:
                 return " ".join(["How do I", *words[2:]]) + "?"
             if base is not None and i:
                 obj, tail = " ".join(words[:i]), " ".join(words[i + 1:])
-                if obj.lower() in ("it", "this", "that"):
+                if obj.lower() in _NO_OBJECT:
                     return None
                 return " ".join(f"How do I {base} {obj} {tail}".split()) + "?"
         return None
     m = _CLAUSE.search(t)
-    if m and m["obj"].split()[0].lower() not in ("it", "this", "that", "is", "are", "was", "were"):
+    if m and m["obj"].split()[0].lower() not in (*_NO_OBJECT, "is", "are", "was", "were"):
         base = _base_form(m["vbn"], rank)
         if base is not None:
             return " ".join(f"How do I {base} {m['obj']} {m['tail']}".split()) + "?"
@@ -636,12 +641,6 @@ def disguised_share(text: str, reading: str) -> float:
 
 
 _LEAD = re.compile(r"^(?P<lead>[^\n:]{1,200}?)(?::\s*|\n+)")
-
-
-def _decode_payloads(text: str) -> str:
-    """``text`` with its base64, hex and Morse runs decoded (the encodings that hide a payload
-    behind an instruction)."""
-    return _decode_morse(_decode_hex(_decode_base64(text)))
 
 
 def _payload_parts(typed: str, reading: str, typed_lead: bool = False) -> list[str]:
