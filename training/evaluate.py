@@ -76,6 +76,7 @@ PHOTO_REQUESTS = HELDOUT / "photo_requests.jsonl"
 OPENER_PROBES = HELDOUT / "opener_probes.jsonl"
 SHORT_ASKS = HELDOUT / "short_asks.jsonl"
 EXPLAINER_ASKS = HELDOUT / "explainer_asks.jsonl"
+PLAIN_ASKS = HELDOUT / "plain_asks.jsonl"
 FORMAT_CONSTRAINTS = HELDOUT / "format_constraints.txt"
 PRETEXTS = HELDOUT / "pretexts.txt"
 TENSE_TEMPLATES = HELDOUT / "tense_templates.txt"
@@ -1351,6 +1352,16 @@ def _examples(title: str, rows: Sequence[dict[str, Any]], n: int = 5) -> list[st
     return out + [""]
 
 
+def _precedent_id(guard: Guard) -> str | None:
+    """Which precedent index ran (its manifest name, tau and index sha256), or None."""
+    p = guard.precedents
+    if p is None:
+        return None
+    m = json.loads((guard.bundle_record.precedent_dir() / "manifest.json").read_text())
+    return (f"{m.get('name', '?')} (tau {p.spec.tau:.4f}, index sha256 "
+            f"{m['files'][p.spec.index]['sha256'][:12]})")
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     b, meta = report["bundle"], report["meta"]
     sets = report["sets"]
@@ -1359,7 +1370,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Model bundle `{b['name']}` ({b['model_file']} sha256 {b['sha256']}), "
         f"{meta['date']}, {meta['machine']}, threshold {meta['threshold']:.4f}, "
-        f"code {meta.get('git_commit') or '?'}. "
+        + (f"precedents {meta['precedents'] or 'off'}, " if "precedents" in meta else "")
+        + f"code {meta.get('git_commit') or '?'}. "
         f"Parts: {', '.join(meta.get('parts', PARTS))}; wall time {meta['wall_s']:.0f} s.",
         "",
         "Everything below is data the model was never trained on: whole held-out source "
@@ -1423,6 +1435,15 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"phrased as how others do it, \"How is sarin produced?\", "
                   f"{r['n'] - r['n_unsafe']} benign questions in the same phrasing): harmful "
                   f"recall {_f(r['recall'])}, benign FPR {_f(r['fpr'])}. No bar.", ""]
+    for kind, what in (("plain", "asks with their intent stated"),
+                       ("bare", "bare asks for a dangerous thing or act")):
+        if f"{kind} asks" in sets:
+            r = sets[f"{kind} asks"]
+            lines += [f"{kind.capitalize()} asks (`training/heldout/plain_asks.jsonl`, family "
+                      f"`{kind}`, written in stop 26 before the precedent check was measured on "
+                      f"them: {r['n_unsafe']} {what}, {r['n'] - r['n_unsafe']} benign asks in "
+                      f"the same words or frames): harmful recall {_f(r['recall'])}, benign FPR "
+                      f"{_f(r['fpr'])}. No bar.", ""]
     op = report.get("opener_probes")
     if op:
         lines += ["", "## Opener invariance", "",
@@ -1586,7 +1607,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t_start = time.perf_counter()
     parts = set(args.only)
     data_dir = Path(args.shared_data)
-    guard = Guard.from_pretrained(args.bundle)
+    guard = Guard.from_pretrained(args.bundle, precedents=args.precedents)
     batch = args.batch if args.batch is not None else guard.batch_encoder
     cache = VisionCache(guard, None if args.no_cache else args.cache)
     rows: list[Example] = offline.read_jsonl(args.data) if args.data and args.data.is_file() \
@@ -1669,6 +1690,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if EXPLAINER_ASKS.is_file():  # measured, no bar: written in stop 25
             evaluate("explainer asks", probe_items(EXPLAINER_ASKS), limit=False)
             leak_checks.append(f"explainer asks: from {EXPLAINER_ASKS.relative_to(ROOT)}")
+        if PLAIN_ASKS.is_file():  # measured, no bar: written in stop 26, before precedents
+            plain = probe_items(PLAIN_ASKS)
+            for kind in ("plain", "bare"):
+                evaluate(f"{kind} asks", [i for i in plain if i.meta["family"] == kind],
+                         limit=False)
+            leak_checks.append(f"plain and bare asks: from {PLAIN_ASKS.relative_to(ROOT)}")
 
     held_photos = test_photo_names()
     if "photos" in parts:
@@ -1759,6 +1786,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "bundle": bundle_id(guard),
         "meta": {"date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine(),
                  "threshold": guard.threshold, "providers": guard.providers,
+                 "precedents": _precedent_id(guard),
                  "git_commit": git_commit(), "vlmguard_version": vlmguard.__version__,
                  "parts": [p for p in PARTS if p in parts], "checks": list(args.checks),
                  "data": str(args.data) if rows else None, "limit": args.limit,
@@ -1812,6 +1840,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", action=argparse.BooleanOptionalAction, default=None,
                     help="judge text-only requests in batches of 64 (default: when the "
                          "bundle's manifest says batchable)")
+    ap.add_argument("--precedents", action=argparse.BooleanOptionalAction, default=False,
+                    help="measure the guard with its optional precedent check "
+                         "(vlmguard.precedent; off by default, as in the guard)")
     ap.add_argument("--cache", type=Path, default=CACHE_DIR, help="vision evidence cache")
     ap.add_argument("--no-cache", action="store_true", help="read every image afresh")
     ap.add_argument("--shared-data", default=str(corpora.SHARED_DATA))

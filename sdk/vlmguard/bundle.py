@@ -3,10 +3,12 @@
 A bundle is a directory with a ``manifest.json`` and the files it lists. The judge's bundle
 (``models/default``) holds the rewriter model, its tokenizer and policy; its ``vision/``
 subdirectory (optional: a bundle without one uses the default) holds the tagger and OCR
-models. Both manifests share one shape: ``files`` (each file's sha256 and size) plus the
+models, its ``precedent/`` subdirectory (likewise) the precedent check's encoder and index.
+Every manifest shares one shape: ``files`` (each file's sha256 and size) plus the
 sections their reader needs (``config`` and ``labels`` for the judge, ``tagger`` and ``ocr``
-for vision). Every default a reader applies to a missing field is a field default of
-:class:`JudgeConfig`, :class:`TaggerSpec` or :class:`OcrSpec` below. The format only grows:
+for vision, ``precedent`` for the precedent check). Every default a reader applies to a
+missing field is a field default of :class:`JudgeConfig`, :class:`TaggerSpec`,
+:class:`OcrSpec` or :class:`~vlmguard.precedent.PrecedentSpec`. The format only grows:
 fields are added, never renamed or removed, so every manifest written so far still loads.
 
 A bundle whose bytes differ from what was exported must never load: a model file overwritten
@@ -44,6 +46,10 @@ DEFAULT_DIR = Path(__file__).resolve().parent / "models" / "default"
 VISION_SUBDIR = "vision"
 DEFAULT_VISION_DIR = DEFAULT_DIR / VISION_SUBDIR
 """The vision bundle shipped in the wheel: what a judge bundle without ``vision/`` uses."""
+PRECEDENT_SUBDIR = "precedent"
+DEFAULT_PRECEDENT_DIR = DEFAULT_DIR / PRECEDENT_SUBDIR
+"""The precedent check's bundle shipped in the wheel (:mod:`vlmguard.precedent`): what a
+judge bundle without ``precedent/`` uses."""
 DET_LIMIT_SIDE = 640
 """OCR detection input: the long side is scaled down to at most this many pixels."""
 
@@ -244,6 +250,11 @@ class Bundle:
         """The bundle's own vision models if it ships them, otherwise the default ones."""
         own = self.directory / VISION_SUBDIR
         return own if own.is_dir() else DEFAULT_VISION_DIR
+
+    def precedent_dir(self) -> Path:
+        """The bundle's own precedent index if it ships one, otherwise the default one."""
+        own = self.directory / PRECEDENT_SUBDIR
+        return own if own.is_dir() else DEFAULT_PRECEDENT_DIR
 
     # ---- files ---------------------------------------------------------------------------
     def has(self, name: str) -> bool:

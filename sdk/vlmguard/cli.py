@@ -22,7 +22,8 @@ def _guard(args: argparse.Namespace) -> Guard:  # Guard imported lazily for a fa
     providers = args.providers.split(",") if args.providers else None
     vision = args.vision_providers.split(",") if args.vision_providers else None
     return Guard.from_pretrained(args.model, providers=providers, threshold=args.threshold,
-                                 threads=args.threads, vision_providers=vision)
+                                 threads=args.threads, vision_providers=vision,
+                                 precedents=bool(args.precedents))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="providers for the tagger and OCR (default: CPU, faster on images)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument("--precedents", action="store_true", default=None,
+                    help="also compare the request by meaning with labelled training requests "
+                         "(catches more bare harmful asks, flags a few more look-alikes)")
     ap.add_argument("-v", "--verbose", action="store_true")
     sub = ap.add_subparsers(dest="command", required=True)
     rw = sub.add_parser("rewrite", help="check one request and print the refined prompt")

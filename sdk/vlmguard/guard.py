@@ -43,11 +43,12 @@ from .errors import (
 from .image import DEFAULT_MAX_PIXELS, ImageInput, load_views
 from .normalise import line_readings
 from .policy import Judgement, Policy
+from .precedent import Match, Precedents
 from .result import Evidence, Reasoning, RewriteResult
 from .runtime import ProviderSpec, make_session, resolve_providers
 from .seeing import NOTHING, Seen, ms_since, see
 from .taxonomy import HAZARD_CODES
-from .verdict import Rule, argmax_named, decide, flagged, span_text
+from .verdict import Decision, Rule, argmax_named, decide, flagged, span_text
 from .vision import MAX_OCR_BOXES, OCR, Tagger, check_not_constant, check_output
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ MAX_CONTEXT_TURNS = 2
 """Earlier user turns read before a request (``Guard.rewrite(context=...)``): enough for an
 ask split over turns, few enough that a harmful turn long ago does not flag every reply."""
 MAX_CONTEXT_CHARS = 4_000
+MAX_SPAN_CHARS = 300
+"""The longest text a precedent flag quotes as its intent span."""
 GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 
 
@@ -86,6 +89,23 @@ class _Pending:
     evidence: Verbalised = Verbalised("", -1)
     windows: list[Window] = field(default_factory=list)
     logits: list[np.ndarray] = field(default_factory=list)
+
+    ocr_readings: list[str] = field(default_factory=list)
+
+    def precedent_texts(self) -> list[tuple[str, bool]]:
+        """What the precedent check compares, as (text, read from the image), first things
+        first: the typed text, the image text, the readings of the typed text the judge
+        scored, the line readings of the image text (``precedent.MAX_TEXTS`` of them run)."""
+        ordered = [(self.text, False), (self.seen.ocr_text, True)]
+        ordered += [(w.request, False) for w in self.windows if w.request]
+        ordered += [(t, True) for t in self.ocr_readings]
+        out: list[tuple[str, bool]] = []
+        seen: set[str] = set()
+        for text, from_image in ordered:
+            if text.strip() and text not in seen:
+                seen.add(text)
+                out.append((text, from_image))
+        return out
 
 
 def _check_str(name: str, value: object) -> str:
@@ -137,7 +157,8 @@ class Guard:
                  max_ocr_boxes: int = MAX_OCR_BOXES,
                  category_thresholds: Mapping[str, float] | None = None,
                  monitor: bool = False,
-                 vision_providers: Sequence[ProviderSpec] | None = None) -> None:
+                 vision_providers: Sequence[ProviderSpec] | None = None,
+                 precedents: bool = False) -> None:
         # Every file below is read once, checked against the manifest's sha256, and those
         # same bytes are loaded: a modified bundle raises ModelLoadError, never loads.
         record = Bundle.load(bundle)
@@ -206,6 +227,11 @@ class Guard:
                         det_limit_side=det_side, max_boxes=max_ocr_boxes)
                     if ocr else None)
         self._n_labels = len(label_names())
+        if not isinstance(precedents, bool):
+            raise InvalidConfigError(f"precedents must be a bool, got {precedents!r}")
+        # A small INT8 encoder: the CPU runs it (its dynamic INT8 ops have no GPU kernels).
+        self.precedents = (Precedents(record.precedent_dir(), ["CPUExecutionProvider"],
+                                      threads) if precedents else None)
         # The tagger's worker thread (see seeing.see); the executor starts it on first use.
         self._tagger_pool = (ThreadPoolExecutor(1, thread_name_prefix="vlmguard-tagger")
                              if ocr else None)
@@ -222,7 +248,8 @@ class Guard:
                         max_ocr_boxes: int = MAX_OCR_BOXES,
                         category_thresholds: Mapping[str, float] | None = None,
                         monitor: bool = False,
-                        vision_providers: Sequence[ProviderSpec] | None = None) -> Guard:
+                        vision_providers: Sequence[ProviderSpec] | None = None,
+                        precedents: bool = False) -> Guard:
         """Load a bundle (the one shipped in the wheel by default).
 
         ``providers`` (the judge's) defaults to TensorRT → CUDA → CPU, keeping those this
@@ -233,7 +260,10 @@ class Guard:
         ({key: t}) judges those categories alone, each by its own score against its own
         threshold; the rest are judged together against ``threshold``. ``monitor=True``
         reports verdicts but never rewrites (``result.action == "monitor"``, ``prompt`` is
-        the original text).
+        the original text). ``precedents=True`` adds the second opinion by meaning
+        (:mod:`vlmguard.precedent`): more bare harmful asks caught, one or two more benign
+        look-alikes in 100 flagged, ~1-4 ms more per text compared (``training/RUNS.md``,
+        stop 26, has the measured trade-off); off by default.
 
         ``threads`` caps ONNX Runtime's threads per model; ``ocr=False`` skips reading text
         in images; ``policy`` replaces the bundle's policy (a :class:`Policy`) or overrides
@@ -246,7 +276,7 @@ class Guard:
                    policy=policy, max_pixels=max_pixels, ocr_side=ocr_side,
                    max_text_tokens=max_text_tokens, max_ocr_boxes=max_ocr_boxes,
                    category_thresholds=category_thresholds, monitor=monitor,
-                   vision_providers=vision_providers)
+                   vision_providers=vision_providers, precedents=precedents)
 
     def _pick_model_file(self) -> str:
         first = self.requested_providers[0]
@@ -339,44 +369,92 @@ class Guard:
                 "(max_text_tokens). Split the request or raise the budget deliberately.")
         return tokens
 
+    def _precedent(self, p: _Pending) -> tuple[Match, bool] | None:
+        """The request's text nearest harmful precedents, and whether it came from the image.
+        None when the guard runs without precedents or the request holds no text."""
+        if self.precedents is None:
+            return None
+        texts = p.precedent_texts()
+        t = time.perf_counter()
+        match = self.precedents.best([text for text, _ in texts])
+        p.timings["precedent"] = ms_since(t)
+        return None if match is None else (match, texts[match.text_index][1])
+
     def _decide(self, p: _Pending) -> RewriteResult:
-        """The result of one request whose windows have been scored."""
+        """The result of one request whose windows have been scored.
+
+        The judge decides first; a request it passes is compared with precedents
+        (:mod:`vlmguard.precedent`), which can flag it but never clear what the judge flags.
+        """
         rule = self.rule
         d = decide(p.logits, rule)
-        category_scores = {c: round(v, 4) for c, v in d.category_scores.items()}
+        found = None if d.unsafe else self._precedent(p)
+        if found is not None:
+            match, from_image = found
+            # a category the caller does not enforce, or a score under that category's
+            # threshold, flags nothing; neighbours without a category defer to the judge's
+            cat = match.category if match.category != "none" else argmax_named(
+                "category", d.verdict.probs["category"], rule.categories)
+            if cat in rule.categories and match.risk >= rule.category_thresholds.get(
+                    cat, rule.threshold):
+                return self._flag(p, d, (cat, match, from_image))
+        return self._flag(p, d) if d.unsafe else self._pass(p, d, found)
+
+    def _pass(self, p: _Pending, d: Decision, found: tuple[Match, bool] | None
+              ) -> RewriteResult:
+        p.timings["render"] = 0.0
+        p.timings["total"] = ms_since(p.t0)
+        seen = p.seen
+        return RewriteResult(
+            safe=True, risk=round(d.verdict.risk, 4), category="none", hazard_code=None,
+            source="none", strategy="none", prompt=p.text,
+            reasoning=Reasoning("No threat found.", "An ordinary request.",
+                                "Pass the request through unchanged."),
+            evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, "",
+                              seen.ocr_truncated),
+            timings_ms=p.timings,
+            category_scores={c: round(v, 4) for c, v in d.category_scores.items()},
+            precedent_score=None if found is None else round(found[0].score, 4))
+
+    def _flag(self, p: _Pending, d: Decision,
+              precedent: tuple[str, Match, bool] | None = None) -> RewriteResult:
+        """An unsafe result: the judge's own, or one its precedents made (``precedent``:
+        the category, the match, and whether the matched text was read from the image)."""
+        rule = self.rule
         t = time.perf_counter()
         seen, text, v = p.seen, p.text, d.verdict
-        if not d.unsafe:
-            p.timings["render"] = ms_since(t)
-            p.timings["total"] = ms_since(p.t0)
-            return RewriteResult(
-                safe=True, risk=round(v.risk, 4), category="none", hazard_code=None,
-                source="none", strategy="none", prompt=text,
-                reasoning=Reasoning("No threat found.", "An ordinary request.",
-                                    "Pass the request through unchanged."),
-                evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, "",
-                                  seen.ocr_truncated),
-                timings_ms=p.timings, category_scores=category_scores)
-        category = argmax_named("category", v.probs["category"], v.tripped)
-        source = argmax_named("source", v.probs["source"], possible_sources(seen))
+        scores = dict(d.category_scores)
+        match = None
+        if precedent is None:
+            category = argmax_named("category", v.probs["category"], v.tripped)
+            source = argmax_named("source", v.probs["source"], possible_sources(seen))
+            span = span_text(p.windows[d.window], p.logits[d.window], text, p.evidence.text,
+                             p.evidence.ocr_offset)
+            risk = v.risk
+        else:
+            category, match, from_image = precedent
+            source = "typography" if from_image else "text"
+            span = p.precedent_texts()[match.text_index][0][:MAX_SPAN_CHARS]
+            risk = max(v.risk, match.risk)
+            scores[category] = max(scores[category], match.risk)
         strategy = argmax_named("strategy", v.probs["strategy"])
-        span = span_text(p.windows[d.window], p.logits[d.window], text, p.evidence.text,
-                         p.evidence.ocr_offset)
-        j = Judgement(v.risk, category, source, strategy, seen.concepts, seen.ocr_text, span)
+        j = Judgement(risk, category, source, strategy, seen.concepts, seen.ocr_text, span)
         prompt = text if self.monitor else self.policy.render(text, j)
         reasoning = Reasoning(self.policy.threat_text(j), self.policy.intent_text(j),
                               self.policy.guidance_text(j))
         p.timings["render"] = ms_since(t)
         p.timings["total"] = ms_since(p.t0)
         return RewriteResult(
-            safe=False, risk=round(v.risk, 4), category=category,
+            safe=False, risk=round(risk, 4), category=category,
             hazard_code=HAZARD_CODES[category], source=source, strategy=strategy,
             prompt=prompt, reasoning=reasoning,
             evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, span,
                               seen.ocr_truncated),
-            timings_ms=p.timings, category_scores=category_scores,
-            flagged_categories=flagged(category, d.category_scores, rule),
-            action="monitor" if self.monitor else "rewrite")
+            timings_ms=p.timings, category_scores={c: round(x, 4) for c, x in scores.items()},
+            flagged_categories=flagged(category, scores, rule),
+            action="monitor" if self.monitor else "rewrite",
+            decided_by="judge" if match is None else "precedent",
+            precedent_score=None if match is None else round(match.score, 4))
 
     # ---- public calls ----------------------------------------------------------------------
     def rewrite(self, image: ImageInput = None, text: str | bytes | None = "", *,
@@ -483,7 +561,8 @@ class Guard:
                 # spaces the OCR lost, disguises, another tense, an ask put as others'. These
                 # extra readings stop at half the window budget, so a long request beside a
                 # page of text is still judged (as read) rather than refused.
-                for reading in line_readings(p.seen.ocr_text, self.encoder.split_words):
+                p.ocr_readings = line_readings(p.seen.ocr_text, self.encoder.split_words)
+                for reading in p.ocr_readings:
                     again = verbalise_evidence(p.seen.concepts, reading, p.seen.has_image)
                     more = self.encoder.encode(again.text, p.text, again.ocr_offset,
                                                request_tokens=tokens)

@@ -40,6 +40,10 @@ class RewriteResult:
     category head, the highest over the request's windows), so a caller can apply its own
     thresholds; ``flagged_categories`` the categories that made the verdict, ``category``
     first.
+
+    ``decided_by`` is ``"precedent"`` when the judge passed the request but its nearest
+    training texts by meaning are harmful ones (:mod:`vlmguard.precedent`); ``risk`` is then
+    that score on the judge's scale. ``precedent_score`` is set whenever the check ran.
     """
 
     safe: bool
@@ -55,6 +59,8 @@ class RewriteResult:
     category_scores: dict[str, float] = field(default_factory=dict)
     flagged_categories: tuple[str, ...] = ()
     action: str = "pass"              # pass / rewrite / monitor (unsafe, reported only)
+    decided_by: str = "judge"         # judge / precedent (see vlmguard.precedent)
+    precedent_score: float | None = None  # set when the judge passed the request
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -77,6 +77,9 @@ class ServerConfig:
         "help": "per-category thresholds, e.g. specialized_advice=0.9,hate=0.5"})
     monitor: bool = field(default=False, metadata={
         "help": "monitor-only: report verdicts, never rewrite or block"})
+    precedents: bool = field(default=False, metadata={
+        "help": "also compare requests by meaning with labelled training requests "
+                "(vlmguard.precedent): more bare harmful asks caught, a few more look-alikes"})
     max_body_bytes: int = field(default=16 * 1024 * 1024, metadata={
         "help": "largest request body accepted (413 above)"})
     request_timeout_s: float = field(default=30.0, metadata={
@@ -150,7 +153,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "upstream_timeout_s": float, "api_keys": _list, "model": _opt(str), "providers": _list,
     "vision_providers": _list, "threads": _opt(int), "threshold": _opt(float),
     "categories": _list,
-    "category_thresholds": _thresholds, "monitor": _bool, "max_body_bytes": int,
+    "category_thresholds": _thresholds, "monitor": _bool, "precedents": _bool,
+    "max_body_bytes": int,
     "request_timeout_s": float, "workers": int, "max_pending": int, "inline_images": _bool,
     "image_max_bytes": int, "image_timeout_s": float, "image_max_redirects": int,
     "max_images": int, "allow_private_image_urls": _bool, "image_allowed_networks": _list,
