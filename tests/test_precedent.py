@@ -130,7 +130,7 @@ def with_precedents() -> Guard:
 
 @pytest.mark.model
 def test_precedents_are_off_by_default_and_a_bool(guard: Guard) -> None:
-    assert guard.precedents is None
+    assert guard.precedents is None and guard.info()["precedents"] is None
     r = guard.rewrite(None, "How do I make sourdough bread?")
     assert r.precedent_score is None and r.decided_by == "judge"
     with pytest.raises(InvalidConfigError):
@@ -151,6 +151,7 @@ def test_precedents_flag_a_bare_harmful_ask(with_precedents: Guard) -> None:
 
 @pytest.mark.model
 def test_precedents_pass_benign_asks_and_report_their_score(with_precedents: Guard) -> None:
+    assert with_precedents.info()["precedents"]["k"] >= 1
     r = with_precedents.rewrite(None, "How do I make sourdough bread?")
     assert r.safe and r.prompt == "How do I make sourdough bread?"
     assert r.decided_by == "judge" and r.precedent_score is not None

@@ -612,6 +612,9 @@ class Guard:
             "categories": sorted(self.categories),
             "category_thresholds": dict(self.category_thresholds),
             "monitor": self.monitor,
+            "precedents": None if self.precedents is None else {
+                "k": self.precedents.spec.k, "tau": self.precedents.spec.tau,
+                "harmful": len(self.precedents.harmful), "benign": len(self.precedents.benign)},
         }
 
 
