@@ -16,9 +16,9 @@ caption, a typographic attack, text only):
 4. the size of the bundle (with the vision models it uses) and of the installed package;
 5. the baseline a user would otherwise build, timed in the same run on the same inputs:
    PyTorch eager (EfficientNet-Lite0 + BertForTokenClassification, and with ``--precedents``
-   the sentence encoder in transformers) with RapidOCR's default pipeline for the OCR stage, its calls alternating with the guard's so that both see the
-   same background load. torch is imported only there, after checking that the guard
-   never imported it.
+   the sentence encoder in transformers) with RapidOCR's default pipeline for the OCR stage,
+   its calls alternating with the guard's so that both see the same background load. torch
+   is imported only there, after checking that the guard never imported it.
 
 The machine may be shared, so compare the ratios of one run rather than absolute times.
 """
