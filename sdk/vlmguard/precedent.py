@@ -132,17 +132,30 @@ class Precedents:
         self.encoder = SentenceEncoder(record.read(spec.encoder), record.read_text(spec.tokenizer),
                                        spec.max_tokens, providers, threads,
                                        name=f"precedent/{spec.encoder}")
-        harmful, benign, categories = load_index(record.read(spec.index), directory)
-        if min(len(harmful), len(benign)) < spec.k:
+        index = load_index(record.read(spec.index), directory)
+        if min(len(index.harmful), len(index.benign)) < spec.k:
             raise ModelLoadError(f"{directory}: the precedent index holds fewer than k texts")
-        self.harmful, self.benign, self.categories = harmful, benign, categories
+        self.harmful, self.benign, self.categories = index.harmful, index.benign, index.categories
+        self.mean, self.projection = index.mean, index.projection
 
     @property
     def providers(self) -> list[str]:
         return list(self.encoder.session.get_providers())
 
+    def project(self, v: np.ndarray) -> np.ndarray:
+        """An encoder embedding in the index's space (itself when the index is not reduced)."""
+        if self.projection is None or self.mean is None:
+            return v
+        z = (v - self.mean) @ self.projection
+        norm = float(np.linalg.norm(z))
+        if not math.isfinite(norm) or norm == 0.0:
+            raise GuardError("precedent projection returned a zero or non-finite vector")
+        unit: np.ndarray = z / norm
+        return unit
+
     def score(self, v: np.ndarray) -> tuple[float, str]:
-        """An embedding's precedent score and the category of its nearest harmful texts."""
+        """An embedding (in the index's space) and its precedent score and the category of its
+        nearest harmful texts."""
         k = self.spec.k
         sim_h = self.harmful @ v
         sim_b = self.benign @ v
@@ -166,24 +179,45 @@ class Precedents:
         for i, text in enumerate(texts[:MAX_TEXTS]):
             if not text.strip():
                 continue
-            score, category = self.score(self.encoder.embed(text))
+            score, category = self.score(self.project(self.encoder.embed(text)))
             if best is None or score > best.score:
                 best = Match(i, score, self.risk(score), category)
         return best
 
 
-def load_index(data: bytes, directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Harmful and benign embeddings (float32, unit rows) and each harmful text's category."""
+@dataclass(frozen=True)
+class Index:
+    """Unit-length embeddings of the harmful and benign texts, each harmful text's category,
+    and (optionally) the projection the embeddings were reduced by: a query is centred by
+    ``mean``, multiplied by ``projection`` and normalised again before it is compared."""
+
+    harmful: np.ndarray
+    benign: np.ndarray
+    categories: np.ndarray
+    mean: np.ndarray | None = None
+    projection: np.ndarray | None = None
+
+
+def load_index(data: bytes, directory: Path) -> Index:
+    """The index from its ``.npz`` bytes, checked: a malformed one is a load error."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             harmful = np.asarray(z["harmful"], dtype=np.float32)
             benign = np.asarray(z["benign"], dtype=np.float32)
             categories = np.asarray(z["categories"], dtype=np.int64)
+            mean = np.asarray(z["mean"], dtype=np.float32) if "mean" in z else None
+            proj = np.asarray(z["projection"], dtype=np.float32) if "projection" in z else None
     except Exception as exc:  # a corrupt npz raises several unrelated types
         raise ModelLoadError(f"{directory}: cannot read the precedent index: {exc!r}") from exc
-    if (harmful.ndim != 2 or benign.ndim != 2 or harmful.shape[1] != benign.shape[1]
-            or categories.shape != (len(harmful),)
-            or not (np.isfinite(harmful).all() and np.isfinite(benign).all())
-            or categories.min(initial=0) < 0 or categories.max(initial=0) >= len(CATEGORIES)):
+    ok = (harmful.ndim == 2 and benign.ndim == 2 and harmful.shape[1] == benign.shape[1]
+          and categories.shape == (len(harmful),)
+          and bool(np.isfinite(harmful).all() and np.isfinite(benign).all())
+          and categories.min(initial=0) >= 0 and categories.max(initial=0) < len(CATEGORIES))
+    if (mean is None) != (proj is None):
+        ok = False
+    elif mean is not None and proj is not None:
+        ok = ok and (mean.ndim == 1 and proj.shape == (len(mean), harmful.shape[1])
+                     and bool(np.isfinite(mean).all() and np.isfinite(proj).all()))
+    if not ok:
         raise ModelLoadError(f"{directory}: the precedent index is malformed")
-    return harmful, benign, categories
+    return Index(harmful, benign, categories, mean, proj)
