@@ -417,12 +417,16 @@ def test_settings_precedence_flags_env_file(tmp_path) -> None:
         ServerConfig.load({"config": str(f)}, {})
     with pytest.raises(InvalidConfigError, match="VLMGUARD_MONITOR: not a boolean"):
         ServerConfig.load({}, {"VLMGUARD_MONITOR": "maybe"})
+    # the optional precedent check: off unless a flag, the environment or the file says on
+    assert ServerConfig().precedents is False
+    assert ServerConfig.load({"precedents": None}, {"VLMGUARD_PRECEDENTS": "1"}).precedents
+    assert ServerConfig.load({"precedents": True}, {}).precedents is True
 
 
 def test_cli_serve_help_lists_every_setting() -> None:
     out = subprocess.run([sys.executable, "-m", "vlmguard", "serve", "--help"],
                          capture_output=True, text=True, check=True).stdout
-    for flag in ("--host", "--port", "--upstream", "--api-keys", "--monitor",
+    for flag in ("--host", "--port", "--upstream", "--api-keys", "--monitor", "--precedents",
                  "--category-thresholds", "--max-body-bytes", "VLMGUARD_REQUEST_TIMEOUT_S"):
         assert flag in out
 
