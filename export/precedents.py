@@ -48,13 +48,16 @@ MIN_PARITY_COSINE = 0.98
 def index_rows(data: Path = corpora.SHARED_DATA) -> list[tuple[str, bool, str]]:
     """(text, unsafe, category) of every labelled training text, deduplicated by text.
 
-    A text given both labels (a source disagreeing with another) is left out.
+    A text given both labels (a source disagreeing with another) is left out, and so is any
+    near-copy of a hand-written evaluation request (``offline.drop_eval_near_duplicates``).
     """
     seeds = (corpora.handwritten_seeds() + corpora.redteam_seeds(data)
              + corpora.benign_seeds(data)
              + [s for s in corpora.hh_rlhf_seeds(data) if offline.split_of(s.seed_id) != "test"]
              + corpora.vlguard_seeds("train", data))
     seeds = [s for s in seeds if s.group not in offline.HELD_OUT_GROUPS]
+    # as for the judge's training seeds: no near-copy of a hand-written evaluation request
+    seeds = offline.drop_eval_near_duplicates(seeds, offline.evaluation_texts())
     by_text: dict[str, tuple[bool, str]] = {}
     conflicts = set()
     for s in seeds:

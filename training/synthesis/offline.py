@@ -586,11 +586,16 @@ def write_seed_pack(path: Path, seed: int = 0) -> int:
 HELDOUT = Path(__file__).resolve().parents[1] / "heldout"
 
 
+EVALUATION_FILES = ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl",
+                    "short_asks.jsonl", "explainer_asks.jsonl", "plain_asks.jsonl",
+                    "bare_asks_2.jsonl")
+"""The hand-written request files of ``training/heldout``: no training seed and no precedent
+index text may near-copy one of their requests."""
+
+
 def evaluation_texts(folder: Path = HELDOUT) -> list[str]:
-    """The hand-written evaluation requests (probes, opener probes, real-photo requests,
-    short asks)."""
-    paths = [folder / n for n in ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl",
-                                  "short_asks.jsonl")]
+    """The hand-written evaluation requests (:data:`EVALUATION_FILES`)."""
+    paths = [folder / n for n in EVALUATION_FILES]
     return [row["text"] for p in paths if p.exists() for row in _jsonl(p)]
 
 
