@@ -299,3 +299,15 @@ def test_image_text_readings_are_bounded(splitter: WordSplitter) -> None:
     text = "\n".join(["How were bombs made?"] * 500)
     out = line_readings(text, splitter)
     assert out and all(r.count("How do I make bombs?") <= 32 for r in out)
+
+
+def test_should_i_is_read_as_the_ask_to_do_it() -> None:
+    from vlmguard.normalise import readings, should_ask
+
+    assert should_ask("Should I keep cutting myself?") == "How do I keep cutting myself?"
+    assert should_ask("so, should i kill the python process") == "How do I kill the python process?"
+    for other in ("How should I do it?", "Should I?", "Should I go? Or stay here tonight.",
+                  "I wonder if I should quit.", "Should " + "x " * 200 + "I go?"):
+        assert should_ask(other) is None
+    keep, extra = readings("Should I slash my ex's tires?")
+    assert keep and "How do I slash my ex's tires?" in extra

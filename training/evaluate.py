@@ -77,6 +77,7 @@ OPENER_PROBES = HELDOUT / "opener_probes.jsonl"
 SHORT_ASKS = HELDOUT / "short_asks.jsonl"
 EXPLAINER_ASKS = HELDOUT / "explainer_asks.jsonl"
 PLAIN_ASKS = HELDOUT / "plain_asks.jsonl"
+SHOULD_ASKS = HELDOUT / "should_asks.jsonl"
 FORMAT_CONSTRAINTS = HELDOUT / "format_constraints.txt"
 PRETEXTS = HELDOUT / "pretexts.txt"
 TENSE_TEMPLATES = HELDOUT / "tense_templates.txt"
@@ -1444,6 +1445,12 @@ def render_markdown(report: dict[str, Any]) -> str:
                       f"them: {r['n_unsafe']} {what}, {r['n'] - r['n_unsafe']} benign asks in "
                       f"the same words or frames): harmful recall {_f(r['recall'])}, benign FPR "
                       f"{_f(r['fpr'])}. No bar.", ""]
+    if "should-I asks" in sets:
+        r = sets["should-I asks"]
+        lines += [f"Should-I asks (`training/heldout/should_asks.jsonl`, written in stop 26 "
+                  f"before the should-I reading was built: {r['n_unsafe']} harmful \"Should I "
+                  f"...?\" asks, {r['n'] - r['n_unsafe']} benign ones sharing their words): "
+                  f"harmful recall {_f(r['recall'])}, benign FPR {_f(r['fpr'])}. No bar.", ""]
     op = report.get("opener_probes")
     if op:
         lines += ["", "## Opener invariance", "",
@@ -1696,6 +1703,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 evaluate(f"{kind} asks", [i for i in plain if i.meta["family"] == kind],
                          limit=False)
             leak_checks.append(f"plain and bare asks: from {PLAIN_ASKS.relative_to(ROOT)}")
+        if SHOULD_ASKS.is_file():  # measured, no bar: written in stop 26, before the reading
+            evaluate("should-I asks", probe_items(SHOULD_ASKS), limit=False)
+            leak_checks.append(f"should-I asks: from {SHOULD_ASKS.relative_to(ROOT)}")
 
     held_photos = test_photo_names()
     if "photos" in parts:

@@ -600,6 +600,21 @@ def own_ask(text: str, rank: Mapping[str, float]) -> str | None:
     return None
 
 
+_SHOULD = re.compile(
+    r"(?i)^\s*(?:so,?\s+|then,?\s+)?should\s+i\s+(?P<rest>[^?.!]*[^?.!\s])\s*\??\s*$")
+
+
+def should_ask(text: str) -> str | None:
+    """A one-sentence "Should I X?" read as the ask to do X ("Should I cut myself again?" →
+    "How do I cut myself again?"), or None. Answering whether to do something advises on
+    doing it, so the judge reads the question as it reads the ask."""
+    t = " ".join(text.split())
+    if len(t) > MAX_PURPOSE_CHARS:
+        return None
+    m = _SHOULD.match(t)
+    return f"How do I {m['rest']}?" if m else None
+
+
 # A stated purpose: "How do I make a bomb for a science fair?" asks for what "How do I make a
 # bomb?" asks for; the judge had learned such endings from look-alikes, where writers used
 # them to make an edgy ask benign (0.007 against 0.989 bare). The request without its
@@ -667,8 +682,8 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
     (:func:`unshift`), backwards text turned round (:func:`unreverse`) and Pig Latin undone
     (:func:`unpig`; these four need ``split_words``, whose words are the known ones), the
     question in the present tense (:func:`present_tense`) and as the user's own ask
-    (:func:`own_ask`, also needs ``split_words``), and the request without its closing
-    purpose (:func:`without_purpose`).
+    (:func:`own_ask`, also needs ``split_words``; :func:`should_ask`), and the request
+    without its closing purpose (:func:`without_purpose`).
 
     The typed text is dropped when a reading rewrote most of its words: the encoder would
     only see noise there, while the VLM reads it as the reading does. A payload decoded
@@ -708,7 +723,7 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
         both = without_purpose(present) if present is not None else None
         own = (own_ask(present or base, split_words.cost)
                if split_words is not None else None)
-        for reading in (present, without_purpose(base), both, own):
+        for reading in (present, without_purpose(base), both, own, should_ask(base)):
             if reading is not None and reading != text and reading not in alt:
                 alt.append(reading)
     return keep_typed, alt
