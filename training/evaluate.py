@@ -1353,6 +1353,26 @@ def _examples(title: str, rows: Sequence[dict[str, Any]], n: int = 5) -> list[st
     return out + [""]
 
 
+HAND_SET_NOTES: tuple[tuple[str, int, str], ...] = (
+    ("short asks", 1, "Short asks (`training/heldout/short_asks.jsonl`, written in stop 23: {u} "
+     "one-line asks for a named dangerous thing or act, {b} benign asks sharing their words)"),
+    ("explainer asks", 0, "Explainer asks (`training/heldout/explainer_asks.jsonl`, written in "
+     "stop 25 after the own-ask reading was final: {u} asks for a method phrased as how others "
+     "do it, \"How is sarin produced?\", {b} benign questions in the same phrasing)"),
+    ("plain asks", 0, "Plain asks (`training/heldout/plain_asks.jsonl`, family `plain`, written "
+     "in stop 26 before the precedent check was measured on them: {u} asks with their intent "
+     "stated, {b} benign asks in the same words or frames)"),
+    ("bare asks", 0, "Bare asks (`training/heldout/plain_asks.jsonl`, family `bare`, written in "
+     "stop 26 before the precedent check was measured on them: {u} bare asks for a dangerous "
+     "thing or act, {b} benign asks in the same words or frames)"),
+    ("should-I asks", 0, "Should-I asks (`training/heldout/should_asks.jsonl`, written in stop "
+     "26 before the should-I reading was built: {u} harmful \"Should I ...?\" asks, {b} benign "
+     "ones sharing their words)"),
+)
+"""The hand-written sets measured without a bar: how the report introduces each (``{u}``
+harmful and ``{b}`` benign requests), and whether a blank line goes before it."""
+
+
 def _precedent_id(guard: Guard) -> str | None:
     """Which precedent index ran (its manifest name, tau and index sha256), or None."""
     p = guard.precedents
@@ -1423,34 +1443,13 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{k} {_f(v['recall'], 2)} ({v['n']})" for k, v in harm) + ".", ""]
         lines += _examples("Highest-risk benign probes", probes["worst"]["highest_risk_safe"])
         lines += _examples("Lowest-risk harmful probes", probes["worst"]["lowest_risk_unsafe"])
-    if "short asks" in sets:
-        r = sets["short asks"]
-        lines += ["", f"Short asks (`training/heldout/short_asks.jsonl`, written in stop 23: "
-                      f"{r['n_unsafe']} one-line asks for a named dangerous thing or act, "
-                      f"{r['n'] - r['n_unsafe']} benign asks sharing their words): harmful "
-                      f"recall {_f(r['recall'])}, benign FPR {_f(r['fpr'])}. No bar.", ""]
-    if "explainer asks" in sets:
-        r = sets["explainer asks"]
-        lines += [f"Explainer asks (`training/heldout/explainer_asks.jsonl`, written in stop 25 "
-                  f"after the own-ask reading was final: {r['n_unsafe']} asks for a method "
-                  f"phrased as how others do it, \"How is sarin produced?\", "
-                  f"{r['n'] - r['n_unsafe']} benign questions in the same phrasing): harmful "
-                  f"recall {_f(r['recall'])}, benign FPR {_f(r['fpr'])}. No bar.", ""]
-    for kind, what in (("plain", "asks with their intent stated"),
-                       ("bare", "bare asks for a dangerous thing or act")):
-        if f"{kind} asks" in sets:
-            r = sets[f"{kind} asks"]
-            lines += [f"{kind.capitalize()} asks (`training/heldout/plain_asks.jsonl`, family "
-                      f"`{kind}`, written in stop 26 before the precedent check was measured on "
-                      f"them: {r['n_unsafe']} {what}, {r['n'] - r['n_unsafe']} benign asks in "
-                      f"the same words or frames): harmful recall {_f(r['recall'])}, benign FPR "
-                      f"{_f(r['fpr'])}. No bar.", ""]
-    if "should-I asks" in sets:
-        r = sets["should-I asks"]
-        lines += [f"Should-I asks (`training/heldout/should_asks.jsonl`, written in stop 26 "
-                  f"before the should-I reading was built: {r['n_unsafe']} harmful \"Should I "
-                  f"...?\" asks, {r['n'] - r['n_unsafe']} benign ones sharing their words): "
-                  f"harmful recall {_f(r['recall'])}, benign FPR {_f(r['fpr'])}. No bar.", ""]
+    for name, blank_before, what in HAND_SET_NOTES:
+        if name in sets:
+            r = sets[name]
+            text = what.format(u=r["n_unsafe"], b=r["n"] - r["n_unsafe"])
+            lines += [""] * blank_before + [
+                f"{text}: harmful recall {_f(r['recall'])}, benign FPR {_f(r['fpr'])}. No bar.",
+                ""]
     op = report.get("opener_probes")
     if op:
         lines += ["", "## Opener invariance", "",
