@@ -32,7 +32,7 @@ import numpy as np
 
 from training.synthesis import corpora, offline
 from vlmguard.bundle import FileEntry, files_json, write_manifest
-from vlmguard.precedent import Precedents, SentenceEncoder
+from vlmguard.precedent import Precedents, SentenceEncoder, nearest_mean
 from vlmguard.taxonomy import CATEGORIES
 
 log = logging.getLogger("export.precedents")
@@ -111,13 +111,11 @@ def held_back(text: str) -> bool:
 
 def scores_against(q: np.ndarray, harmful: np.ndarray, benign: np.ndarray, k: int = K
                    ) -> np.ndarray:
-    """Precedent scores of the rows of ``q`` (the runtime's formula, vectorised)."""
+    """Precedent scores of the rows of ``q`` (:meth:`Precedents.score`'s formula, by rows)."""
     out = np.empty(len(q), np.float32)
     for i in range(0, len(q), 512):
-        sh = q[i:i + 512] @ harmful.T
-        sb = q[i:i + 512] @ benign.T
-        out[i:i + 512] = (-np.partition(-sh, k - 1, axis=1)[:, :k]).mean(1) \
-            - (-np.partition(-sb, k - 1, axis=1)[:, :k]).mean(1)
+        rows = q[i:i + 512]
+        out[i:i + 512] = nearest_mean(rows @ harmful.T, k) - nearest_mean(rows @ benign.T, k)
     return out
 
 

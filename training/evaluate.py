@@ -1378,9 +1378,8 @@ def _precedent_id(guard: Guard) -> str | None:
     p = guard.precedents
     if p is None:
         return None
-    m = json.loads((guard.bundle_record.precedent_dir() / "manifest.json").read_text())
-    return (f"{m.get('name', '?')} (tau {p.spec.tau:.4f}, index sha256 "
-            f"{m['files'][p.spec.index]['sha256'][:12]})")
+    return (f"{p.record.name} (tau {p.spec.tau:.4f}, index sha256 "
+            f"{p.record.files[p.spec.index].sha256[:12]})")
 
 
 def render_markdown(report: dict[str, Any]) -> str:

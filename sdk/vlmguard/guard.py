@@ -369,16 +369,17 @@ class Guard:
                 "(max_text_tokens). Split the request or raise the budget deliberately.")
         return tokens
 
-    def _precedent(self, p: _Pending) -> tuple[Match, bool] | None:
-        """The request's text nearest harmful precedents, and whether it came from the image.
-        None when the guard runs without precedents or the request holds no text."""
+    def _precedent(self, p: _Pending) -> tuple[Match, str, bool] | None:
+        """The match of the request's text nearest harmful precedents, that text, and whether
+        it was read from the image. None when the guard runs without precedents or the
+        request holds no text."""
         if self.precedents is None:
             return None
         texts = p.precedent_texts()
         t = time.perf_counter()
         match = self.precedents.best([text for text, _ in texts])
         p.timings["precedent"] = ms_since(t)
-        return None if match is None else (match, texts[match.text_index][1])
+        return None if match is None else (match, *texts[match.text_index])
 
     def _decide(self, p: _Pending) -> RewriteResult:
         """The result of one request whose windows have been scored.
@@ -390,17 +391,17 @@ class Guard:
         d = decide(p.logits, rule)
         found = None if d.unsafe else self._precedent(p)
         if found is not None:
-            match, from_image = found
+            match, matched, from_image = found
             # a category the caller does not enforce, or a score under that category's
             # threshold, flags nothing; neighbours without a category defer to the judge's
             cat = match.category if match.category != "none" else argmax_named(
                 "category", d.verdict.probs["category"], rule.categories)
             if cat in rule.categories and match.risk >= rule.category_thresholds.get(
                     cat, rule.threshold):
-                return self._flag(p, d, (cat, match, from_image))
+                return self._flag(p, d, (cat, match, matched, from_image))
         return self._flag(p, d) if d.unsafe else self._pass(p, d, found)
 
-    def _pass(self, p: _Pending, d: Decision, found: tuple[Match, bool] | None
+    def _pass(self, p: _Pending, d: Decision, found: tuple[Match, str, bool] | None
               ) -> RewriteResult:
         p.timings["render"] = 0.0
         p.timings["total"] = ms_since(p.t0)
@@ -417,9 +418,9 @@ class Guard:
             precedent_score=None if found is None else round(found[0].score, 4))
 
     def _flag(self, p: _Pending, d: Decision,
-              precedent: tuple[str, Match, bool] | None = None) -> RewriteResult:
+              precedent: tuple[str, Match, str, bool] | None = None) -> RewriteResult:
         """An unsafe result: the judge's own, or one its precedents made (``precedent``:
-        the category, the match, and whether the matched text was read from the image)."""
+        the category, the match, the matched text and whether it was read from the image)."""
         rule = self.rule
         t = time.perf_counter()
         seen, text, v = p.seen, p.text, d.verdict
@@ -432,9 +433,9 @@ class Guard:
                              p.evidence.ocr_offset)
             risk = v.risk
         else:
-            category, match, from_image = precedent
+            category, match, matched, from_image = precedent
             source = "typography" if from_image else "text"
-            span = p.precedent_texts()[match.text_index][0][:MAX_SPAN_CHARS]
+            span = matched[:MAX_SPAN_CHARS]
             risk = max(v.risk, match.risk)
             scores[category] = max(scores[category], match.risk)
         strategy = argmax_named("strategy", v.probs["strategy"])

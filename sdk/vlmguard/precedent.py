@@ -85,6 +85,14 @@ class Match:
     """The category most of the k nearest harmful texts carry (``none`` if none carries one)."""
 
 
+def nearest_mean(sims: np.ndarray, k: int) -> np.ndarray:
+    """The mean of the ``k`` largest similarities along the last axis: one side of the
+    precedent score (the exporter calibrates ``tau`` with this same function)."""
+    top: np.ndarray = -np.partition(-sims, k - 1, axis=-1)[..., :k]
+    means: np.ndarray = top.mean(-1)
+    return means
+
+
 class SentenceEncoder:
     """all-MiniLM-L6-v2 as ONNX: a text's unit-length mean-pooled embedding."""
 
@@ -127,7 +135,7 @@ class Precedents:
 
     def __init__(self, directory: Path, providers: Sequence[ProviderSpec],
                  threads: int | None = None) -> None:
-        record = Bundle.load(directory)
+        self.record = record = Bundle.load(directory)
         self.spec = spec = PrecedentSpec.from_bundle(record)
         self.encoder = SentenceEncoder(record.read(spec.encoder), record.read_text(spec.tokenizer),
                                        spec.max_tokens, providers, threads,
@@ -158,10 +166,8 @@ class Precedents:
         nearest harmful texts."""
         k = self.spec.k
         sim_h = self.harmful @ v
-        sim_b = self.benign @ v
         top_h = np.argpartition(-sim_h, k - 1)[:k]
-        top_b = np.partition(-sim_b, k - 1)[:k]
-        score = float(sim_h[top_h].mean() + top_b.mean())
+        score = float(sim_h[top_h].mean() - nearest_mean(self.benign @ v, k))
         votes = np.bincount(self.categories[top_h], minlength=len(CATEGORIES))
         votes[0] = 0  # index texts without a category do not vote
         category = CATEGORIES[int(votes.argmax())] if votes.any() else "none"
