@@ -1,6 +1,7 @@
 """Each vision model alone, at one repeated input shape and at a new shape every call.
 
     python -m benchmarks.vision_shapes [--gpu] [--cudnn HEURISTIC,DEFAULT,EXHAUSTIVE] [--calls 20]
+        [--cuda-options KEY=VALUE;KEY=VALUE|KEY=VALUE ...]
 
 Why: on an H100, ONNX Runtime's CUDA provider took over half a second per real photo for the
 vision models (``benchmarks/RESULTS.md``), so the guard keeps them on the CPU. Real traffic
@@ -8,7 +9,8 @@ reaches OCR detection at each photo's aspect ratio and recognition at each line'
 Each new shape is timed at its first call and again: if first calls are slow and repeats
 fast, the cost is per-shape planning (padding inputs to a few fixed shapes would cure it);
 if both are slow, the provider is. ``--gpu`` times CUDA once per cuDNN search mode in
-``--cudnn``; without it, the CPU.
+``--cudnn`` (and, with ``--cuda-options``, once more per set of extra CUDA provider options,
+``|``-separated sets of ``;``-separated ``key=value``); without it, the CPU.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ def sessions(providers: list[ProviderSpec]) -> dict[str, tuple[Any, Shape, list[
     vision = DEFAULT_DIR / "vision"
     tagger = Tagger(vision, providers=providers)
     ocr = OCR(vision, providers=providers)
-    det_new = [(1, 3, h, w) for h in range(192, 672, 32) for w in (480, 544, 608, 640)]
-    rec_new = [(8, 3, 48, w) for w in range(352, 1600, 32)]
+    det_new: list[Shape] = [(1, 3, h, w) for h in range(192, 672, 32) for w in (480, 544, 608, 640)]
+    rec_new: list[Shape] = [(8, 3, 48, w) for w in range(352, 1600, 32)]
     return {"tagger": (tagger.session, (1, 3, 224, 224), []),
             "ocr_det": (ocr.det, (1, 3, 480, 640), det_new),
             "ocr_rec": (ocr.rec, (8, 3, 48, 320), rec_new)}
@@ -55,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu", action="store_true", help="time the CUDA provider")
     ap.add_argument("--cudnn", default="HEURISTIC,DEFAULT,EXHAUSTIVE",
                     help="cuDNN convolution search modes to time with --gpu")
+    ap.add_argument("--cuda-options", default="",
+                    help="extra CUDA provider option sets to time with --gpu, e.g. "
+                    "'arena_extend_strategy=kSameAsRequested|cudnn_conv_use_max_workspace=0'")
     ap.add_argument("--calls", type=int, default=20, help="timed calls at the fixed shape")
     ap.add_argument("--new", type=int, default=40, help="new shapes timed per model (max)")
     args = ap.parse_args(argv)
@@ -62,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         [(f"CUDA {m}", [("CUDAExecutionProvider", {"cudnn_conv_algo_search": m}),
                         "CPUExecutionProvider"]) for m in args.cudnn.split(",")]
         if args.gpu else [("CPU", ["CPUExecutionProvider"])])
+    for extra in filter(None, args.cuda_options.split("|")) if args.gpu else ():
+        opts = dict(kv.split("=", 1) for kv in extra.split(";"))
+        variants.append((f"CUDA HEURISTIC {extra}", [
+            ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC", **opts}),
+            "CPUExecutionProvider"]))
     rng = np.random.default_rng(0)
     print("| asked | model | runs on | one shape p50 ms | new shapes: first call p50 / max "
           "| the same shapes again p50 | n shapes |")
