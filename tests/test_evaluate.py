@@ -391,3 +391,14 @@ def test_evidence_check_also_reads_a_blank_image(guard, tmp_path: Path,
     assert 0 <= row["flips_also_blank"] <= min(row["flips"], row["blank_flips"])
     blank = [it for it, _ in ctx.outcomes if it.has_image and it.image is None]
     assert [it.text for it in blank] == [a.text for a in asks]
+
+
+def test_every_hand_set_is_read_and_concept_rows_carry_their_evidence() -> None:
+    for hand in evaluate.HAND_SETS:
+        items = [i for i in evaluate.probe_items(evaluate.HELDOUT / hand.file)
+                 if hand.family is None or i.meta["family"] == hand.family]
+        assert items and any(i.unsafe for i in items) and any(not i.unsafe for i in items)
+        assert hand.file in evaluate.offline.EVALUATION_FILES  # no training seed may copy one
+    combos = evaluate.probe_items(evaluate.HELDOUT / "concept_combos.jsonl")
+    assert all(i.has_image and i.concepts and not i.ocr_text for i in combos)
+    assert not any(i.has_image for i in evaluate.probe_items(evaluate.HELDOUT / "code_asks.jsonl"))

@@ -299,11 +299,12 @@ def test_named_things_give_each_frame_both_classes_and_miss_the_held_out_asks() 
     import re
     from collections import Counter
 
-    from training.evaluate import SHORT_ASKS
+    from training.evaluate import HELDOUT
     from training.synthesis.named_things import compose, read_things
 
     things = read_things()
-    held = [json.loads(ln)["text"].lower() for ln in SHORT_ASKS.open() if ln.strip()]
+    short_asks = HELDOUT / "short_asks.jsonl"
+    held = [json.loads(ln)["text"].lower() for ln in short_asks.open() if ln.strip()]
     for row in things["dangerous"] + things["ordinary"]:
         core = re.sub(r"^(a|an|the) ", "", row["thing"].lower())
         assert not any(re.search(rf"\b{re.escape(core)}\b", h) for h in held), row["thing"]

@@ -74,10 +74,6 @@ HELDOUT = offline.HELDOUT  # one home for the held-out folder
 PROBES = HELDOUT / "probes.jsonl"
 PHOTO_REQUESTS = HELDOUT / "photo_requests.jsonl"
 OPENER_PROBES = HELDOUT / "opener_probes.jsonl"
-SHORT_ASKS = HELDOUT / "short_asks.jsonl"
-EXPLAINER_ASKS = HELDOUT / "explainer_asks.jsonl"
-PLAIN_ASKS = HELDOUT / "plain_asks.jsonl"
-SHOULD_ASKS = HELDOUT / "should_asks.jsonl"
 FORMAT_CONSTRAINTS = HELDOUT / "format_constraints.txt"
 PRETEXTS = HELDOUT / "pretexts.txt"
 TENSE_TEMPLATES = HELDOUT / "tense_templates.txt"
@@ -791,7 +787,9 @@ def probe_items(path: Path) -> list[Item]:
     out = []
     for r in read_jsonl(path):
         unsafe = r["label"] == "unsafe"
+        concepts = tuple(r.get("concepts") or ())  # an image's evidence, as the tagger words it
         out.append(Item(r["text"], unsafe, r.get("category") if unsafe else None,
+                        concepts=concepts, has_image=bool(concepts),
                         meta={"id": r.get("id"), "family": r.get("family") or "?",
                               "category": r.get("category") or "none", "twin": r.get("twin")}))
     return out
@@ -1353,24 +1351,55 @@ def _examples(title: str, rows: Sequence[dict[str, Any]], n: int = 5) -> list[st
     return out + [""]
 
 
-HAND_SET_NOTES: tuple[tuple[str, int, str], ...] = (
-    ("short asks", 1, "Short asks (`training/heldout/short_asks.jsonl`, written in stop 23: {u} "
-     "one-line asks for a named dangerous thing or act, {b} benign asks sharing their words)"),
-    ("explainer asks", 0, "Explainer asks (`training/heldout/explainer_asks.jsonl`, written in "
-     "stop 25 after the own-ask reading was final: {u} asks for a method phrased as how others "
-     "do it, \"How is sarin produced?\", {b} benign questions in the same phrasing)"),
-    ("plain asks", 0, "Plain asks (`training/heldout/plain_asks.jsonl`, family `plain`, written "
-     "in stop 26 before the precedent check was measured on them: {u} asks with their intent "
-     "stated, {b} benign asks in the same words or frames)"),
-    ("bare asks", 0, "Bare asks (`training/heldout/plain_asks.jsonl`, family `bare`, written in "
-     "stop 26 before the precedent check was measured on them: {u} bare asks for a dangerous "
-     "thing or act, {b} benign asks in the same words or frames)"),
-    ("should-I asks", 0, "Should-I asks (`training/heldout/should_asks.jsonl`, written in stop "
-     "26 before the should-I reading was built: {u} harmful \"Should I ...?\" asks, {b} benign "
-     "ones sharing their words)"),
+@dataclass(frozen=True)
+class HandSet:
+    """A hand-written set measured without a bar: its report name, file (in
+    ``training/heldout``), the ``family`` its rows are filtered to (None: all), whether a
+    blank line goes before it, and how the report introduces it ({u} harmful, {b} benign)."""
+
+    name: str
+    file: str
+    family: str | None
+    blank_before: int
+    note: str
+
+
+HAND_SETS: tuple[HandSet, ...] = (
+    HandSet("short asks", "short_asks.jsonl", None, 1, "Short asks (`training/heldout/"
+            "short_asks.jsonl`, written in stop 23: {u} one-line asks for a named dangerous "
+            "thing or act, {b} benign asks sharing their words)"),
+    HandSet("explainer asks", "explainer_asks.jsonl", None, 0, "Explainer asks (`training/"
+            "heldout/explainer_asks.jsonl`, written in stop 25 after the own-ask reading was "
+            "final: {u} asks for a method phrased as how others do it, \"How is sarin "
+            "produced?\", {b} benign questions in the same phrasing)"),
+    HandSet("plain asks", "plain_asks.jsonl", "plain", 0, "Plain asks (`training/heldout/"
+            "plain_asks.jsonl`, family `plain`, written in stop 26 before the precedent check "
+            "was measured on them: {u} asks with their intent stated, {b} benign asks in the "
+            "same words or frames)"),
+    HandSet("bare asks", "plain_asks.jsonl", "bare", 0, "Bare asks (`training/heldout/"
+            "plain_asks.jsonl`, family `bare`, written in stop 26 before the precedent check "
+            "was measured on them: {u} bare asks for a dangerous thing or act, {b} benign asks "
+            "in the same words or frames)"),
+    HandSet("should-I asks", "should_asks.jsonl", None, 0, "Should-I asks (`training/heldout/"
+            "should_asks.jsonl`, written in stop 26 before the should-I reading was built: {u} "
+            "harmful \"Should I ...?\" asks, {b} benign ones sharing their words)"),
+    HandSet("okay asks", "okay_asks.jsonl", None, 0, "Is-it-okay asks (`training/heldout/"
+            "okay_asks.jsonl`, written in stop 26 for a widening of that reading that did not "
+            "ship: {u} harmful \"Is it okay to ...?\" asks, {b} benign ones in the same frames)"),
+    HandSet("bare asks 2", "bare_asks_2.jsonl", None, 0, "Bare asks, second set (`training/"
+            "heldout/bare_asks_2.jsonl`, written at the end of stop 26 and first scored in stop "
+            "27: {u} bare asks, {b} benign twins)"),
+    HandSet("code asks", "code_asks.jsonl", None, 0, "Code asks (`training/heldout/"
+            "code_asks.jsonl`, written in stop 27 before a reading that failed its rule: {u} "
+            "harmful code requests naming a programming language, {b} benign ones in the same "
+            "frames and words)"),
+    HandSet("concept combos", "concept_combos.jsonl", None, 0, "Concept combinations "
+            "(`training/heldout/concept_combos.jsonl`, written in stop 27 before an evidence "
+            "check that failed its rule, judged beside the tagger's concept words instead of a "
+            "photo: {u} requests harmful only with what the image shows, {b} benign ones beside "
+            "concepts that share their words)"),
 )
-"""The hand-written sets measured without a bar: how the report introduces each (``{u}``
-harmful and ``{b}`` benign requests), and whether a blank line goes before it."""
+"""The hand-written sets the probe part measures without a bar, in report order."""
 
 
 def _precedent_id(guard: Guard) -> str | None:
@@ -1442,11 +1471,11 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{k} {_f(v['recall'], 2)} ({v['n']})" for k, v in harm) + ".", ""]
         lines += _examples("Highest-risk benign probes", probes["worst"]["highest_risk_safe"])
         lines += _examples("Lowest-risk harmful probes", probes["worst"]["lowest_risk_unsafe"])
-    for name, blank_before, what in HAND_SET_NOTES:
-        if name in sets:
-            r = sets[name]
-            text = what.format(u=r["n_unsafe"], b=r["n"] - r["n_unsafe"])
-            lines += [""] * blank_before + [
+    for hand in HAND_SETS:
+        if hand.name in sets:
+            r = sets[hand.name]
+            text = hand.note.format(u=r["n_unsafe"], b=r["n"] - r["n_unsafe"])
+            lines += [""] * hand.blank_before + [
                 f"{text}: harmful recall {_f(r['recall'])}, benign FPR {_f(r['fpr'])}. No bar.",
                 ""]
     op = report.get("opener_probes")
@@ -1689,21 +1718,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if OPENER_PROBES.is_file():
             items, outs = evaluate("opener probes", opener_items(OPENER_PROBES), limit=False)
             report["opener_probes"] = opener_report(items, outs)
-        if SHORT_ASKS.is_file():  # measured, no bar: written in stop 23, after fz shipped
-            evaluate("short asks", probe_items(SHORT_ASKS), limit=False)
-            leak_checks.append(f"short asks: from {SHORT_ASKS.relative_to(ROOT)}")
-        if EXPLAINER_ASKS.is_file():  # measured, no bar: written in stop 25
-            evaluate("explainer asks", probe_items(EXPLAINER_ASKS), limit=False)
-            leak_checks.append(f"explainer asks: from {EXPLAINER_ASKS.relative_to(ROOT)}")
-        if PLAIN_ASKS.is_file():  # measured, no bar: written in stop 26, before precedents
-            plain = probe_items(PLAIN_ASKS)
-            for kind in ("plain", "bare"):
-                evaluate(f"{kind} asks", [i for i in plain if i.meta["family"] == kind],
-                         limit=False)
-            leak_checks.append(f"plain and bare asks: from {PLAIN_ASKS.relative_to(ROOT)}")
-        if SHOULD_ASKS.is_file():  # measured, no bar: written in stop 26, before the reading
-            evaluate("should-I asks", probe_items(SHOULD_ASKS), limit=False)
-            leak_checks.append(f"should-I asks: from {SHOULD_ASKS.relative_to(ROOT)}")
+        for hand in HAND_SETS:  # measured, no bar (see each note)
+            path = HELDOUT / hand.file
+            if path.is_file():
+                items = [i for i in probe_items(path)
+                         if hand.family is None or i.meta["family"] == hand.family]
+                evaluate(hand.name, items, limit=False)
+                leak_checks.append(f"{hand.name}: from {path.relative_to(ROOT)}")
 
     held_photos = test_photo_names()
     if "photos" in parts:
