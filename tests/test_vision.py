@@ -353,3 +353,22 @@ def test_each_preprocessing_path_is_the_one_in_use(preprocessing: str) -> None:
         assert np.array_equal(x, ref)
     else:  # the C path: the same definition, within one uint8 level
         assert float(np.abs(x - ref).max()) <= 1 / 255 / 0.5 + 1e-6
+
+
+def test_fixed_shapes_only_where_a_gpu_runs_and_read_the_same() -> None:
+    """On a GPU the OCR models run at a few fixed input shapes (one session each, planned at
+    load); the CPU default keeps its own shapes. Padded and cropped right, both read a render
+    alike (forced on here, on the CPU, since CI has no GPU)."""
+    assert OCR(threads=1).fixed == {}
+    fixed = OCR(threads=1, fixed_shapes=True)
+    assert {k: len(v.sessions) for k, v in fixed.fixed.items()} == {"det": 2, "rec": 6, "cls": 1}
+    rec = fixed.fixed["rec"]
+    assert rec.shape_for((3, 3, 48, 320)) == (3, 3, 48, 320)  # three minimum-width lines
+    assert rec.shape_for((2, 3, 48, 400)) == (2, 3, 48, 480)
+    assert rec.shape_for((1, 3, 48, 1700)) is None  # wider than any: runs as it is
+    for case in CASES:
+        img = _case_image(*case)
+        want = cer(case[0], " ".join(ln.text for ln in fixed(img)))
+        assert want <= 0.1, case
+    probs = fixed.turned_over([np.full((48, 700, 3), 255, np.uint8)] * 9)  # 9 crops, 2 calls
+    assert probs.shape == (9,) and np.all((probs >= 0) & (probs <= 1))

@@ -11,6 +11,9 @@ native (C) path.
 * :class:`OCR` reimplements RapidOCR's PP-OCR pipeline (DB detection → crop → CTC
   recognition) in NumPy. Recognition is skipped when detection finds nothing, which is
   the common case for photos.
+* On a GPU the OCR models run at a few fixed input shapes (:class:`FixedShapes`): ONNX
+  Runtime's CUDA provider re-plans its convolutions whenever a session's input shape
+  changes, which real photos do nearly every call.
 * A text-presence gate runs the same detector at a fraction of the detection size first
   (:meth:`OCR.gate`): where its probability map shows nothing that could be text, full
   detection is skipped. It only ever skips on a clear "no": a broken map raises, and any
@@ -25,6 +28,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -33,6 +37,9 @@ from .bundle import DEFAULT_VISION_DIR, DET_LIMIT_SIDE, Bundle
 from .errors import GuardError, InvalidInputError, ModelLoadError
 from .preprocess import resize_normalize
 from .runtime import ProviderSpec, make_session
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 GATE_SCALE = 0.5
 """Gate input side / full detection side. At half the size a line of text still spans ~8
@@ -64,6 +71,11 @@ GARBLED_SCORE = 0.7  # a line read below this is also read flipped, whatever the
 CLS_HEIGHT, CLS_WIDTH = 48, 192  # PP-OCR's angle classifier input (RapidOCR's cls shape)
 CLS_CHUNKS = 4  # 192-pixel pieces of one long line the angle classifier reads at most
 PathLike = str | os.PathLike[str]
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+REC_BUCKET_WIDTHS = (320, 480, 640, 960, 1280, 1600)
+"""Recogniser input widths on a GPU (see :class:`FixedShapes`): each batch is padded up to the
+first that holds it; its batch size is what ``OCR._rec_batches`` can put in that width."""
+CLS_BATCH = 8  # angle-classifier pieces per call on a GPU (one fixed shape)
 
 
 def page_share(rgb: np.ndarray) -> float:
@@ -155,6 +167,46 @@ def check_not_constant(name: str, arr: np.ndarray) -> None:
 
 def _providers_or_cpu(providers: Sequence[ProviderSpec] | None) -> list[ProviderSpec]:
     return list(providers) if providers else ["CPUExecutionProvider"]
+
+
+class FixedShapes:
+    """One model run at a few fixed input shapes, one ONNX Runtime session each: an input is
+    zero-padded (the normalised mid-grey the OCR pads with anyway) up to the first shape
+    that holds it, and the caller crops the output back.
+
+    Why: ONNX Runtime's CUDA provider re-plans a session's convolutions whenever its input
+    shape changes. On an H100 that cost 0.4 s (detection) to 2.5 s (recognition) a call,
+    cached shapes or not, while at one repeated shape detection took 3.6 ms and recognition
+    8 ms (``benchmarks/RESULTS.md``, stop 27). Sessions are made and planned at load.
+    """
+
+    def __init__(self, model: bytes, providers: Sequence[ProviderSpec], threads: int | None,
+                 name: str, shapes: Sequence[tuple[int, ...]]) -> None:
+        self.name = name
+        self.shapes = sorted({tuple(s) for s in shapes}, key=lambda s: int(np.prod(s)))
+        self.sessions: dict[tuple[int, ...], ort.InferenceSession] = {}
+        for shape in self.shapes:
+            sess = make_session(model, providers, threads, mem_arena=False,
+                                name=f"{name} {'x'.join(map(str, shape))}")
+            sess.run(None, {sess.get_inputs()[0].name: np.zeros(shape, np.float32)})
+            self.sessions[shape] = sess
+
+    def shape_for(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The first fixed shape that holds ``shape`` (None: none does)."""
+        return next((s for s in self.shapes
+                     if len(s) == len(shape) and all(a <= b for a, b in zip(shape, s,
+                                                                            strict=True))),
+                    None)
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]] | None:
+        """The first output for ``x`` padded, and the shape it ran at; None if none holds x."""
+        shape = self.shape_for(x.shape)
+        if shape is None:
+            return None
+        padded = np.zeros(shape, np.float32)
+        padded[tuple(slice(0, n) for n in x.shape)] = x
+        sess = self.sessions[shape]
+        return sess.run(None, {sess.get_inputs()[0].name: padded})[0], shape
 
 
 # ---------------------------------------------------------------------------- tagger
@@ -409,7 +461,8 @@ class OCR:
                  rec_batch_width: int = REC_BATCH_WIDTH, max_rec_width: int = 1600,
                  max_candidates: int = 1000,
                  max_boxes: int = MAX_OCR_BOXES, text_gate: bool = True,
-                 gate_scale: float | None = None, gate_thresh: float | None = None) -> None:
+                 gate_scale: float | None = None, gate_thresh: float | None = None,
+                 fixed_shapes: bool | None = None) -> None:
         bundle = Bundle.load(Path(bundle_dir))
         spec = bundle.ocr()
         try:
@@ -428,13 +481,12 @@ class OCR:
                                     f"threshold {gate_thresh!r} in (0, {det_thresh}): a gate "
                                     "stricter than detection would skip text it can read")
         provs = _providers_or_cpu(providers)
-        self.det = make_session(bundle.read(spec.det_file), provs, threads,
-                                mem_arena=False, name=spec.det_file)
-        self.rec = make_session(bundle.read(spec.rec_file), provs, threads,
-                                mem_arena=False, name=spec.rec_file)
-        self.cls = (make_session(bundle.read(spec.cls_file), provs, threads,
-                                 mem_arena=False, name=spec.cls_file)
-                    if spec.cls_file else None)
+        det_model, rec_model = bundle.read(spec.det_file), bundle.read(spec.rec_file)
+        cls_model = bundle.read(spec.cls_file) if spec.cls_file else None
+        self.det = make_session(det_model, provs, threads, mem_arena=False, name=spec.det_file)
+        self.rec = make_session(rec_model, provs, threads, mem_arena=False, name=spec.rec_file)
+        self.cls = (make_session(cls_model, provs, threads, mem_arena=False,
+                                 name=spec.cls_file) if cls_model is not None else None)
         # RapidOCR: blank at index 0, the file's characters, then a space at the end
         chars = bundle.read_text(spec.keys_file).split("\n")
         if chars and chars[-1] == "":
@@ -460,11 +512,44 @@ class OCR:
         self.gate_skips = 0
         self.page_bypasses = 0  # page-like images sent straight to full detection
         self.last_gate_max: float | None = None  # the last gate map's max (None: no gate)
+        self._ran_width = 0  # the input width the last model call really ran at
+        # On a GPU (the detector really running on one, unless told): fixed input shapes
+        if fixed_shapes is None:
+            fixed_shapes = self.det.get_providers()[0] in GPU_PROVIDERS
+        self.fixed: dict[str, FixedShapes] = {}
+        if fixed_shapes:
+            side = -(-det_limit_side // 32) * 32
+            gate = max(32, -(-int(side * gate_scale) // 32) * 32)
+            self.fixed["det"] = FixedShapes(det_model, provs, threads, spec.det_file,
+                                            [(1, 3, gate, gate), (1, 3, side, side)])
+            # a batch's size at its width, as _rec_batches allows: the budget over the
+            # narrowest width the bucket takes (the bucket before it, plus one pixel)
+            lows = (self.rec_min_width - 1, *REC_BUCKET_WIDTHS[:-1])
+            rec = [(max(1, min(rec_batch, rec_batch_width // (lo + 1))), 3, self.rec_height, w)
+                   for lo, w in zip(lows, REC_BUCKET_WIDTHS, strict=True)
+                   if w <= max_rec_width]
+            self.fixed["rec"] = FixedShapes(rec_model, provs, threads, spec.rec_file, rec)
+            if cls_model is not None:
+                self.fixed["cls"] = FixedShapes(cls_model, provs, threads,
+                                                spec.cls_file or "cls",
+                                                [(CLS_BATCH, 3, CLS_HEIGHT, CLS_WIDTH)])
 
     @property
     def providers(self) -> list[str]:
         """Execution providers ONNX Runtime actually runs the detector on."""
         return list(self.det.get_providers())
+
+    def _run(self, model: str, session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+        """The model's first output for ``x``: at a fixed shape on a GPU (padded; the
+        caller crops), else as it is. An input no fixed shape holds runs as it is."""
+        fixed = self.fixed.get(model)
+        ran = fixed.run(x) if fixed is not None else None
+        if ran is None:
+            self._ran_width = x.shape[-1]
+            out: np.ndarray = session.run(None, {session.get_inputs()[0].name: x})[0]
+            return out
+        self._ran_width = ran[1][-1]
+        return ran[0]
 
     # -- detection
     def _det_size(self, h: int, w: int, scale: float = 1.0) -> tuple[int, int]:
@@ -480,7 +565,9 @@ class OCR:
         return np.ascontiguousarray(x[::-1])[None]  # PP-OCR was trained on BGR
 
     def _prob_map(self, x: np.ndarray, name: str) -> np.ndarray:
-        out = self.det.run(None, {self.det.get_inputs()[0].name: x})[0]
+        out = self._run("det", self.det, x)
+        if isinstance(out, np.ndarray) and out.ndim == 4:  # at a fixed shape: the input's part
+            out = out[:, :, :x.shape[2], :x.shape[3]]
         # DB's probability map: one channel at the input's size, sigmoid-valued
         out = check_output(name, out, (1, 1, x.shape[2], x.shape[3]), lo=-1e-3, hi=1.0 + 1e-3)
         check_not_constant(name, out)
@@ -611,7 +698,10 @@ class OCR:
         for idx in self._rec_batches(order, ratios):
             x = self.rec_input([crops[i] for i in idx])
             self.rec_calls += 1
-            probs = self.rec.run(None, {self.rec.get_inputs()[0].name: x})[0]
+            probs = self._run("rec", self.rec, x)
+            if isinstance(probs, np.ndarray) and probs.ndim == 3:  # at a fixed shape: the
+                # batch's own rows, and its time steps (one per 8 pixels) of the padded width
+                probs = probs[:len(idx), :probs.shape[1] * x.shape[3] // self._ran_width]
             probs = self._check_rec(probs, len(idx))
             for j, i in enumerate(idx):
                 res[i] = self._ctc(probs[j])
@@ -668,7 +758,13 @@ class OCR:
                 piece[:, :, : part.shape[2]] = part
                 pieces.append(piece)
                 owner.append(j)
-        probs = self.cls.run(None, {self.cls.get_inputs()[0].name: np.stack(pieces)})[0]
+        batch = np.stack(pieces)
+        if "cls" in self.fixed:  # a GPU: CLS_BATCH pieces a call, padded
+            probs = np.concatenate([self._run("cls", self.cls, batch[i:i + CLS_BATCH])
+                                    [:len(batch[i:i + CLS_BATCH])]
+                                    for i in range(0, len(batch), CLS_BATCH)])
+        else:
+            probs = self.cls.run(None, {self.cls.get_inputs()[0].name: batch})[0]
         probs = check_distributions("OCR angle classifier", probs, (len(pieces), 2))
         total = np.zeros(len(crops))
         np.add.at(total, owner, probs[:, 1])
