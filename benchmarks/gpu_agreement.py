@@ -1,17 +1,21 @@
 """CUDA (FP16 judge) against CPU (INT8 judge) on the same requests: wall time and verdicts.
 
-    python -m benchmarks.gpu_agreement BUNDLE [--photos N] [--photos-dir DIR]
+    python -m benchmarks.gpu_agreement BUNDLE [--photos N] [--photos-dir DIR] [--judge gpu|cpu]
+        [--vision gpu|cpu]
 
 BUNDLE must hold ``model.fp16.onnx`` (``export/to_onnx.py --fp16-in-bundle``). Prints which
 providers each session really runs (TensorRT is asked for first, as the guard's default
 order does), then per set: p50/p95 wall ms on each guard, verdict agreement, the largest
 risk difference and whether OCR read the same text. The vision models run on the providers
-given by ``--vision`` (default: the same as the judge's, to time them on the GPU).
+given by ``--vision`` (default: the GPU, to time them there); ``--judge cpu`` keeps the
+judge on the CPU, to time the vision models' GPU path alone (on a GPU they run at fixed input
+shapes, :class:`vlmguard.vision.FixedShapes`, planned at load: the load time is printed).
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +34,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photos", type=int, default=60)
     ap.add_argument("--photos-dir", type=Path, default=PHOTOS)
     ap.add_argument("--vision", choices=("gpu", "cpu"), default="gpu")
+    ap.add_argument("--judge", choices=("gpu", "cpu"), default="gpu")
     args = ap.parse_args(argv)
     print("onnxruntime", ort.__version__, ort.get_available_providers(), flush=True)
     default = Guard.from_pretrained(args.bundle)
     print("default order: judge", default.providers, default.model_file, flush=True)
     vision = CUDA if args.vision == "gpu" else ["CPUExecutionProvider"]
-    guards = {"cuda": Guard.from_pretrained(args.bundle, providers=CUDA, vision_providers=vision),
-              "cpu": Guard.from_pretrained(args.bundle, providers=["CPUExecutionProvider"])}
+    judge = CUDA if args.judge == "gpu" else ["CPUExecutionProvider"]
+    t = time.perf_counter()
+    guards = {"cuda": Guard.from_pretrained(args.bundle, providers=judge, vision_providers=vision)}
+    print(f"cuda guard loaded in {time.perf_counter() - t:.2f} s", flush=True)
+    guards["cpu"] = Guard.from_pretrained(args.bundle, providers=["CPUExecutionProvider"])
     for tag, g in guards.items():
         print(tag, "judge", g.providers, g.model_file, "vision", g.info()["vision_providers"])
     sets = {"text": text_set(30), "photos": photo_set(args.photos, args.photos_dir),
