@@ -254,7 +254,9 @@ class Guard:
 
         ``providers`` (the judge's) defaults to TensorRT → CUDA → CPU, keeping those this
         onnxruntime offers; ``guard.providers`` says what actually runs. ``vision_providers``
-        (the tagger's and OCR's) defaults to the CPU, measured faster than CUDA on images.
+        (the tagger's and OCR's) defaults to the CPU: on an H100 the OCR on CUDA (at fixed
+        input shapes, planned at load in ~8 s) read typographic images faster than 16 CPU
+        cores but ordinary photos slower (``benchmarks/RESULTS.md``).
         ``threshold`` and ``categories`` (the enforced hazard keys) default to the bundle's
         validated choice and to all thirteen categories. ``category_thresholds``
         ({key: t}) judges those categories alone, each by its own score against its own

@@ -512,7 +512,6 @@ class OCR:
         self.gate_skips = 0
         self.page_bypasses = 0  # page-like images sent straight to full detection
         self.last_gate_max: float | None = None  # the last gate map's max (None: no gate)
-        self._ran_width = 0  # the input width the last model call really ran at
         # On a GPU (the detector really running on one, unless told): fixed input shapes
         if fixed_shapes is None:
             fixed_shapes = self.det.get_providers()[0] in GPU_PROVIDERS
@@ -540,16 +539,21 @@ class OCR:
         return list(self.det.get_providers())
 
     def _run(self, model: str, session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
-        """The model's first output for ``x``: at a fixed shape on a GPU (padded; the
-        caller crops), else as it is. An input no fixed shape holds runs as it is."""
+        """The model's first output for ``x``, cropped back to ``x``'s own part where it ran
+        at a fixed shape on a GPU (the batch's rows; for the detector its map's height and
+        width, for the recogniser its time steps, one per 8 pixels of width). An input no
+        fixed shape holds runs as it is. Stateless: threads share one OCR."""
         fixed = self.fixed.get(model)
         ran = fixed.run(x) if fixed is not None else None
         if ran is None:
-            self._ran_width = x.shape[-1]
             out: np.ndarray = session.run(None, {session.get_inputs()[0].name: x})[0]
             return out
-        self._ran_width = ran[1][-1]
-        return ran[0]
+        full, shape = ran
+        if model == "det":
+            return full[:, :, :x.shape[2], :x.shape[3]]
+        if model == "rec":
+            return full[:x.shape[0], :full.shape[1] * x.shape[3] // shape[3]]
+        return full[:x.shape[0]]
 
     # -- detection
     def _det_size(self, h: int, w: int, scale: float = 1.0) -> tuple[int, int]:
@@ -566,8 +570,6 @@ class OCR:
 
     def _prob_map(self, x: np.ndarray, name: str) -> np.ndarray:
         out = self._run("det", self.det, x)
-        if isinstance(out, np.ndarray) and out.ndim == 4:  # at a fixed shape: the input's part
-            out = out[:, :, :x.shape[2], :x.shape[3]]
         # DB's probability map: one channel at the input's size, sigmoid-valued
         out = check_output(name, out, (1, 1, x.shape[2], x.shape[3]), lo=-1e-3, hi=1.0 + 1e-3)
         check_not_constant(name, out)
@@ -699,9 +701,6 @@ class OCR:
             x = self.rec_input([crops[i] for i in idx])
             self.rec_calls += 1
             probs = self._run("rec", self.rec, x)
-            if isinstance(probs, np.ndarray) and probs.ndim == 3:  # at a fixed shape: the
-                # batch's own rows, and its time steps (one per 8 pixels) of the padded width
-                probs = probs[:len(idx), :probs.shape[1] * x.shape[3] // self._ran_width]
             probs = self._check_rec(probs, len(idx))
             for j, i in enumerate(idx):
                 res[i] = self._ctc(probs[j])
@@ -761,7 +760,6 @@ class OCR:
         batch = np.stack(pieces)
         if "cls" in self.fixed:  # a GPU: CLS_BATCH pieces a call, padded
             probs = np.concatenate([self._run("cls", self.cls, batch[i:i + CLS_BATCH])
-                                    [:len(batch[i:i + CLS_BATCH])]
                                     for i in range(0, len(batch), CLS_BATCH)])
         else:
             probs = self.cls.run(None, {self.cls.get_inputs()[0].name: batch})[0]
