@@ -372,3 +372,15 @@ def test_fixed_shapes_only_where_a_gpu_runs_and_read_the_same() -> None:
         assert want <= 0.1, case
     probs = fixed.turned_over([np.full((48, 700, 3), 255, np.uint8)] * 9)  # 9 crops, 2 calls
     assert probs.shape == (9,) and np.all((probs >= 0) & (probs <= 1))
+
+
+def test_fixed_shapes_read_the_same_from_two_threads() -> None:
+    """Threads share one OCR (the service's worker pool): a call's crop must not depend on
+    what another thread ran last."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fixed = OCR(threads=1, fixed_shapes=True)
+    images = [_case_image(*case) for case in CASES] * 3
+    serial = [fixed.text(img) for img in images]
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(fixed.text, images)) == serial
