@@ -395,8 +395,7 @@ def test_evidence_check_also_reads_a_blank_image(guard, tmp_path: Path,
 
 def test_every_hand_set_is_read_and_concept_rows_carry_their_evidence() -> None:
     for hand in evaluate.HAND_SETS:
-        items = [i for i in evaluate.probe_items(evaluate.HELDOUT / hand.file)
-                 if hand.family is None or i.meta["family"] == hand.family]
+        items = hand.items()
         assert items and any(i.unsafe for i in items) and any(not i.unsafe for i in items)
         assert hand.file in evaluate.offline.EVALUATION_FILES  # no training seed may copy one
     combos = evaluate.probe_items(evaluate.HELDOUT / "concept_combos.jsonl")

@@ -1363,6 +1363,15 @@ class HandSet:
     blank_before: int
     note: str
 
+    @property
+    def path(self) -> Path:
+        return HELDOUT / self.file
+
+    def items(self) -> list[Item]:
+        """The set's requests (its ``family``'s rows only, where it names one)."""
+        return [i for i in probe_items(self.path)
+                if self.family is None or i.meta["family"] == self.family]
+
 
 HAND_SETS: tuple[HandSet, ...] = (
     HandSet("short asks", "short_asks.jsonl", None, 1, "Short asks (`training/heldout/"
@@ -1719,12 +1728,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             items, outs = evaluate("opener probes", opener_items(OPENER_PROBES), limit=False)
             report["opener_probes"] = opener_report(items, outs)
         for hand in HAND_SETS:  # measured, no bar (see each note)
-            path = HELDOUT / hand.file
-            if path.is_file():
-                items = [i for i in probe_items(path)
-                         if hand.family is None or i.meta["family"] == hand.family]
-                evaluate(hand.name, items, limit=False)
-                leak_checks.append(f"{hand.name}: from {path.relative_to(ROOT)}")
+            if hand.path.is_file():
+                evaluate(hand.name, hand.items(), limit=False)
+                leak_checks.append(f"{hand.name}: from {hand.path.relative_to(ROOT)}")
 
     held_photos = test_photo_names()
     if "photos" in parts:

@@ -45,7 +45,7 @@ from .normalise import line_readings
 from .policy import Judgement, Policy
 from .precedent import Match, Precedents
 from .result import Evidence, Reasoning, RewriteResult
-from .runtime import ProviderSpec, make_session, resolve_providers
+from .runtime import GPU_PROVIDERS, ProviderSpec, make_session, resolve_providers
 from .seeing import NOTHING, Seen, ms_since, see
 from .taxonomy import HAZARD_CODES
 from .verdict import Decision, Rule, argmax_named, decide, flagged, span_text
@@ -73,7 +73,6 @@ ask split over turns, few enough that a harmful turn long ago does not flag ever
 MAX_CONTEXT_CHARS = 4_000
 MAX_SPAN_CHARS = 300
 """The longest text a precedent flag quotes as its intent span."""
-GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 
 
 @dataclass

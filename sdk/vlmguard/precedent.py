@@ -93,6 +93,16 @@ def nearest_mean(sims: np.ndarray, k: int) -> np.ndarray:
     return means
 
 
+def _unit(v: np.ndarray, what: str) -> np.ndarray:
+    """``v`` scaled to unit length; a zero or non-finite vector is a broken model's output,
+    never a neutral score: it raises (fail closed)."""
+    norm = float(np.linalg.norm(v))
+    if not math.isfinite(norm) or norm == 0.0:
+        raise GuardError(f"{what} returned a zero or non-finite vector")
+    unit: np.ndarray = v / norm
+    return unit
+
+
 class SentenceEncoder:
     """all-MiniLM-L6-v2 as ONNX: a text's unit-length mean-pooled embedding."""
 
@@ -122,12 +132,7 @@ class SentenceEncoder:
         hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})[0]
         hidden = check_output("precedent encoder", hidden, (1, ids.shape[1], None))
         check_not_constant("precedent encoder", hidden[0])
-        v = hidden[0].astype(np.float32).mean(axis=0)
-        norm = float(np.linalg.norm(v))
-        if not math.isfinite(norm) or norm == 0.0:
-            raise GuardError("precedent encoder returned a zero or non-finite embedding")
-        unit: np.ndarray = v / norm
-        return unit
+        return _unit(hidden[0].astype(np.float32).mean(axis=0), "precedent encoder")
 
 
 class Precedents:
@@ -154,12 +159,7 @@ class Precedents:
         """An encoder embedding in the index's space (itself when the index is not reduced)."""
         if self.projection is None or self.mean is None:
             return v
-        z = (v - self.mean) @ self.projection
-        norm = float(np.linalg.norm(z))
-        if not math.isfinite(norm) or norm == 0.0:
-            raise GuardError("precedent projection returned a zero or non-finite vector")
-        unit: np.ndarray = z / norm
-        return unit
+        return _unit((v - self.mean) @ self.projection, "precedent projection")
 
     def score(self, v: np.ndarray) -> tuple[float, str]:
         """An embedding (in the index's space) and its precedent score and the category of its

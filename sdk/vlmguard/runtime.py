@@ -22,6 +22,9 @@ from .errors import ModelLoadError
 log = logging.getLogger("vlmguard")
 
 DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
+"""The providers that run on a GPU: the judge picks its FP16 model and the OCR fixed input
+shapes (:class:`vlmguard.vision.FixedShapes`) when one of them really runs."""
 ProviderSpec = str | tuple[str, dict[str, Any]]
 
 

@@ -36,7 +36,7 @@ from PIL import Image
 from .bundle import DEFAULT_VISION_DIR, DET_LIMIT_SIDE, Bundle
 from .errors import GuardError, InvalidInputError, ModelLoadError
 from .preprocess import resize_normalize
-from .runtime import ProviderSpec, make_session
+from .runtime import GPU_PROVIDERS, ProviderSpec, make_session
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -71,7 +71,6 @@ GARBLED_SCORE = 0.7  # a line read below this is also read flipped, whatever the
 CLS_HEIGHT, CLS_WIDTH = 48, 192  # PP-OCR's angle classifier input (RapidOCR's cls shape)
 CLS_CHUNKS = 4  # 192-pixel pieces of one long line the angle classifier reads at most
 PathLike = str | os.PathLike[str]
-GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 REC_BUCKET_WIDTHS = (320, 480, 640, 960, 1280, 1600)
 """Recogniser input widths on a GPU (see :class:`FixedShapes`): each batch is padded up to the
 first that holds it; its batch size is what ``OCR._rec_batches`` can put in that width."""
