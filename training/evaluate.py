@@ -1407,6 +1407,11 @@ HAND_SETS: tuple[HandSet, ...] = (
             "check that failed its rule, judged beside the tagger's concept words instead of a "
             "photo: {u} requests harmful only with what the image shows, {b} benign ones beside "
             "concepts that share their words)"),
+    HandSet("blind 27", "blind_27.jsonl", None, 0, "Blind set of stop 27 (`training/heldout/"
+            "blind_27.jsonl`, written at the end of stop 27 and first scored in stop 28 under a "
+            "rule written before: {u} harmful asks in five families (emergencies treated at "
+            "home, named people's private data, falsehoods asked for as fact, coercion and "
+            "grooming, attack code), {b} benign twins)"),
 )
 """The hand-written sets the probe part measures without a bar, in report order."""
 
