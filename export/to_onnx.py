@@ -22,7 +22,9 @@ Which CPU model ships is decided by parity and by the held-out evaluation. Two a
   exactly, so its parity is held to verdict flips at p = 0.5 and the mean shift of the
   unsafe probability, not to the largest head delta; the bundle is marked not batchable
   (one activation scale per call). Pair it with ``--calibrate-max-fpr`` so that the
-  threshold is chosen on the quantised model itself.
+  threshold is chosen on the quantised model itself. ``--float-nodes auto`` chooses the
+  float MatMuls for the model at hand (:func:`choose_float_nodes`, a few minutes) instead
+  of the three found for ``model3_fm``.
 """
 
 from __future__ import annotations
@@ -118,6 +120,62 @@ def quantise_int8(src: Path, dst: Path, float_nodes: Sequence[str] = INT8_FLOAT_
     return dst
 
 
+AUTO_FLOAT_NODES = (3, 8)  # --float-nodes auto: the fewest and most nodes kept float
+
+
+def _unsafe_probs(model: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    safety = head_slices()["safety"]
+    return np.concatenate([softmax(sess.run(None, {n: v for n, v in f.items() if n in names})[0]
+                                   [:, 0, safety].astype(np.float32))[:, 1] for f in feeds])
+
+
+def choose_float_nodes(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]],
+                       gate: list[dict[str, np.ndarray]]) -> list[str]:
+    """The MatMuls of one model that INT8 harms most, the fewest that pass the gate.
+
+    Why per model: the three :data:`INT8_FLOAT_NODES` were found for ``model3_fm``; every
+    model trained since failed the gate with them (training/RUNS.md, stop 28). Each MatMul
+    of the fused graph is quantised alone and ranked by the mean shift of p(unsafe) on
+    ``probe`` (training rows, not the gate's inputs); then the top 3, 4, ... 8 are kept
+    float until flips at p = 0.5 on ``gate`` stay within :data:`CPU_MAX_FLIP_RATE` and the
+    mean shift within :data:`INT8_MAX_MEAN_UNSAFE_DELTA`, against the float ONNX model.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    fused = work / "search.fused.onnx"
+    optimize_model(str(fp32), model_type="bert", opt_level=0).save_model_to_file(str(fused))
+    matmuls = [n.name for n in onnx.load(str(fused)).graph.node if n.op_type == "MatMul"]
+    ref_probe, ref_gate = _unsafe_probs(fp32, probe), _unsafe_probs(fp32, gate)
+    trial = work / "search.int8.onnx"
+    harm: dict[str, float] = {}
+    for name in matmuls:
+        quantize_dynamic(str(fused), str(trial), weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=True, nodes_to_quantize=[name],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        harm[name] = float(np.abs(_unsafe_probs(trial, probe) - ref_probe).mean())
+    ranked = sorted(matmuls, key=harm.__getitem__, reverse=True)
+    log.info("INT8 harm by node: %s", {n: round(harm[n], 4) for n in ranked[:10]})
+    keep = ranked[:AUTO_FLOAT_NODES[1]]
+    for k in range(AUTO_FLOAT_NODES[0], AUTO_FLOAT_NODES[1] + 1):
+        quantise_int8(fp32, trial, float_nodes=ranked[:k])
+        u = _unsafe_probs(trial, gate)
+        flips = float(((u >= 0.5) != (ref_gate >= 0.5)).mean())
+        shift = float(np.abs(u - ref_gate).mean())
+        log.info("%d float nodes: flips %.4f, mean shift %.4f", k, flips, shift)
+        if flips <= CPU_MAX_FLIP_RATE and shift <= INT8_MAX_MEAN_UNSAFE_DELTA:
+            keep = ranked[:k]
+            break
+    for p in (fused, trial):
+        p.unlink(missing_ok=True)
+    return keep
+
+
 def cpu_model(src: Path, dst: Path) -> Path:
     """INT8 embedding table (weight-only) + fp16-stored weights computed in fp32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -141,12 +199,14 @@ def convert_fp16(src: Path, dst: Path) -> Path:
     return dst
 
 
-def parity_inputs(data: Path | None, n: int, tokenizer) -> list[dict[str, np.ndarray]]:
-    """Inputs never trained on: the val/test splits of the synthesised set."""
+def parity_inputs(data: Path | None, n: int, tokenizer, train: bool = False
+                  ) -> list[dict[str, np.ndarray]]:
+    """Inputs never trained on: the val/test splits of the synthesised set (``train``: its
+    train split instead, for choices that must not be made on the gate's own inputs)."""
     from training.synthesis.offline import read_jsonl
 
     enc = SequenceEncoder(tokenizer, max_tokens=MAX_TOKENS)
-    rows = [e for e in read_jsonl(data) if e.split != "train"] if data else []
+    rows = [e for e in read_jsonl(data) if (e.split == "train") == train] if data else []
     rng = np.random.default_rng(0)
     rng.shuffle(rows)
     feeds = []
@@ -341,6 +401,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="the CPU model to ship: 'weights' (INT8 embeddings, fp16-stored "
                     "weights, batchable) or 'int8' (dynamic INT8, the bundled kind: faster, "
                     "one request per call; use with --calibrate-max-fpr)")
+    ap.add_argument("--float-nodes", choices=("fixed", "auto"), default="fixed",
+                    help="with --cpu-model int8: keep INT8_FLOAT_NODES float ('fixed') or "
+                    "choose them for this model by measurement ('auto', a few minutes)")
     ap.add_argument("--no-assert", action="store_true", help="report parity, do not fail on it")
     ap.add_argument("--calibrate-max-fpr", type=float, default=None,
                     help="re-choose the threshold end to end on --data's val split through "
@@ -357,20 +420,27 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     t = time.time()
     fp32 = export_fp32(args.checkpoint, work / "fp32")
-    int8 = quantise_int8(fp32, work / "model.int8.onnx")
+    tok = Tokenizer.from_file(str(args.checkpoint / "tokenizer.json"))
+    data = args.data if args.data.exists() else None
+    feeds = parity_inputs(data, args.parity_inputs, tok)
+    if len(feeds) < 200 and args.parity_inputs >= 200:
+        log.warning("only %d parity inputs available", len(feeds))
+    float_nodes: Sequence[str] = INT8_FLOAT_NODES
+    if args.float_nodes == "auto":
+        float_nodes = choose_float_nodes(fp32, work, parity_inputs(data, 256, tok, train=True),
+                                         feeds)
+        log.info("float nodes chosen: %s", float_nodes)
+    int8 = quantise_int8(fp32, work / "model.int8.onnx", float_nodes)
     cpu = int8 if args.cpu_model == "int8" else cpu_model(fp32, work / "model.cpu.onnx")
     files = {"fp32": fp32, "cpu": cpu, "int8": int8,
              "fp16": convert_fp16(fp32, work / "model.fp16.onnx")}
     for k, p in files.items():
         log.info("%s: %s (%.1f MB)", k, p, p.stat().st_size / 1e6)
-    tok = Tokenizer.from_file(str(args.checkpoint / "tokenizer.json"))
-    feeds = parity_inputs(args.data if args.data.exists() else None, args.parity_inputs, tok)
-    if len(feeds) < 200 and args.parity_inputs >= 200:
-        log.warning("only %d parity inputs available", len(feeds))
     if args.cpu_model == "int8":  # the shipped model is the full-INT8 one: INT8's bounds
         parity = check_parity(args.checkpoint, files, feeds,
                               {**TOLERANCE, "cpu": TOLERANCE["int8"]})
         parity["cpu"]["max_mean_unsafe_delta"] = INT8_MAX_MEAN_UNSAFE_DELTA
+        parity["cpu"]["float_nodes"] = list(float_nodes)
     else:
         parity = check_parity(args.checkpoint, files, feeds)
     print(json.dumps(parity, indent=2))

@@ -133,3 +133,23 @@ def test_calibration_by_kind_takes_the_strictest_limit(tmp_path: Path) -> None:
                                                              kinds["by_kind"].values()])
     assert json.loads((bundle / "manifest.json").read_text())["config"]["threshold"] == \
         kinds["threshold"]
+
+
+def test_float_nodes_chosen_per_model(tiny_bundle: Path, tmp_path: Path) -> None:
+    """``--float-nodes auto`` keeps float between 3 and 8 of the fused graph's MatMuls, the
+    ones whose INT8 rounding shifts p(unsafe) most, and the INT8 model built with them runs."""
+    import onnx
+    from tokenizers import Tokenizer
+
+    from export.to_onnx import AUTO_FLOAT_NODES, choose_float_nodes, parity_inputs, quantise_int8
+
+    fp32 = tiny_bundle.parent / "onnx" / "fp32" / "model.onnx"
+    data = Path(__file__).parent / "fixtures" / "tiny.jsonl"
+    tok = Tokenizer.from_file(str(tiny_bundle / "tokenizer.json"))
+    probe, gate = parity_inputs(data, 8, tok, train=True), parity_inputs(data, 16, tok)
+    assert probe and gate
+    chosen = choose_float_nodes(fp32, tmp_path, probe, gate)
+    assert AUTO_FLOAT_NODES[0] <= len(chosen) <= AUTO_FLOAT_NODES[1]
+    int8 = quantise_int8(fp32, tmp_path / "int8.onnx", chosen)
+    kept = {n.name for n in onnx.load(str(int8)).graph.node if n.op_type == "MatMul"}
+    assert set(chosen) <= kept  # float MatMuls stay MatMul; quantised ones become MatMulInteger
