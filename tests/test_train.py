@@ -241,3 +241,24 @@ def test_length_buckets_and_the_encoder_diagnostic_share_one_bucketing() -> None
     assert sorted(r for b in bucketed for r in b) == sorted(rows * 2)
     assert all(abs(len(a[0]) - len(b[0])) <= 2 for a, b in bucketed)
     assert batch_order(rows, steps=2, batch=2, bucket=False) == [rows[:2], rows[2:]]
+
+
+def test_gpu_round_delta_is_the_trained_change_within_its_rounding(tmp_path: Path) -> None:
+    """A delta returned from the GPU machine rebuilds each tensor to within half a step of
+    its row's int8 scale, and untouched tensors come back exactly."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from training.gpu_round import encode_delta
+
+    g = torch.Generator().manual_seed(0)
+    init = {"w": torch.randn(6, 5, generator=g), "b": torch.randn(5, generator=g)}
+    trained = {"w": init["w"] + 1e-3 * torch.randn(6, 5, generator=g), "b": init["b"].clone()}
+    save_file(trained, str(tmp_path / "shard0.safetensors"))
+    z = encode_delta(init, tmp_path)
+    for k, t in trained.items():
+        q, s = z[f"{k}|q"], z[f"{k}|s"]
+        back = init[k].numpy() + (q.astype(np.float32) * s).reshape(t.shape)
+        assert np.abs(back - t.numpy()).max() <= s.max() / 2 + 1e-7
+    assert not z["b|q"].any()
