@@ -401,3 +401,18 @@ def test_every_hand_set_is_read_and_concept_rows_carry_their_evidence() -> None:
     combos = evaluate.probe_items(evaluate.HELDOUT / "concept_combos.jsonl")
     assert all(i.has_image and i.concepts and not i.ocr_text for i in combos)
     assert not any(i.has_image for i in evaluate.probe_items(evaluate.HELDOUT / "code_asks.jsonl"))
+
+
+def test_ranking_reads_recall_at_the_benign_sets_own_cuts() -> None:
+    """Two harmful risks above every benign one and one below most: recall 2/3 at each cut;
+    AUC counts the pairs ranked right (ties half)."""
+    import numpy as np
+
+    from training.evaluate import RANKING_FPRS, ranking
+
+    benign = np.linspace(0.0, 0.5, 101)
+    r = ranking(np.array([0.9, 0.8, 0.1]), benign)
+    assert all(abs(r[f"recall_at_fpr_{c}"] - 2 / 3) < 1e-9 for c in RANKING_FPRS)
+    assert abs(r["auc"] - (2 * 101 + 20 + 0.5) / (3 * 101)) < 1e-9
+    perfect = ranking(np.array([0.9]), benign)
+    assert perfect["auc"] == 1.0 and perfect["recall_at_fpr_0.01"] == 1.0
