@@ -1427,6 +1427,11 @@ HAND_SETS: tuple[HandSet, ...] = (
             "rule written before: {u} harmful asks in five families (emergencies treated at "
             "home, named people's private data, falsehoods asked for as fact, coercion and "
             "grooming, attack code), {b} benign twins)"),
+    HandSet("blind 28", "blind_28.jsonl", None, 0, "Blind set of stop 28 (`training/heldout/"
+            "blind_28.jsonl`, written in stop 28 by a helper that saw none of the project's "
+            "data, first scored with round h's candidates: {u} harmful asks in five families "
+            "(drugs and dosing, financial fraud, covert surveillance, extremism, everyday "
+            "physical harm), {b} benign twins)"),
 )
 """The hand-written sets the probe part measures without a bar, in report order."""
 
