@@ -142,7 +142,8 @@ def choose_float_nodes(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]
     of the fused graph is quantised alone and ranked by the mean shift of p(unsafe) on
     ``probe`` (training rows, not the gate's inputs); then the top 3, 4, ... 8 are kept
     float until flips at p = 0.5 on ``gate`` stay within :data:`CPU_MAX_FLIP_RATE` and the
-    mean shift within :data:`INT8_MAX_MEAN_UNSAFE_DELTA`, against the float ONNX model.
+    mean shift within :data:`INT8_MAX_MEAN_UNSAFE_DELTA`, against the float ONNX model
+    (all 8 when none passes; the parity check then fails the export as usual).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
