@@ -23,7 +23,7 @@ Which CPU model ships is decided by parity and by the held-out evaluation. Two a
   unsafe probability, not to the largest head delta; the bundle is marked not batchable
   (one activation scale per call). Pair it with ``--calibrate-max-fpr`` so that the
   threshold is chosen on the quantised model itself. ``--float-nodes auto`` chooses the
-  float MatMuls for the model at hand (:func:`choose_float_nodes`, a few minutes) instead
+  float nodes for the model at hand (:func:`choose_float_nodes`, a few minutes) instead
   of the three found for ``model3_fm``.
 """
 
@@ -95,9 +95,16 @@ INT8_FLOAT_NODES = ("/layer.0/output/dense/", "/layer.1/intermediate/dense/",
                     "/layer.1/output/dense/")
 
 
+# What may stay float: the feed-forward and output MatMuls, and the fused attention (its
+# query/key/value projection; quantised it becomes QAttention, whose per-call activation
+# scale made most of round h's flips, training/RUNS.md stop 28)
+FLOATABLE = ("MatMul", "Attention")
+
+
 def quantise_int8(src: Path, dst: Path, float_nodes: Sequence[str] = INT8_FLOAT_NODES) -> Path:
     """Dynamic INT8 of the fused BERT graph, per-channel 7-bit weights (no int16 overflow
-    on AVX2 CPUs without VNNI); MatMuls whose name holds one of ``float_nodes`` stay float.
+    on AVX2 CPUs without VNNI); nodes (:data:`FLOATABLE`) whose name holds one of
+    ``float_nodes`` stay float.
 
     ONNX Runtime's transformer optimiser first fuses the graph (Attention,
     SkipLayerNormalization, BiasGelu, EmbedLayerNormalization), so that the quantiser emits
@@ -112,7 +119,7 @@ def quantise_int8(src: Path, dst: Path, float_nodes: Sequence[str] = INT8_FLOAT_
     fused = dst.with_suffix(".fused.onnx")
     optimize_model(str(src), model_type="bert", opt_level=0).save_model_to_file(str(fused))
     keep = [n.name for n in onnx.load(str(fused)).graph.node
-            if n.op_type == "MatMul" and any(f in n.name for f in float_nodes)]
+            if n.op_type in FLOATABLE and any(f in n.name for f in float_nodes)]
     quantize_dynamic(str(fused), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                      reduce_range=True, nodes_to_exclude=keep,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
@@ -135,15 +142,16 @@ def _unsafe_probs(model: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray
 
 def choose_float_nodes(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]],
                        gate: list[dict[str, np.ndarray]]) -> list[str]:
-    """The MatMuls of one model that INT8 harms most, the fewest that pass the gate.
+    """The nodes of one model that INT8 harms most, the fewest that pass the gate.
 
     Why per model: the three :data:`INT8_FLOAT_NODES` were found for ``model3_fm``; every
     model trained since failed the gate with them (training/RUNS.md, stop 28). Each MatMul
-    of the fused graph is quantised alone and ranked by the mean shift of p(unsafe) on
-    ``probe`` (training rows, not the gate's inputs); then the top 3, 4, ... 8 are kept
-    float until flips at p = 0.5 on ``gate`` stay within :data:`CPU_MAX_FLIP_RATE` and the
-    mean shift within :data:`INT8_MAX_MEAN_UNSAFE_DELTA`, against the float ONNX model
-    (all 8 when none passes; the parity check then fails the export as usual).
+    and fused Attention of the graph (:data:`FLOATABLE`) is quantised alone and ranked by
+    the mean shift of p(unsafe) on ``probe`` (training rows, not the gate's inputs); then
+    the top 3, 4, ... 8 are kept float until flips at p = 0.5 on ``gate`` stay within
+    :data:`CPU_MAX_FLIP_RATE` and the mean shift within :data:`INT8_MAX_MEAN_UNSAFE_DELTA`,
+    against the float ONNX model (all 8 when none passes; the parity check then fails the
+    export as usual).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -151,7 +159,7 @@ def choose_float_nodes(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]
 
     fused = work / "search.fused.onnx"
     optimize_model(str(fp32), model_type="bert", opt_level=0).save_model_to_file(str(fused))
-    matmuls = [n.name for n in onnx.load(str(fused)).graph.node if n.op_type == "MatMul"]
+    matmuls = [n.name for n in onnx.load(str(fused)).graph.node if n.op_type in FLOATABLE]
     ref_probe, ref_gate = _unsafe_probs(fp32, probe), _unsafe_probs(fp32, gate)
     trial = work / "search.int8.onnx"
     harm: dict[str, float] = {}

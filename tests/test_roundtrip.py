@@ -136,12 +136,19 @@ def test_calibration_by_kind_takes_the_strictest_limit(tmp_path: Path) -> None:
 
 
 def test_float_nodes_chosen_per_model(tiny_bundle: Path, tmp_path: Path) -> None:
-    """``--float-nodes auto`` keeps float between 3 and 8 of the fused graph's MatMuls, the
-    ones whose INT8 rounding shifts p(unsafe) most, and the INT8 model built with them runs."""
+    """``--float-nodes auto`` keeps float between 3 and 8 of the fused graph's MatMuls and
+    attention nodes, the ones whose INT8 rounding shifts p(unsafe) most, and the INT8 model
+    built with them keeps them float."""
     import onnx
     from tokenizers import Tokenizer
 
-    from export.to_onnx import AUTO_FLOAT_NODES, choose_float_nodes, parity_inputs, quantise_int8
+    from export.to_onnx import (
+        AUTO_FLOAT_NODES,
+        FLOATABLE,
+        choose_float_nodes,
+        parity_inputs,
+        quantise_int8,
+    )
 
     fp32 = tiny_bundle.parent / "onnx" / "fp32" / "model.onnx"
     data = Path(__file__).parent / "fixtures" / "tiny.jsonl"
@@ -151,5 +158,5 @@ def test_float_nodes_chosen_per_model(tiny_bundle: Path, tmp_path: Path) -> None
     chosen = choose_float_nodes(fp32, tmp_path, probe, gate)
     assert AUTO_FLOAT_NODES[0] <= len(chosen) <= AUTO_FLOAT_NODES[1]
     int8 = quantise_int8(fp32, tmp_path / "int8.onnx", chosen)
-    kept = {n.name for n in onnx.load(str(int8)).graph.node if n.op_type == "MatMul"}
-    assert set(chosen) <= kept  # float MatMuls stay MatMul; quantised ones become MatMulInteger
+    kept = {n.name for n in onnx.load(str(int8)).graph.node if n.op_type in FLOATABLE}
+    assert set(chosen) <= kept  # float nodes keep their op; quantised ones change it
