@@ -64,8 +64,7 @@ def run(features: Path, init: Path, out: Path, deadline: float, configs: dict[st
         cmd = [sys.executable, "-m", "training.train", "--features", str(features),
                "--init", str(init), "--base", str(init), "--device", device,
                "--batch-size", "64", "--threads", "2", "--seed", "28",
-               "--shards", f"/tmp/round_{name}", "--out", f"/tmp/round_{name}_unused",
-               *shlex.split(args)]
+               "--shards", f"/tmp/round_{name}", *shlex.split(args)]
         log = open(f"/tmp/round_{name}.log", "w")  # noqa: SIM115 (closed below)
         procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
     while any(p.poll() is None for p, _ in procs.values()) and time.time() - t0 < deadline:
