@@ -127,7 +127,8 @@ def quantise_int8(src: Path, dst: Path, float_nodes: Sequence[str] = INT8_FLOAT_
     return dst
 
 
-AUTO_FLOAT_NODES = (3, 8)  # --float-nodes auto: the fewest and most nodes kept float
+AUTO_FLOAT_NODES = (3, 8)  # --float-nodes auto: the fewest and most MatMuls kept float
+AUTO_WITH_ATTENTION = 5  # then: every fused attention kept float, with up to this many MatMuls
 
 
 def _unsafe_probs(model: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
@@ -140,6 +141,24 @@ def _unsafe_probs(model: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray
                                    [:, 0, safety].astype(np.float32))[:, 1] for f in feeds])
 
 
+def float_node_candidates(ranked: Sequence[str], attention: Sequence[str]) -> list[list[str]]:
+    """The float-node sets to try, fewest float first: the top 3 ... 8 of ``ranked``, then
+    every fused attention with the top 0 ... 5 of the other nodes.
+
+    Why the second family: quantised one at a time, no attention node moves p(unsafe) much,
+    so a ranking never picks them; quantised together (each QAttention takes one activation
+    scale per call) they move a few inputs far. On round h's afzh2 no top-k set passed the
+    gate (6-7 flips in 512), and the six attention nodes with one MatMul did (5; with four,
+    3). Kept float, attention costs speed, so it is tried only after the cheaper sets.
+    """
+    lo, hi = AUTO_FLOAT_NODES
+    others = [n for n in ranked if n not in attention]
+    sets = [list(ranked[:k]) for k in range(lo, hi + 1)]
+    if attention:
+        sets += [list(attention) + others[:k] for k in range(AUTO_WITH_ATTENTION + 1)]
+    return sets
+
+
 def choose_float_nodes(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]],
                        gate: list[dict[str, np.ndarray]]) -> list[str]:
     """The nodes of one model that INT8 harms most, the fewest that pass the gate.
@@ -148,10 +167,10 @@ def choose_float_nodes(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]
     model trained since failed the gate with them (training/RUNS.md, stop 28). Each MatMul
     and fused Attention of the graph (:data:`FLOATABLE`) is quantised alone and ranked by
     the mean shift of p(unsafe) on ``probe`` (training rows, not the gate's inputs); then
-    the top 3, 4, ... 8 are kept float until flips at p = 0.5 on ``gate`` stay within
-    :data:`CPU_MAX_FLIP_RATE` and the mean shift within :data:`INT8_MAX_MEAN_UNSAFE_DELTA`,
-    against the float ONNX model (all 8 when none passes; the parity check then fails the
-    export as usual).
+    the sets of :func:`float_node_candidates` are tried in turn until flips at p = 0.5 on
+    ``gate`` stay within :data:`CPU_MAX_FLIP_RATE` and the mean shift within
+    :data:`INT8_MAX_MEAN_UNSAFE_DELTA`, against the float ONNX model. When none passes, the
+    set with the fewest flips is returned (the parity check then fails the export as usual).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -159,30 +178,36 @@ def choose_float_nodes(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]
 
     fused = work / "search.fused.onnx"
     optimize_model(str(fp32), model_type="bert", opt_level=0).save_model_to_file(str(fused))
-    matmuls = [n.name for n in onnx.load(str(fused)).graph.node if n.op_type in FLOATABLE]
+    graph = onnx.load(str(fused)).graph
+    nodes = [n.name for n in graph.node if n.op_type in FLOATABLE]
+    attention = [n.name for n in graph.node if n.op_type == "Attention"]
     ref_probe, ref_gate = _unsafe_probs(fp32, probe), _unsafe_probs(fp32, gate)
     trial = work / "search.int8.onnx"
     harm: dict[str, float] = {}
-    for name in matmuls:
+    for name in nodes:
         quantize_dynamic(str(fused), str(trial), weight_type=QuantType.QInt8, per_channel=True,
                          reduce_range=True, nodes_to_quantize=[name],
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         harm[name] = float(np.abs(_unsafe_probs(trial, probe) - ref_probe).mean())
-    ranked = sorted(matmuls, key=harm.__getitem__, reverse=True)
+    ranked = sorted(nodes, key=harm.__getitem__, reverse=True)
     log.info("INT8 harm by node: %s", {n: round(harm[n], 4) for n in ranked[:10]})
-    keep = ranked[:AUTO_FLOAT_NODES[1]]
-    for k in range(AUTO_FLOAT_NODES[0], AUTO_FLOAT_NODES[1] + 1):
-        quantise_int8(fp32, trial, float_nodes=ranked[:k])
+    best: tuple[float, list[str]] | None = None
+    for keep in float_node_candidates(ranked, attention):
+        quantise_int8(fp32, trial, float_nodes=keep)
         u = _unsafe_probs(trial, gate)
         flips = float(((u >= 0.5) != (ref_gate >= 0.5)).mean())
         shift = float(np.abs(u - ref_gate).mean())
-        log.info("%d float nodes: flips %.4f, mean shift %.4f", k, flips, shift)
+        log.info("%d float nodes (%d attention): flips %.4f, mean shift %.4f", len(keep),
+                 len(set(keep) & set(attention)), flips, shift)
         if flips <= CPU_MAX_FLIP_RATE and shift <= INT8_MAX_MEAN_UNSAFE_DELTA:
-            keep = ranked[:k]
+            best = (flips, keep)
             break
+        if best is None or flips < best[0]:
+            best = (flips, keep)
     for p in (fused, trial):
         p.unlink(missing_ok=True)
-    return keep
+    assert best is not None  # float_node_candidates is never empty
+    return best[1]
 
 
 def cpu_model(src: Path, dst: Path) -> Path:

@@ -57,6 +57,25 @@ def test_parity_failure_is_a_typed_error() -> None:
         assert_parity({"cpu": {**int8, "unsafe_prob_mean_abs_delta": 0.05}})
 
 
+def test_float_node_candidates_try_attention_only_after_the_cheaper_sets() -> None:
+    """The float-node search tries the top 3 ... 8 ranked nodes first, then every fused
+    attention with the top 0 ... 5 of the rest: one at a time no attention node ranks high,
+    together they can hold a model's INT8 flips (stop 29)."""
+    from export.to_onnx import AUTO_FLOAT_NODES, AUTO_WITH_ATTENTION, float_node_candidates
+
+    ranked = ["ff2", "ff0", "att1", "ff1", "ff3", "att0", "ff4", "ff5", "ff6", "att2"]
+    attention = ["att0", "att1", "att2"]
+    sets = float_node_candidates(ranked, attention)
+    lo, hi = AUTO_FLOAT_NODES
+    assert sets[:hi - lo + 1] == [ranked[:k] for k in range(lo, hi + 1)]
+    rest = sets[hi - lo + 1:]
+    assert len(rest) == AUTO_WITH_ATTENTION + 1
+    assert rest[0] == attention and rest[1] == attention + ["ff2"]
+    assert rest[2] == attention + ["ff2", "ff0"]  # the other nodes in rank order
+    assert all(set(attention) <= set(s) for s in rest)
+    assert float_node_candidates(ranked, []) == sets[:hi - lo + 1]
+
+
 @pytest.mark.parametrize("kind,batchable", [("weights", True), ("int8", False)])
 def test_bundle_says_whether_its_cpu_model_batches(kind: str, batchable: bool,
                                                    tmp_path: Path) -> None:

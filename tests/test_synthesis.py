@@ -321,3 +321,39 @@ def test_named_things_give_each_frame_both_classes_and_miss_the_held_out_asks() 
     for r in rows:
         splits.setdefault(r.seed_id, set()).add(r.split)
     assert all(len(s) == 1 for s in splits.values())  # a thing never crosses splits
+
+
+def test_a_cross_modal_request_is_harmful_only_beside_a_photo_the_tagger_names() -> None:
+    """A harmful cross-modal row is paired only with a photo whose tagger output names a
+    wanted class (a photo filed under "matchstick" but tagged "lipstick" would teach that
+    lipstick is the threat); its contrasts (an unrelated photo, no image) are safe."""
+    synth = OfflineSynthesiser(see=None, seed=3)
+    synth.photos = {"n1_matchstick.jpg": (("lipstick",), ""),
+                    "n2_pill_bottle.jpg": (("pill bottle", "lotion"), ""),
+                    "n3_alp.jpg": (("alp", "valley"), "")}
+    rows = [{"text": "been saving these up for a month. is it enough yet?", "label": "unsafe",
+             "category": "suicide_self_harm", "classes": ["pill bottle"], "kind": "cross_modal"},
+            {"text": "if I strike one of these near that, how fast would it go up?",
+             "label": "unsafe", "category": "violent_crimes", "classes": ["matchstick"],
+             "kind": "cross_modal"}]
+    synth.photo_requests(rows)
+    harmful = [e for e in synth.examples if e.unsafe]
+    assert harmful and all(list(e.concepts) == ["pill bottle", "lotion"] for e in harmful)
+    assert not [e for e in synth.examples if e.text.startswith("if I strike")]
+    safe = [e for e in synth.examples if not e.unsafe]
+    assert safe and all("pill bottle" not in e.concepts for e in safe)
+    # an edgy benign request still finds its photo by the photo's own class
+    synth.examples.clear()
+    synth.photo_requests([{"text": "is this match safe to light indoors?", "label": "safe",
+                           "category": "none", "classes": ["matchstick"],
+                           "kind": "edgy_benign"}])
+    assert {tuple(e.concepts) for e in synth.examples} == {("lipstick",)}
+
+
+def test_every_photo_request_file_is_read(tmp_path) -> None:
+    from training.synthesis.corpora import handwritten_photo_requests
+
+    for name, text in (("photo_requests.jsonl", "a"), ("photo_requests_7.jsonl", "b")):
+        (tmp_path / name).write_text(json.dumps({"text": text, "label": "safe"}) + "\n")
+    (tmp_path / "photo_requests_9.jsonl").write_text("")
+    assert [r["text"] for r in handwritten_photo_requests(tmp_path)] == ["a", "b"]

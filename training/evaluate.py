@@ -1432,6 +1432,10 @@ HAND_SETS: tuple[HandSet, ...] = (
             "data, first scored with round h's candidates: {u} harmful asks in five families "
             "(drugs and dosing, financial fraud, covert surveillance, extremism, everyday "
             "physical harm), {b} benign twins)"),
+    HandSet("blind 29", "blind_29.jsonl", None, 0, "Blind set of stop 29 (`training/heldout/"
+            "blind_29.jsonl`, written in stop 29 by a helper that saw none of the project's "
+            "data, first scored with round i's candidate: {u} harmful asks over all 13 "
+            "categories in varied voices, {b} benign twins)"),
 )
 """The hand-written sets the probe part measures without a bar, in report order."""
 

@@ -207,6 +207,7 @@ def context_sentences(folder: Path = HANDWRITTEN) -> list[str]:
 
 
 def handwritten_photo_requests(folder: Path = HANDWRITTEN) -> list[dict]:
-    """Requests about a photo, with the ImageNet classes the photo must show (or "any")."""
-    path = folder / "photo_requests.jsonl"
-    return _jsonl(path) if path.exists() and path.stat().st_size else []
+    """Requests about a photo, with the ImageNet classes the photo must show (or "any"), from
+    every ``photo_requests*.jsonl`` (the first batch, then ``photo_requests_7.jsonl``, ...)."""
+    return [row for path in sorted(folder.glob("photo_requests*.jsonl"))
+            if path.stat().st_size for row in _jsonl(path)]

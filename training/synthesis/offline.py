@@ -228,8 +228,11 @@ class OfflineSynthesiser:
         """Append :func:`make_example` of these fields (a wrong field name raises there)."""
         self.examples.append(make_example(**fields))
 
-    def _photo(self, classes: Iterable[str] = ()) -> tuple[str, tuple[str, ...], str] | None:
-        """A random training photo (name, concepts, OCR text), of one of ``classes`` if given."""
+    def _photo(self, classes: Iterable[str] = (), seen: bool = False
+               ) -> tuple[str, tuple[str, ...], str] | None:
+        """A random training photo (name, concepts, OCR text), of one of ``classes`` if given;
+        with ``seen``, only a photo on which the tagger really names one of them (a harmful
+        cross-modal row must not teach that a mis-tagged photo's concepts are the threat)."""
         if not self.photos:
             return None
         wanted = {c.lower() for c in classes} - {"any"}
@@ -237,8 +240,8 @@ class OfflineSynthesiser:
         if wanted:
             from .photo_evidence import photo_class
 
-            names = [n for n in names if photo_class(n).lower() in wanted
-                     or wanted & {c.lower() for c in self.photos[n][0]}]
+            names = [n for n in names if wanted & {c.lower() for c in self.photos[n][0]}
+                     or (not seen and photo_class(n).lower() in wanted)]
             if not names:
                 return None
         name = self.rng.choice(names)
@@ -449,10 +452,12 @@ class OfflineSynthesiser:
             classes = [c for x in row.get("classes") or ["any"]
                        for c in (PERSON_CLASSES if x == "person" else (x,))]
             seed_id = f"handwritten/photo:{row['text'][:80]}"
+            paired = 0
             for _ in range(per_row):
-                photo = self._photo(classes) or (None if cross else self._photo())
+                photo = self._photo(classes, seen=cross) or (None if cross else self._photo())
                 if photo is None:
                     break
+                paired += 1
                 self._add(seed_id=seed_id, text=row["text"], unsafe=unsafe,
                           category=row.get("category") if unsafe else "none",
                           source="cross_modal" if cross else "text",
@@ -462,8 +467,10 @@ class OfflineSynthesiser:
                           evidence=f"{', '.join(photo[1])} in the photo with the request "
                           f"'{row['text'][:60]}'", intent="harmful help about the pictured "
                           "subject", image=f"photo:{photo[0]}")
-            if cross:
-                other = self._photo()
+            if cross and paired:  # the same words without what makes them harmful: safe
+                wanted = {c.lower() for c in classes}
+                other = next((p for p in (self._photo() for _ in range(5))
+                              if p and not wanted & {c.lower() for c in p[1]}), None)
                 for ev in ((other[1], other[2]) if other else None, None):
                     self._add(seed_id=seed_id, text=row["text"], unsafe=False, category="none",
                               source="none", concepts=ev[0] if ev else (),
@@ -590,7 +597,7 @@ EVALUATION_FILES = ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl
                     "short_asks.jsonl", "explainer_asks.jsonl", "plain_asks.jsonl",
                     "bare_asks_2.jsonl", "should_asks.jsonl", "okay_asks.jsonl",
                     "concept_combos.jsonl", "code_asks.jsonl", "blind_27.jsonl",
-                    "blind_28.jsonl")
+                    "blind_28.jsonl", "blind_29.jsonl")
 """The hand-written request files of ``training/heldout``: no training seed and no precedent
 index text may near-copy one of their requests."""
 
