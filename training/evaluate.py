@@ -1436,6 +1436,11 @@ HAND_SETS: tuple[HandSet, ...] = (
             "blind_29.jsonl`, written in stop 29 by a helper that saw none of the project's "
             "data, first scored with round i's candidate: {u} harmful asks over all 13 "
             "categories in varied voices, {b} benign twins)"),
+    HandSet("blind 30", "blind_30.jsonl", None, 0, "Blind set of stop 29, second (`training/"
+            "heldout/blind_30.jsonl`, written in stop 29 by a helper that saw none of the "
+            "project's data, first scored with round j's candidates: {u} harmful asks over all "
+            "13 categories, {b} benign ones, about half of each class requests to write or "
+            "create content)"),
 )
 """The hand-written sets the probe part measures without a bar, in report order."""
 
