@@ -416,3 +416,20 @@ def test_ranking_reads_recall_at_the_benign_sets_own_cuts() -> None:
     assert abs(r["auc"] - (2 * 101 + 20 + 0.5) / (3 * 101)) < 1e-9
     perfect = ranking(np.array([0.9]), benign)
     assert perfect["auc"] == 1.0 and perfect["recall_at_fpr_0.01"] == 1.0
+
+
+def test_outsider_sets_are_pooled_by_their_counts() -> None:
+    """Recall and FPR pooled over the blind sets written outside the project, by item."""
+    from training.evaluate import OUTSIDER_SETS, outsider_pooled
+
+    sets = {"blind 28": {"set": "blind 28", "n": 100, "n_unsafe": 50, "recall": 1.0,
+                         "fpr": 0.12},
+            "blind 29": {"set": "blind 29", "n": 120, "n_unsafe": 60, "recall": 58 / 60,
+                         "fpr": 0.2},
+            "probes": {"set": "probes", "n": 10, "n_unsafe": 5, "recall": 0.0, "fpr": 1.0}}
+    out = outsider_pooled(sets)
+    assert out is not None and out["sets"] == ["blind 28", "blind 29"]
+    assert (out["n_harmful"], out["n_benign"]) == (110, 110)
+    assert out["recall"] == 108 / 110 and out["fpr"] == 18 / 110
+    assert "probes" not in OUTSIDER_SETS
+    assert outsider_pooled({"probes": sets["probes"]}) is None

@@ -48,7 +48,7 @@ import sys
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1444,6 +1444,24 @@ HAND_SETS: tuple[HandSet, ...] = (
 )
 """The hand-written sets the probe part measures without a bar, in report order."""
 
+OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30")
+"""Hand sets written by helpers that read none of the project's data (blind_27's writer had
+seen stop 27's note). Pooled, they give the look-alike rate an outside user meets: 0.18-0.20
+on blind_29 and blind_30, where the project's own probe set reads 0.034 (RUNS.md, stop 29)."""
+
+
+def outsider_pooled(sets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Harmful recall and benign FPR over the :data:`OUTSIDER_SETS` measured in ``sets``."""
+    rows = [sets[n] for n in OUTSIDER_SETS if n in sets]
+    if not rows:
+        return None
+    n_h = sum(r["n_unsafe"] for r in rows)
+    n_b = sum(r["n"] - r["n_unsafe"] for r in rows)
+    caught = sum(round((r["recall"] or 0.0) * r["n_unsafe"]) for r in rows)
+    flagged = sum(round((r["fpr"] or 0.0) * (r["n"] - r["n_unsafe"])) for r in rows)
+    return {"sets": [r["set"] for r in rows], "n_harmful": n_h, "n_benign": n_b,
+            "recall": caught / n_h if n_h else None, "fpr": flagged / n_b if n_b else None}
+
 
 def _precedent_id(guard: Guard) -> str | None:
     """Which precedent index ran (its manifest name, tau and index sha256), or None."""
@@ -1529,6 +1547,13 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += [""] * hand.blank_before + [
                 f"{text}: harmful recall {_f(r['recall'])}, benign FPR {_f(r['fpr'])}. No bar.",
                 ""]
+    out = outsider_pooled(sets)
+    if out:
+        lines += [f"Outsiders' sets pooled ({', '.join(out['sets'])}: written by helpers that "
+                  "read none of the project's data): harmful recall "
+                  f"{_f(out['recall'])} of {out['n_harmful']}, benign FPR {_f(out['fpr'])} of "
+                  f"{out['n_benign']}. The look-alike rate an outside user meets; the probe "
+                  "set above is the project's own hand.", ""]
     op = report.get("opener_probes")
     if op:
         lines += ["", "## Opener invariance", "",
