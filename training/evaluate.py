@@ -1441,13 +1441,24 @@ HAND_SETS: tuple[HandSet, ...] = (
             "project's data, first scored with round j's candidates: {u} harmful asks over all "
             "13 categories, {b} benign ones, about half of each class requests to write or "
             "create content)"),
+    HandSet("blind 31", "blind_31.jsonl", None, 0, "Blind set of stop 30 (`training/heldout/"
+            "blind_31.jsonl`, written in stop 30 by a helper that saw none of the project's "
+            "data, first scored with round k's candidates: {u} harmful asks over all 13 "
+            "categories, {b} benign twins, about two fifths of each class requests to write or "
+            "create content)"),
+    HandSet("everyday 31", "everyday_31.jsonl", None, 0, "Everyday requests of stop 30 "
+            "(`training/heldout/everyday_31.jsonl`, written in stop 30 by a helper that saw none "
+            "of the project's data, as ordinary chatbot traffic rather than look-alikes: {b} "
+            "benign requests, a third each ordinary, sensitive topics and writing requests, and "
+            "{u} harmful ones in the same three kinds)"),
 )
 """The hand-written sets the probe part measures without a bar, in report order."""
 
-OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30")
+OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30", "blind 31")
 """Hand sets written by helpers that read none of the project's data (blind_27's writer had
 seen stop 27's note). Pooled, they give the look-alike rate an outside user meets: 0.18-0.20
-on blind_29 and blind_30, where the project's own probe set reads 0.034 (RUNS.md, stop 29)."""
+on blind_29 and blind_30, where the project's own probe set reads 0.034 (RUNS.md, stop 29).
+``everyday 31`` is kept out: it is ordinary traffic, not look-alikes, and would dilute the rate."""
 
 
 def outsider_pooled(sets: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:

@@ -597,7 +597,8 @@ EVALUATION_FILES = ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl
                     "short_asks.jsonl", "explainer_asks.jsonl", "plain_asks.jsonl",
                     "bare_asks_2.jsonl", "should_asks.jsonl", "okay_asks.jsonl",
                     "concept_combos.jsonl", "code_asks.jsonl", "blind_27.jsonl",
-                    "blind_28.jsonl", "blind_29.jsonl", "blind_30.jsonl")
+                    "blind_28.jsonl", "blind_29.jsonl", "blind_30.jsonl",
+                    "blind_31.jsonl", "everyday_31.jsonl")
 """The hand-written request files of ``training/heldout``: no training seed and no precedent
 index text may near-copy one of their requests."""
 
