@@ -299,7 +299,7 @@ def sizes(guard: Guard) -> dict[str, Any]:
             "package_dir": str(package), "package_mb": dir_bytes(package) / MB}
 
 
-def environment(guard: Guard, threads: int | None) -> dict[str, Any]:
+def environment(guard: Guard, threads: int | None, spin_judge: bool = False) -> dict[str, Any]:
     cpu = cpu_name()
     info = guard.info()
     return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -307,7 +307,8 @@ def environment(guard: Guard, threads: int | None) -> dict[str, Any]:
             "python": platform.python_version(), "onnxruntime": ort.__version__,
             "vlmguard": info["version"], "providers": guard.providers,
             "vision_providers": info["vision_providers"],
-            "native_preprocessing": info["native_preprocessing"], "threads": threads}
+            "native_preprocessing": info["native_preprocessing"], "threads": threads,
+            "spin_judge": spin_judge}
 
 
 def bench_gpu(model: Path, reqs: Sequence[Request], repeat: int,
@@ -505,7 +506,9 @@ def markdown(res: dict[str, Any]) -> str:
              f"CPU {e['cpu']} ({e['cores']} cores, 1-min load {e['load_avg_1m']:.1f}), "
              f"Python {e['python']}, onnxruntime {e['onnxruntime']}, vlmguard {e['vlmguard']}; "
              f"providers {e['providers']}, native preprocessing {e['native_preprocessing']}, "
-             f"threads {e['threads'] or 'default'}; model {res['model']}; "
+             f"threads {e['threads'] or 'default'}"
+             f"{', judge spinning within a call' if e.get('spin_judge') else ''}; "
+             f"model {res['model']}; "
              f"{res['repeat']} timed calls after {WARMUP} warm-ups.", "",
              "## Real inputs: Guard.rewrite over each set (ms)", ""]
     sset = res["sets"]
@@ -602,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precedents", action="store_true",
                     help="time the guard with its optional precedent check (the baseline then "
                          "runs the same sentence encoder in transformers)")
+    ap.add_argument("--spin-judge", action="store_true",
+                    help="Guard(spin_judge=True): the judge's threads busy-wait within a call")
     ap.add_argument("--photos", type=int, default=200, help="real photos timed (>= 200)")
     ap.add_argument("--photos-dir", type=Path, default=PHOTOS,
                     help="folder of real *.jpg photos to time (default: the ImageNet samples)")
@@ -619,9 +624,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- the guard (no torch anywhere in this section)
     guard = Guard.from_pretrained(args.model, providers=providers, threads=args.threads,
-                                  precedents=args.precedents)
+                                  precedents=args.precedents, spin_judge=args.spin_judge)
     res: dict[str, Any] = {"model": str(args.model), "repeat": repeat,
-                           "env": environment(guard, args.threads)}
+                           "env": environment(guard, args.threads, args.spin_judge)}
     sets = {"photos": photo_set(args.photos, args.photos_dir),
             "typographic": typographic_set(args.per_style), "text": text_set(args.texts)}
     sizes_txt = ", ".join(f"{k} {len(v)}" for k, v in sets.items())

@@ -33,6 +33,8 @@ def test_sessions_do_not_spin_unless_asked() -> None:
         assert on.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     except RuntimeError:  # not set at all: ONNX Runtime's default, which spins
         pass
+    # Asked to spin, the threads still stop at the end of each run: no core is held after.
+    assert on.get_session_config_entry("session.force_spinning_stop") == "1"
 
 
 def _bound_heap_in_child(env: dict[str, str]) -> str:

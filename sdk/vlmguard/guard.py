@@ -157,7 +157,7 @@ class Guard:
                  category_thresholds: Mapping[str, float] | None = None,
                  monitor: bool = False,
                  vision_providers: Sequence[ProviderSpec] | None = None,
-                 precedents: bool = False) -> None:
+                 precedents: bool = False, spin_judge: bool = False) -> None:
         # Every file below is read once, checked against the manifest's sha256, and those
         # same bytes are loaded: a modified bundle raises ModelLoadError, never loads.
         record = Bundle.load(bundle)
@@ -199,8 +199,11 @@ class Guard:
                                              f"overrides, not {type(policy).__name__}")
                 self.policy = self.policy.override(policy)
         model_file = self._pick_model_file()
+        if not isinstance(spin_judge, bool):
+            raise InvalidConfigError(f"spin_judge must be a bool, got {spin_judge!r}")
         self.session = make_session(record.read(model_file),
-                                    self.requested_providers, threads, name=model_file)
+                                    self.requested_providers, threads, name=model_file,
+                                    spinning=spin_judge)
         self.model_file = model_file
         self._input_names = {i.name for i in self.session.get_inputs()}
         # Whether requests share a model call: see JudgeConfig.batchable.
@@ -248,7 +251,7 @@ class Guard:
                         category_thresholds: Mapping[str, float] | None = None,
                         monitor: bool = False,
                         vision_providers: Sequence[ProviderSpec] | None = None,
-                        precedents: bool = False) -> Guard:
+                        precedents: bool = False, spin_judge: bool = False) -> Guard:
         """Load a bundle (the one shipped in the wheel by default).
 
         ``providers`` (the judge's) defaults to TensorRT → CUDA → CPU, keeping those this
@@ -264,7 +267,11 @@ class Guard:
         the original text). ``precedents=True`` adds the second opinion by meaning
         (:mod:`vlmguard.precedent`): more bare harmful asks caught, one or two more benign
         look-alikes in 100 flagged, ~1-4 ms more per text compared (``training/RUNS.md``,
-        stop 26, has the measured trade-off); off by default.
+        stop 26, has the measured trade-off); off by default. ``spin_judge=True`` lets the
+        judge's threads busy-wait within a call (never after it): on an idle 2-core CPU text
+        requests ~20 % and photos ~9 % faster, but with one core busy elsewhere the judge
+        is 20-30 % slower at 64-128 tokens, and with both busy about twice as slow
+        (``benchmarks/RESULTS.md``); for a machine whose cores the guard has to itself.
 
         ``threads`` caps ONNX Runtime's threads per model; ``ocr=False`` skips reading text
         in images; ``policy`` replaces the bundle's policy (a :class:`Policy`) or overrides
@@ -277,7 +284,8 @@ class Guard:
                    policy=policy, max_pixels=max_pixels, ocr_side=ocr_side,
                    max_text_tokens=max_text_tokens, max_ocr_boxes=max_ocr_boxes,
                    category_thresholds=category_thresholds, monitor=monitor,
-                   vision_providers=vision_providers, precedents=precedents)
+                   vision_providers=vision_providers, precedents=precedents,
+                   spin_judge=spin_judge)
 
     def _pick_model_file(self) -> str:
         first = self.requested_providers[0]
