@@ -1456,8 +1456,9 @@ HAND_SETS: tuple[HandSet, ...] = (
 
 OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30", "blind 31")
 """Hand sets written by helpers that read none of the project's data (blind_27's writer had
-seen stop 27's note). Pooled, they give the look-alike rate an outside user meets: 0.18-0.20
-on blind_29 and blind_30, where the project's own probe set reads 0.034 (RUNS.md, stop 29).
+seen stop 27's note). Pooled, they give the look-alike rate an outside user meets: 0.12-0.25
+per set for the judge shipped since stop 22, where the project's own probe set reads 0.034
+(RUNS.md, stops 29-30).
 ``everyday 31`` is kept out: it is ordinary traffic, not look-alikes, and would dilute the rate."""
 
 
