@@ -40,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 if __name__ == "__main__" and not __package__:  # run as a file: run again as the module
     _root = Path(__file__).resolve().parents[1]
@@ -375,12 +376,19 @@ CALIBRATION_KINDS: dict[str, tuple[tuple[str, ...], float]] = {
 }
 
 
-def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = False) -> dict:
+def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = False,
+                     benign: tuple[Path, float] | None = None) -> dict:
     """Choose the threshold end to end: the shipped runtime (every window and reading,
     the quantised model) scores the validation split, and the lowest threshold whose
     false-positive rate stays within ``max_fpr`` is written into the manifest. With
     ``by_kind``, each kind in ``CALIBRATION_KINDS`` must also stay within its own limit;
-    the strictest threshold wins.
+    with ``benign`` (a JSON-lines file of benign requests, its limit), so must that file's
+    requests; the strictest threshold wins.
+
+    Why ``benign``: a judge more sure of the synthesised validation rows can be less sure of
+    what people write, so one FPR there held the candidates of stop 29 at looser points on
+    every held-out benign set (``training/RUNS.md``, control c0). Benign requests written by
+    outsiders, kept for calibration only, hold the operating point where users are.
 
     The checkpoint's own threshold (training_meta.json) saw first windows in float32 only.
     """
@@ -404,8 +412,23 @@ def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = F
         tk = choose_threshold(risk[mask], np.zeros(int(mask.sum()), dtype=int), limit)
         kinds[kind] = {"n": int(mask.sum()), "max_fpr": limit, "threshold": round(tk, 4)}
         t = max(t, tk)
+    benign_calib: dict[str, Any] | None = None
+    if benign is not None:
+        path, limit = benign
+        texts = [r["text"] for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())
+                 if r.get("label", "safe") == "safe"]
+        if not texts:
+            raise SystemExit(f"{path}: no benign requests to calibrate on")
+        rb = np.array([guard.rewrite(None, x).risk for x in tqdm(texts, desc="calibrate benign",
+                                                                   mininterval=10)])
+        tb = choose_threshold(rb, np.zeros(len(rb), dtype=int), limit)
+        t = max(t, tb)
+        benign_calib = {"set": str(path), "n": len(texts), "max_fpr": limit,
+                        "threshold": round(tb, 4)}
     for kind, mask in masks.items():
         kinds[kind]["fpr"] = float((risk[mask] >= t).mean())
+    if benign_calib is not None:
+        benign_calib["fpr"] = float((rb >= t).mean())
     manifest = read_manifest_json(bundle)
     manifest["config"]["threshold"] = round(t, 4)
     calib = {"set": f"{data} (val split, {len(rows)} rows, end to end)", "max_fpr": max_fpr,
@@ -413,6 +436,8 @@ def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = F
              "fpr": float((risk[~y] >= t).mean())}
     if kinds:
         calib["by_kind"] = kinds
+    if benign_calib is not None:
+        calib["benign_set"] = benign_calib
     manifest["calibration"] = calib
     write_manifest(bundle, manifest)
     log.info("calibrated: %s", calib)
@@ -442,12 +467,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calibrate-max-fpr", type=float, default=None,
                     help="re-choose the threshold end to end on --data's val split through "
                     "the bundled runtime, at most this FPR (default: keep the checkpoint's)")
+    ap.add_argument("--calibrate-benign", type=Path, default=None, metavar="JSONL",
+                    help="with --calibrate-max-fpr: benign requests (text, label) whose "
+                    "false-positive rate must also stay within --calibrate-benign-max-fpr")
+    ap.add_argument("--calibrate-benign-max-fpr", type=float, default=0.05)
+    ap.add_argument("--calibrate-only", action="store_true",
+                    help="export nothing: re-choose the threshold of the bundle at --bundle "
+                    "(to compare judges at one operating point)")
     ap.add_argument("--calibrate-by-kind", action="store_true",
                     help="with --calibrate-max-fpr: also hold each kind of benign row in "
                     "CALIBRATION_KINDS to its own limit; the strictest threshold wins")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     log.setLevel(logging.INFO)
+    benign = ((args.calibrate_benign, args.calibrate_benign_max_fpr)
+              if args.calibrate_benign is not None else None)
+    if args.calibrate_only or benign is not None:
+        if args.calibrate_max_fpr is None:
+            ap.error("--calibrate-only and --calibrate-benign need --calibrate-max-fpr")
+    if args.calibrate_only:
+        calibrate_bundle(args.bundle, args.data, args.calibrate_max_fpr,
+                         by_kind=args.calibrate_by_kind, benign=benign)
+        return
     from tokenizers import Tokenizer
 
     work = args.work or Path(tempfile.mkdtemp(prefix="vlmguard-export-"))
@@ -487,7 +528,7 @@ def main(argv: list[str] | None = None) -> None:
                             args.cpu_model)
     if args.calibrate_max_fpr is not None:
         calibrate_bundle(args.bundle, args.data, args.calibrate_max_fpr,
-                         by_kind=args.calibrate_by_kind)
+                         by_kind=args.calibrate_by_kind, benign=benign)
     size = sum(f["bytes"] for f in manifest["files"].values())
     print(f"bundle {args.bundle}: {size / 1e6:.1f} MB in {len(manifest['files'])} files "
           f"(+ vision/), {time.time() - t:.0f}s")
