@@ -394,6 +394,7 @@ def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = F
     """
     from tqdm import tqdm
 
+    from training.evaluate import read_jsonl as evaluate_jsonl
     from training.synthesis.offline import read_jsonl
     from training.train import choose_threshold
     from vlmguard import Guard
@@ -404,40 +405,37 @@ def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = F
                      for e in tqdm(rows, desc="calibrate", mininterval=10)])
     y = np.array([e.unsafe for e in rows])
     t = choose_threshold(risk, y.astype(int), max_fpr)
-    masks = ({kind: np.array([e.origin.startswith(prefixes) and not e.unsafe for e in rows])
-              for kind, (prefixes, _) in CALIBRATION_KINDS.items()} if by_kind else {})
-    kinds: dict[str, dict[str, float]] = {}
-    for kind, mask in masks.items():
-        limit = CALIBRATION_KINDS[kind][1]
-        tk = choose_threshold(risk[mask], np.zeros(int(mask.sum()), dtype=int), limit)
-        kinds[kind] = {"n": int(mask.sum()), "max_fpr": limit, "threshold": round(tk, 4)}
-        t = max(t, tk)
-    benign_calib: dict[str, Any] | None = None
+    # Every further limit: benign risks and the FPR they may reach; the strictest wins.
+    limits: dict[str, tuple[np.ndarray, float]] = {}
+    if by_kind:
+        for kind, (prefixes, limit) in CALIBRATION_KINDS.items():
+            mask = np.array([e.origin.startswith(prefixes) and not e.unsafe for e in rows])
+            limits[kind] = (risk[mask], limit)
     if benign is not None:
         path, limit = benign
-        texts = [r["text"] for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())
-                 if r.get("label", "safe") == "safe"]
+        texts = [r["text"] for r in evaluate_jsonl(path) if r.get("label", "safe") == "safe"]
         if not texts:
             raise SystemExit(f"{path}: no benign requests to calibrate on")
-        rb = np.array([guard.rewrite(None, x).risk for x in tqdm(texts, desc="calibrate benign",
-                                                                   mininterval=10)])
-        tb = choose_threshold(rb, np.zeros(len(rb), dtype=int), limit)
-        t = max(t, tb)
-        benign_calib = {"set": str(path), "n": len(texts), "max_fpr": limit,
-                        "threshold": round(tb, 4)}
-    for kind, mask in masks.items():
-        kinds[kind]["fpr"] = float((risk[mask] >= t).mean())
-    if benign_calib is not None:
-        benign_calib["fpr"] = float((rb >= t).mean())
+        risk_b = np.array([guard.rewrite(None, x).risk
+                           for x in tqdm(texts, desc="calibrate benign", mininterval=10)])
+        limits["benign file"] = (risk_b, limit)
+    held: dict[str, dict[str, Any]] = {}
+    for name, (r, limit) in limits.items():
+        tk = choose_threshold(r, np.zeros(len(r), dtype=int), limit)
+        held[name] = {"n": len(r), "max_fpr": limit, "threshold": round(tk, 4)}
+        t = max(t, tk)
+    for name, (r, _) in limits.items():
+        held[name]["fpr"] = float((r >= t).mean())
     manifest = read_manifest_json(bundle)
     manifest["config"]["threshold"] = round(t, 4)
     calib = {"set": f"{data} (val split, {len(rows)} rows, end to end)", "max_fpr": max_fpr,
              "threshold": round(t, 4), "recall": float((risk[y] >= t).mean()),
              "fpr": float((risk[~y] >= t).mean())}
+    kinds = {k: v for k, v in held.items() if k in CALIBRATION_KINDS}
     if kinds:
         calib["by_kind"] = kinds
-    if benign_calib is not None:
-        calib["benign_set"] = benign_calib
+    if benign is not None:
+        calib["benign_set"] = {"set": str(benign[0]), **held["benign file"]}
     manifest["calibration"] = calib
     write_manifest(bundle, manifest)
     log.info("calibrated: %s", calib)
@@ -482,9 +480,8 @@ def main(argv: list[str] | None = None) -> None:
     log.setLevel(logging.INFO)
     benign = ((args.calibrate_benign, args.calibrate_benign_max_fpr)
               if args.calibrate_benign is not None else None)
-    if args.calibrate_only or benign is not None:
-        if args.calibrate_max_fpr is None:
-            ap.error("--calibrate-only and --calibrate-benign need --calibrate-max-fpr")
+    if (args.calibrate_only or benign is not None) and args.calibrate_max_fpr is None:
+        ap.error("--calibrate-only and --calibrate-benign need --calibrate-max-fpr")
     if args.calibrate_only:
         calibrate_bundle(args.bundle, args.data, args.calibrate_max_fpr,
                          by_kind=args.calibrate_by_kind, benign=benign)
