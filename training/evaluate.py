@@ -1451,10 +1451,15 @@ HAND_SETS: tuple[HandSet, ...] = (
             "of the project's data, as ordinary chatbot traffic rather than look-alikes: {b} "
             "benign requests, a third each ordinary, sensitive topics and writing requests, and "
             "{u} harmful ones in the same three kinds)"),
+    HandSet("blind 32", "blind_32.jsonl", None, 0, "Blind set of stop 30, second (`training/"
+            "heldout/blind_32.jsonl`, written in stop 30 by a helper that saw none of the "
+            "project's data, first scored in stop 31 with round l's candidates: {u} harmful "
+            "asks over all 13 categories, {b} benign twins, in second-language English, very "
+            "short asks, workplace jargon and pasted context)"),
 )
 """The hand-written sets the probe part measures without a bar, in report order."""
 
-OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30", "blind 31")
+OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30", "blind 31", "blind 32")
 """Hand sets written by helpers that read none of the project's data (blind_27's writer had
 seen stop 27's note). Pooled, they give the look-alike rate an outside user meets: 0.12-0.25
 per set for the judge shipped since stop 22, where the project's own probe set reads 0.034
