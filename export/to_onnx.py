@@ -51,6 +51,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: run again as th
 import numpy as np  # noqa: E402
 
 from export import SOURCE_BUNDLE  # noqa: E402
+from export.smooth import ALPHAS as SMOOTH_ALPHAS  # noqa: E402
 from vlmguard.bundle import (  # noqa: E402
     MANIFEST,
     JudgeConfig,
@@ -102,10 +103,28 @@ INT8_FLOAT_NODES = ("/layer.0/output/dense/", "/layer.1/intermediate/dense/",
 FLOATABLE = ("MatMul", "Attention")
 
 
-def quantise_int8(src: Path, dst: Path, float_nodes: Sequence[str] = INT8_FLOAT_NODES) -> Path:
+Smoothing = tuple[Mapping[str, np.ndarray], float]  # input maxima, alpha (export.smooth)
+
+
+def fused_graph(src: Path, smoothing: Smoothing | None = None):
+    """ONNX Runtime's fused BERT graph of ``src``, with per-channel input scales where asked."""
+    import onnx
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from export.smooth import smooth
+
+    with tempfile.TemporaryDirectory() as tmp:  # saving adds the fused ops' opset import
+        path = Path(tmp) / "fused.onnx"
+        optimize_model(str(src), model_type="bert", opt_level=0).save_model_to_file(str(path))
+        model = onnx.load(str(path))
+    return smooth(model, *smoothing) if smoothing else model
+
+
+def quantise_int8(src: Path, dst: Path, float_nodes: Sequence[str] = INT8_FLOAT_NODES,
+                  smoothing: Smoothing | None = None) -> Path:
     """Dynamic INT8 of the fused BERT graph, per-channel 7-bit weights (no int16 overflow
     on AVX2 CPUs without VNNI); nodes (:data:`FLOATABLE`) whose name holds one of
-    ``float_nodes`` stay float.
+    ``float_nodes`` stay float; ``smoothing`` scales their inputs first (:mod:`export.smooth`).
 
     ONNX Runtime's transformer optimiser first fuses the graph (Attention,
     SkipLayerNormalization, BiasGelu, EmbedLayerNormalization), so that the quantiser emits
@@ -115,11 +134,11 @@ def quantise_int8(src: Path, dst: Path, float_nodes: Sequence[str] = INT8_FLOAT_
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.transformers.optimizer import optimize_model
 
     fused = dst.with_suffix(".fused.onnx")
-    optimize_model(str(src), model_type="bert", opt_level=0).save_model_to_file(str(fused))
-    keep = [n.name for n in onnx.load(str(fused)).graph.node
+    model = fused_graph(src, smoothing)
+    onnx.save(model, str(fused))
+    keep = [n.name for n in model.graph.node
             if n.op_type in FLOATABLE and any(f in n.name for f in float_nodes)]
     quantize_dynamic(str(fused), str(dst), weight_type=QuantType.QInt8, per_channel=True,
                      reduce_range=True, nodes_to_exclude=keep,
@@ -128,7 +147,7 @@ def quantise_int8(src: Path, dst: Path, float_nodes: Sequence[str] = INT8_FLOAT_
     return dst
 
 
-AUTO_FLOAT_NODES = (3, 8)  # --float-nodes auto: the fewest and most MatMuls kept float
+AUTO_FLOAT_NODES = (0, 8)  # --float-nodes auto: the fewest and most MatMuls kept float
 AUTO_WITH_ATTENTION = 5  # then: every fused attention kept float, with up to this many MatMuls
 
 
@@ -160,8 +179,29 @@ def float_node_candidates(ranked: Sequence[str], attention: Sequence[str]) -> li
     return sets
 
 
+def choose_smoothing(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]],
+                     alphas: Sequence[float]) -> Smoothing | None:
+    """The input scales (:mod:`export.smooth`) under which the all-INT8 judge moves
+    p(unsafe) least on ``probe`` (training rows, not the gate's inputs); None where no
+    ``alphas`` beats no scaling."""
+    from export.smooth import input_maxima
+
+    maxima = input_maxima(fused_graph(fp32), probe)
+    ref = _unsafe_probs(fp32, probe)
+    trial = work / "smooth.int8.onnx"
+    harm: dict[float | None, float] = {}
+    for alpha in (None, *alphas):
+        quantise_int8(fp32, trial, (), None if alpha is None else (maxima, alpha))
+        harm[alpha] = float(np.abs(_unsafe_probs(trial, probe) - ref).mean())
+    trial.unlink(missing_ok=True)
+    log.info("INT8 harm by smoothing alpha: %s", {a: round(h, 4) for a, h in harm.items()})
+    best = min(harm, key=harm.__getitem__)
+    return None if best is None else (maxima, best)
+
+
 def choose_float_nodes(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]],
-                       gate: list[dict[str, np.ndarray]]) -> list[str]:
+                       gate: list[dict[str, np.ndarray]],
+                       smoothing: Smoothing | None = None) -> list[str]:
     """The nodes of one model that INT8 harms most, the fewest that pass the gate.
 
     Why per model: the three :data:`INT8_FLOAT_NODES` were found for ``model3_fm``; every
@@ -175,11 +215,11 @@ def choose_float_nodes(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.transformers.optimizer import optimize_model
 
     fused = work / "search.fused.onnx"
-    optimize_model(str(fp32), model_type="bert", opt_level=0).save_model_to_file(str(fused))
-    graph = onnx.load(str(fused)).graph
+    model = fused_graph(fp32, smoothing)
+    onnx.save(model, str(fused))
+    graph = model.graph
     nodes = [n.name for n in graph.node if n.op_type in FLOATABLE]
     attention = [n.name for n in graph.node if n.op_type == "Attention"]
     ref_probe, ref_gate = _unsafe_probs(fp32, probe), _unsafe_probs(fp32, gate)
@@ -194,7 +234,7 @@ def choose_float_nodes(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]
     log.info("INT8 harm by node: %s", {n: round(harm[n], 4) for n in ranked[:10]})
     best: tuple[float, list[str]] | None = None
     for keep in float_node_candidates(ranked, attention):
-        quantise_int8(fp32, trial, float_nodes=keep)
+        quantise_int8(fp32, trial, float_nodes=keep, smoothing=smoothing)
         u = _unsafe_probs(trial, gate)
         flips = float(((u >= 0.5) != (ref_gate >= 0.5)).mean())
         shift = float(np.abs(u - ref_gate).mean())
@@ -461,6 +501,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--float-nodes", choices=("fixed", "auto"), default="fixed",
                     help="with --cpu-model int8: keep INT8_FLOAT_NODES float ('fixed') or "
                     "choose them for this model by measurement ('auto', a few minutes)")
+    ap.add_argument("--smooth", default="off", metavar="off|auto|ALPHA",
+                    help="with --cpu-model int8: scale each quantised node's input channels "
+                    "into its weights first (export.smooth): 'auto' picks alpha on training "
+                    "rows among export.smooth.ALPHAS, or none where none helps")
     ap.add_argument("--no-assert", action="store_true", help="report parity, do not fail on it")
     ap.add_argument("--calibrate-max-fpr", type=float, default=None,
                     help="re-choose the threshold end to end on --data's val split through "
@@ -476,6 +520,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="with --calibrate-max-fpr: also hold each kind of benign row in "
                     "CALIBRATION_KINDS to its own limit; the strictest threshold wins")
     args = ap.parse_args(argv)
+    if args.smooth not in ("off", "auto"):
+        try:
+            float(args.smooth)
+        except ValueError:
+            ap.error(f"--smooth: 'off', 'auto' or a number, not {args.smooth!r}")
+    if args.smooth != "off" and args.cpu_model != "int8":
+        ap.error("--smooth needs --cpu-model int8")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     log.setLevel(logging.INFO)
     benign = ((args.calibrate_benign, args.calibrate_benign_max_fpr)
@@ -498,11 +549,17 @@ def main(argv: list[str] | None = None) -> None:
     if len(feeds) < 200 and args.parity_inputs >= 200:
         log.warning("only %d parity inputs available", len(feeds))
     float_nodes: Sequence[str] = INT8_FLOAT_NODES
+    smoothing: Smoothing | None = None
+    if args.smooth != "off":
+        probe = parity_inputs(data, 256, tok, train=True)
+        smoothing = choose_smoothing(fp32, work, probe, SMOOTH_ALPHAS if args.smooth == "auto"
+                                     else (float(args.smooth),))
+        log.info("smoothing alpha chosen: %s", smoothing and smoothing[1])
     if args.float_nodes == "auto":
         float_nodes = choose_float_nodes(fp32, work, parity_inputs(data, 256, tok, train=True),
-                                         feeds)
+                                         feeds, smoothing)
         log.info("float nodes chosen: %s", float_nodes)
-    int8 = quantise_int8(fp32, work / "model.int8.onnx", float_nodes)
+    int8 = quantise_int8(fp32, work / "model.int8.onnx", float_nodes, smoothing)
     cpu = int8 if args.cpu_model == "int8" else cpu_model(fp32, work / "model.cpu.onnx")
     files = {"fp32": fp32, "cpu": cpu, "int8": int8,
              "fp16": convert_fp16(fp32, work / "model.fp16.onnx")}
@@ -513,6 +570,7 @@ def main(argv: list[str] | None = None) -> None:
                               {**TOLERANCE, "cpu": TOLERANCE["int8"]})
         parity["cpu"]["max_mean_unsafe_delta"] = INT8_MAX_MEAN_UNSAFE_DELTA
         parity["cpu"]["float_nodes"] = list(float_nodes)
+        parity["cpu"]["smooth_alpha"] = smoothing[1] if smoothing else None
     else:
         parity = check_parity(args.checkpoint, files, feeds)
     print(json.dumps(parity, indent=2))

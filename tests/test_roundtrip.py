@@ -200,3 +200,54 @@ def test_float_nodes_chosen_per_model(tiny_bundle: Path, tmp_path: Path) -> None
     others = len(set(chosen) - attention)
     assert (AUTO_FLOAT_NODES[0] <= len(chosen) <= AUTO_FLOAT_NODES[1]
             or (attention <= set(chosen) and others <= AUTO_WITH_ATTENTION))
+
+
+def test_smoothing_keeps_the_float_model(tiny_bundle: Path, tmp_path: Path) -> None:
+    """``--smooth``: every quantisable node's input is divided by per-channel scales (a Mul
+    in front) and its weight rows multiplied by them, so the float graph computes what it
+    did; the INT8 model built from it keeps the Muls float and runs."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    from export.smooth import input_maxima, smooth, smoothable
+    from export.to_onnx import (
+        _unsafe_probs,
+        choose_smoothing,
+        fused_graph,
+        main,
+        parity_inputs,
+        quantise_int8,
+    )
+
+    fp32 = tiny_bundle.parent / "onnx" / "fp32" / "model.onnx"
+    data = Path(__file__).parent / "fixtures" / "tiny.jsonl"
+    tok = Tokenizer.from_file(str(tiny_bundle / "tokenizer.json"))
+    probe, gate = parity_inputs(data, 8, tok, train=True), parity_inputs(data, 16, tok)
+    fused = fused_graph(fp32)
+    targets = smoothable(fused)
+    assert {n.op_type for n in targets} == {"Attention", "MatMul"}
+    maxima = input_maxima(fused, probe)
+    assert all(m.shape == (m.size,) and (m >= 0).all() for m in maxima.values())
+    smoothed = smooth(fused, maxima, 0.8)
+    muls = [n for n in smoothed.graph.node if n.name.endswith("/smooth")]
+    assert len(muls) == len(targets)
+
+    def run(model: onnx.ModelProto) -> list[np.ndarray]:
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        names = {i.name for i in sess.get_inputs()}
+        return [sess.run(None, {k: v for k, v in f.items() if k in names})[0] for f in gate]
+
+    for a, b in zip(run(fused), run(smoothed), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    chosen = choose_smoothing(fp32, tmp_path, probe, (0.5, 0.8))
+    assert chosen is None or chosen[1] in (0.5, 0.8)
+    int8 = quantise_int8(fp32, tmp_path / "int8.onnx", (), (maxima, 0.8))
+    ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
+    assert ops.count("Mul") >= len(targets) and "QAttention" in ops
+    assert np.isfinite(_unsafe_probs(int8, gate)).all()
+    with pytest.raises(SystemExit):  # scaling is for the INT8 model only
+        main(["--checkpoint", str(tmp_path), "--smooth", "auto"])
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(tmp_path), "--cpu-model", "int8", "--smooth", "half"])
