@@ -11,7 +11,9 @@ training never updates (``training.train.FROZEN``), is taken exactly from the ba
 
 Symmetric per-channel INT8 is its own fixed point: exporting the recovered checkpoint again
 gives the same integers wherever the per-call activation scales agree (tested), so a round
-started from here starts from what ships, not from an approximation of it.
+started from here starts from what ships, not from an approximation of it. A judge exported
+with ``--smooth`` holds its input scales in the graph; they are divided out of the weights
+here, and exporting again with the same scales and float nodes gives the same integers.
 """
 
 from __future__ import annotations
@@ -47,8 +49,17 @@ def state_from_int8(model_path: Path) -> dict[str, np.ndarray]:
     import onnx
     from onnx import numpy_helper
 
+    from export.smooth import scales_in
+
     graph = onnx.load(str(model_path)).graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    smoothed = scales_in(inits)  # input scales folded into weight rows (export.smooth)
+
+    def weight(node) -> np.ndarray:  # [in, out], the node's input scales undone
+        w = _dequantised(inits, node.input[1])
+        s = smoothed.get(node.name.removesuffix("_quant"))
+        return w if s is None else w / s[:, None]
+
     state: dict[str, np.ndarray] = {}
     for name in inits:  # LayerNorm weights and biases, dense biases: stored under their names
         if name.startswith(("bert.encoder.", "classifier.bias")):
@@ -59,13 +70,13 @@ def state_from_int8(model_path: Path) -> dict[str, np.ndarray]:
             if not m:
                 raise ValueError(f"unexpected MatMul node {node.name!r}")
             module = m["module"].replace("/", ".")
-            state[f"{module}.weight"] = _dequantised(inits, node.input[1]).T.copy()
+            state[f"{module}.weight"] = weight(node).T.copy()
         elif node.op_type in ("QAttention", "Attention"):
             m = _ATTENTION_NAME.match(node.name)
             if not m:
                 raise ValueError(f"unexpected attention node {node.name!r}")
             prefix = f"bert.encoder.layer.{m['layer']}.attention.self"
-            w = _dequantised(inits, node.input[1])  # [hidden, 3 * hidden]: Q | K | V
+            w = weight(node)  # [hidden, 3 * hidden]: Q | K | V
             b = inits[node.input[2]].astype(np.float32)
             h = w.shape[0]
             for i, part in enumerate(("query", "key", "value")):

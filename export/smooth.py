@@ -21,6 +21,7 @@ import numpy as np
 
 SMOOTHABLE = ("Attention", "MatMul")
 ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9)  # --smooth auto: tried in turn, the least harm wins
+SCALE_SUFFIX = "/smooth_scale"  # the initializer holding 1 / s in front of a smoothed node
 
 
 def smoothable(model) -> list:
@@ -54,9 +55,26 @@ def input_maxima(model, feeds: Sequence[Mapping[str, np.ndarray]]) -> dict[str, 
     return top
 
 
-def smooth(model, maxima: Mapping[str, np.ndarray], alpha: float):
-    """A copy of ``model`` with each smoothable node's input divided by its scales (a Mul)
-    and its weight rows multiplied by them; the float outputs are unchanged."""
+def scales(model, maxima: Mapping[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
+    """Each smoothable node's input scales, ``max|x_j|^alpha / max|W_j|^(1 - alpha)``,
+    normalised to geometric mean 1, by node name."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    out: dict[str, np.ndarray] = {}
+    for node in smoothable(model):
+        w = numpy_helper.to_array(inits[node.input[1]])
+        x_max = np.clip(maxima[node.input[0]], 1e-5, None)
+        w_max = np.clip(np.abs(w).max(axis=1), 1e-5, None)
+        s = x_max**alpha / w_max ** (1 - alpha)
+        out[node.name] = (s / np.exp(np.log(s).mean())).astype(np.float32)
+    return out
+
+
+def smooth(model, node_scales: Mapping[str, np.ndarray]):
+    """A copy of ``model`` in which each node named in ``node_scales`` has its input divided
+    by the scales (a Mul in front) and its weight rows multiplied by them; the float outputs
+    are unchanged."""
     import onnx
     from onnx import numpy_helper
 
@@ -69,15 +87,13 @@ def smooth(model, maxima: Mapping[str, np.ndarray], alpha: float):
     for old in graph.node:
         node = onnx.NodeProto()
         node.CopyFrom(old)
-        if node.name in targets and node.input[1] not in scaled:  # a shared weight once
-            scaled.add(node.input[1])
+        s = node_scales.get(node.name)
+        if s is not None and node.name in targets and node.input[1] not in scaled:
+            scaled.add(node.input[1])  # a shared weight is scaled once, for its first node
             w = numpy_helper.to_array(inits[node.input[1]])
-            x_max = np.clip(maxima[node.input[0]], 1e-5, None)
-            w_max = np.clip(np.abs(w).max(axis=1), 1e-5, None)
-            s = x_max**alpha / w_max ** (1 - alpha)
-            s = (s / np.exp(np.log(s).mean())).astype(np.float32)  # geometric mean 1
             inits[node.input[1]].CopyFrom(numpy_helper.from_array(w * s[:, None], node.input[1]))
-            inv = numpy_helper.from_array(1 / s, f"{node.name}/smooth_scale")
+            inv = numpy_helper.from_array((1 / s).astype(np.float32),
+                                          f"{node.name}{SCALE_SUFFIX}")
             graph.initializer.append(inv)
             nodes.append(onnx.helper.make_node("Mul", [node.input[0], inv.name],
                                                [f"{node.name}/smoothed"],
@@ -87,3 +103,10 @@ def smooth(model, maxima: Mapping[str, np.ndarray], alpha: float):
     del graph.node[:]
     graph.node.extend(nodes)
     return out
+
+
+def scales_in(inits: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The scales a smoothed graph's initializers hold, by the name of the node they scale
+    (what :func:`smooth` was given), so ``export.recover`` can undo them."""
+    return {name[: -len(SCALE_SUFFIX)]: (1 / v).astype(np.float32)
+            for name, v in inits.items() if name.endswith(SCALE_SUFFIX)}

@@ -103,7 +103,7 @@ INT8_FLOAT_NODES = ("/layer.0/output/dense/", "/layer.1/intermediate/dense/",
 FLOATABLE = ("MatMul", "Attention")
 
 
-Smoothing = tuple[Mapping[str, np.ndarray], float]  # input maxima, alpha (export.smooth)
+Smoothing = Mapping[str, np.ndarray]  # input scales by node name (export.smooth)
 
 
 def fused_graph(src: Path, smoothing: Smoothing | None = None):
@@ -117,7 +117,7 @@ def fused_graph(src: Path, smoothing: Smoothing | None = None):
         path = Path(tmp) / "fused.onnx"
         optimize_model(str(src), model_type="bert", opt_level=0).save_model_to_file(str(path))
         model = onnx.load(str(path))
-    return smooth(model, *smoothing) if smoothing else model
+    return smooth(model, smoothing) if smoothing else model
 
 
 def quantise_int8(src: Path, dst: Path, float_nodes: Sequence[str] = INT8_FLOAT_NODES,
@@ -180,23 +180,24 @@ def float_node_candidates(ranked: Sequence[str], attention: Sequence[str]) -> li
 
 
 def choose_smoothing(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]],
-                     alphas: Sequence[float]) -> Smoothing | None:
-    """The input scales (:mod:`export.smooth`) under which the all-INT8 judge moves
-    p(unsafe) least on ``probe`` (training rows, not the gate's inputs); None where no
-    ``alphas`` beats no scaling."""
-    from export.smooth import input_maxima
+                     alphas: Sequence[float]) -> tuple[Smoothing, float] | None:
+    """The input scales (:mod:`export.smooth`) and their alpha under which the all-INT8
+    judge moves p(unsafe) least on ``probe`` (training rows, not the gate's inputs); None
+    where no ``alphas`` beats no scaling."""
+    from export.smooth import input_maxima, scales
 
-    maxima = input_maxima(fused_graph(fp32), probe)
+    fused = fused_graph(fp32)
+    maxima = input_maxima(fused, probe)
     ref = _unsafe_probs(fp32, probe)
     trial = work / "smooth.int8.onnx"
     harm: dict[float | None, float] = {}
     for alpha in (None, *alphas):
-        quantise_int8(fp32, trial, (), None if alpha is None else (maxima, alpha))
+        quantise_int8(fp32, trial, (), None if alpha is None else scales(fused, maxima, alpha))
         harm[alpha] = float(np.abs(_unsafe_probs(trial, probe) - ref).mean())
     trial.unlink(missing_ok=True)
     log.info("INT8 harm by smoothing alpha: %s", {a: round(h, 4) for a, h in harm.items()})
     best = min(harm, key=harm.__getitem__)
-    return None if best is None else (maxima, best)
+    return None if best is None else (scales(fused, maxima, best), best)
 
 
 def choose_float_nodes(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]],
@@ -550,11 +551,13 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("only %d parity inputs available", len(feeds))
     float_nodes: Sequence[str] = INT8_FLOAT_NODES
     smoothing: Smoothing | None = None
+    alpha: float | None = None
     if args.smooth != "off":
         probe = parity_inputs(data, 256, tok, train=True)
-        smoothing = choose_smoothing(fp32, work, probe, SMOOTH_ALPHAS if args.smooth == "auto"
-                                     else (float(args.smooth),))
-        log.info("smoothing alpha chosen: %s", smoothing and smoothing[1])
+        chosen = choose_smoothing(fp32, work, probe, SMOOTH_ALPHAS if args.smooth == "auto"
+                                  else (float(args.smooth),))
+        log.info("smoothing alpha chosen: %s", chosen and chosen[1])
+        smoothing, alpha = chosen if chosen else (None, None)
     if args.float_nodes == "auto":
         float_nodes = choose_float_nodes(fp32, work, parity_inputs(data, 256, tok, train=True),
                                          feeds, smoothing)
@@ -570,7 +573,7 @@ def main(argv: list[str] | None = None) -> None:
                               {**TOLERANCE, "cpu": TOLERANCE["int8"]})
         parity["cpu"]["max_mean_unsafe_delta"] = INT8_MAX_MEAN_UNSAFE_DELTA
         parity["cpu"]["float_nodes"] = list(float_nodes)
-        parity["cpu"]["smooth_alpha"] = smoothing[1] if smoothing else None
+        parity["cpu"]["smooth_alpha"] = alpha
     else:
         parity = check_parity(args.checkpoint, files, feeds)
     print(json.dumps(parity, indent=2))

@@ -211,7 +211,7 @@ def test_smoothing_keeps_the_float_model(tiny_bundle: Path, tmp_path: Path) -> N
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    from export.smooth import input_maxima, smooth, smoothable
+    from export.smooth import input_maxima, scales, scales_in, smooth, smoothable
     from export.to_onnx import (
         _unsafe_probs,
         choose_smoothing,
@@ -230,9 +230,14 @@ def test_smoothing_keeps_the_float_model(tiny_bundle: Path, tmp_path: Path) -> N
     assert {n.op_type for n in targets} == {"Attention", "MatMul"}
     maxima = input_maxima(fused, probe)
     assert all(m.shape == (m.size,) and (m >= 0).all() for m in maxima.values())
-    smoothed = smooth(fused, maxima, 0.8)
+    node_scales = scales(fused, maxima, 0.8)
+    smoothed = smooth(fused, node_scales)
     muls = [n for n in smoothed.graph.node if n.name.endswith("/smooth")]
     assert len(muls) == len(targets)
+    held = scales_in({t.name: onnx.numpy_helper.to_array(t) for t in smoothed.graph.initializer})
+    assert held.keys() == node_scales.keys()
+    for name, s in node_scales.items():  # what export.recover reads back to undo them
+        np.testing.assert_allclose(held[name], s, rtol=1e-6)
 
     def run(model: onnx.ModelProto) -> list[np.ndarray]:
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -243,7 +248,7 @@ def test_smoothing_keeps_the_float_model(tiny_bundle: Path, tmp_path: Path) -> N
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     chosen = choose_smoothing(fp32, tmp_path, probe, (0.5, 0.8))
     assert chosen is None or chosen[1] in (0.5, 0.8)
-    int8 = quantise_int8(fp32, tmp_path / "int8.onnx", (), (maxima, 0.8))
+    int8 = quantise_int8(fp32, tmp_path / "int8.onnx", (), node_scales)
     ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
     assert ops.count("Mul") >= len(targets) and "QAttention" in ops
     assert np.isfinite(_unsafe_probs(int8, gate)).all()

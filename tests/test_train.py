@@ -262,3 +262,35 @@ def test_gpu_round_delta_is_the_trained_change_within_its_rounding(tmp_path: Pat
         back = init[k].numpy() + (q.astype(np.float32) * s).reshape(t.shape)
         assert np.abs(back - t.numpy()).max() <= s.max() / 2 + 1e-7
     assert not z["b|q"].any()
+
+
+def test_gpu_round_rebuild_takes_frozen_tensors_exact_from_the_base(tmp_path: Path) -> None:
+    """The fp16 init carries every tensor to the GPU; a rebuilt judge holds init + delta for
+    the trained ones and the base model's exact word embeddings (never trained), so that
+    ``export.recover`` gives back what ships."""
+    import json
+
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    from training.gpu_round import half_init, rebuild
+    from training.train import FROZEN, build_model, save_checkpoint
+
+    base = base_model_path()
+    full = tmp_path / "full"
+    save_checkpoint(build_model(base), base, full, {})
+    half_init(full, tmp_path / "init")
+    key = "bert.encoder.layer.0.output.dense.bias"
+    (tmp_path / "round").mkdir()
+    np.savez(tmp_path / "round" / "r.npz", **{f"{key}|q": np.ones((1, 384), np.int8),
+                                               f"{key}|s": np.full((1, 1), 0.5, np.float32)})
+    (tmp_path / "round" / "round.json").write_text(json.dumps({"r": {"meta": {}}}))
+    rebuild(tmp_path / "init", tmp_path / "round", "r", tmp_path / "out")
+    got = load_file(str(tmp_path / "out" / "model.safetensors"))
+    want = load_file(str(full / "model.safetensors"))
+    half = load_file(str(tmp_path / "init" / "model.safetensors"))
+    for name in FROZEN:
+        assert torch.equal(got[name], want[name])
+        assert not torch.equal(got[name], half[name].float())  # not the fp16 copy
+    assert torch.allclose(got[key], half[key].float() + 0.5)

@@ -87,11 +87,18 @@ def run(features: Path, init: Path, out: Path, deadline: float, configs: dict[st
 
 
 def rebuild(init: Path, round_dir: Path, name: str, out: Path) -> None:
-    """A full checkpoint folder (Optimum can export it) from the init and one delta."""
-    from .train import base_model_path, build_model, save_checkpoint
+    """A full checkpoint folder (Optimum can export it) from the init and one delta.
+
+    The frozen tensors (:data:`training.train.FROZEN`) are taken from the base model, exact:
+    the fp16 init only carried them to the GPU, and training never changes them, so the
+    rebuilt judge's embedding table is the one ``export.recover`` restores."""
+    from .train import FROZEN, base_model_path, build_model, save_checkpoint
 
     model = build_model(init, init=init)
     state = model.state_dict()
+    exact = build_model(base_model_path()).state_dict()
+    for key in FROZEN:
+        state[key] = exact[key]
     base = load_file(str(init / "model.safetensors"))
     z = np.load(round_dir / f"{name}.npz")
     for key in {f.rsplit("|", 1)[0] for f in z.files}:
