@@ -24,7 +24,9 @@ Which CPU model ships is decided by parity and by the held-out evaluation. Two a
   (one activation scale per call). Pair it with ``--calibrate-max-fpr`` so that the
   threshold is chosen on the quantised model itself. ``--float-nodes auto`` chooses the
   float nodes for the model at hand (:func:`choose_float_nodes`, a few minutes) instead
-  of the three found for ``model3_fm``.
+  of the three found for ``model3_fm``. ``--smooth auto`` first moves the activations'
+  outlier channels into the weights (:mod:`export.smooth`), after which round l's judges
+  quantised whole (no float node) within the gate, faster than with float nodes.
 """
 
 from __future__ import annotations
