@@ -599,11 +599,10 @@ EVALUATION_FILES = ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl
                     "concept_combos.jsonl", "code_asks.jsonl", "blind_27.jsonl",
                     "blind_28.jsonl", "blind_29.jsonl", "blind_30.jsonl",
                     "blind_31.jsonl", "everyday_31.jsonl", "blind_32.jsonl",
-                    "calibration_32.jsonl")
+                    "calibration_32.jsonl", "blind_33.jsonl")
 """The hand-written request files of ``training/heldout``: no training seed and no precedent
-index text may near-copy one of their requests. ``blind_32.jsonl`` is here and not yet in
-``training.evaluate``'s hand sets: written at the end of stop 30, read by no one, kept for
-the next round's rule. ``calibration_32.jsonl`` chooses thresholds only
+index text may near-copy one of their requests. ``blind_33.jsonl`` (stop 31) was added to
+``training.evaluate``'s hand sets before any guard read it, for round m's rule. ``calibration_32.jsonl`` chooses thresholds only
 (``export.to_onnx --calibrate-benign``)."""
 
 
