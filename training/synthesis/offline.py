@@ -602,8 +602,8 @@ EVALUATION_FILES = ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl
                     "calibration_32.jsonl", "blind_33.jsonl")
 """The hand-written request files of ``training/heldout``: no training seed and no precedent
 index text may near-copy one of their requests. ``blind_33.jsonl`` (stop 31) was added to
-``training.evaluate``'s hand sets before any guard read it, for round m's rule. ``calibration_32.jsonl`` chooses thresholds only
-(``export.to_onnx --calibrate-benign``)."""
+``training.evaluate``'s hand sets before any guard read it, for round m's rule.
+``calibration_32.jsonl`` chooses thresholds only (``export.to_onnx --calibrate-benign``)."""
 
 
 def evaluation_texts(folder: Path = HELDOUT) -> list[str]:
