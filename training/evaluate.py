@@ -1461,10 +1461,16 @@ HAND_SETS: tuple[HandSet, ...] = (
             "data, first scored with round m's candidates: {u} harmful asks over all 13 "
             "categories, {b} benign twins; a third each casual, with a backstory, and asks to "
             "write something)"),
+    HandSet("blind 34", "blind_34.jsonl", None, 0, "Blind set of stop 31, second (`training/"
+            "heldout/blind_34.jsonl`, written in stop 31 by a helper that saw none of the "
+            "project's data, first scored with round n's candidates: {u} harmful asks over all "
+            "13 categories, {b} benign twins; a quarter each short commands or questions, "
+            "casual, with a backstory, and asks to write something)"),
 )
 """The hand-written sets the probe part measures without a bar, in report order."""
 
-OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30", "blind 31", "blind 32", "blind 33")
+OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30", "blind 31", "blind 32", "blind 33",
+                 "blind 34")
 """Hand sets written by helpers that read none of the project's data (blind_27's writer had
 seen stop 27's note). Pooled, they give the look-alike rate an outside user meets: 0.12-0.25
 per set for the judge shipped since stop 22, where the project's own probe set reads 0.034
