@@ -170,27 +170,34 @@ def test_calibration_on_a_benign_file_recalibrates_a_bundle(tmp_path: Path) -> N
         main(["--calibrate-only", "--bundle", str(bundle), "--calibrate-benign", str(benign)])
 
 
+def _int8_inputs(tiny_bundle: Path) -> tuple[Path, list, list]:
+    """The tiny model's float ONNX graph, training rows (for choices) and gate inputs."""
+    from tokenizers import Tokenizer
+
+    from export.to_onnx import parity_inputs
+
+    data = Path(__file__).parent / "fixtures" / "tiny.jsonl"
+    tok = Tokenizer.from_file(str(tiny_bundle / "tokenizer.json"))
+    probe, gate = parity_inputs(data, 8, tok, train=True), parity_inputs(data, 16, tok)
+    assert probe and gate
+    return tiny_bundle.parent / "onnx" / "fp32" / "model.onnx", probe, gate
+
+
 def test_float_nodes_chosen_per_model(tiny_bundle: Path, tmp_path: Path) -> None:
     """``--float-nodes auto`` keeps float 3 to 8 of the fused graph's MatMuls and attention
     nodes, those whose INT8 rounding shifts p(unsafe) most (or every attention node with up
     to 5 others), and the INT8 model built with them keeps them float."""
     import onnx
-    from tokenizers import Tokenizer
 
     from export.to_onnx import (
         AUTO_FLOAT_NODES,
         AUTO_WITH_ATTENTION,
         FLOATABLE,
         choose_float_nodes,
-        parity_inputs,
         quantise_int8,
     )
 
-    fp32 = tiny_bundle.parent / "onnx" / "fp32" / "model.onnx"
-    data = Path(__file__).parent / "fixtures" / "tiny.jsonl"
-    tok = Tokenizer.from_file(str(tiny_bundle / "tokenizer.json"))
-    probe, gate = parity_inputs(data, 8, tok, train=True), parity_inputs(data, 16, tok)
-    assert probe and gate
+    fp32, probe, gate = _int8_inputs(tiny_bundle)
     chosen = choose_float_nodes(fp32, tmp_path, probe, gate)
     int8 = quantise_int8(fp32, tmp_path / "int8.onnx", chosen)
     graph = onnx.load(str(int8)).graph
@@ -209,22 +216,11 @@ def test_smoothing_keeps_the_float_model(tiny_bundle: Path, tmp_path: Path) -> N
     import numpy as np
     import onnx
     import onnxruntime as ort
-    from tokenizers import Tokenizer
 
     from export.smooth import input_maxima, scales, scales_in, smooth, smoothable
-    from export.to_onnx import (
-        _unsafe_probs,
-        choose_smoothing,
-        fused_graph,
-        main,
-        parity_inputs,
-        quantise_int8,
-    )
+    from export.to_onnx import _unsafe_probs, choose_smoothing, fused_graph, main, quantise_int8
 
-    fp32 = tiny_bundle.parent / "onnx" / "fp32" / "model.onnx"
-    data = Path(__file__).parent / "fixtures" / "tiny.jsonl"
-    tok = Tokenizer.from_file(str(tiny_bundle / "tokenizer.json"))
-    probe, gate = parity_inputs(data, 8, tok, train=True), parity_inputs(data, 16, tok)
+    fp32, probe, gate = _int8_inputs(tiny_bundle)
     fused = fused_graph(fp32)
     targets = smoothable(fused)
     assert {n.op_type for n in targets} == {"Attention", "MatMul"}
