@@ -164,7 +164,7 @@ def _unsafe_probs(model: Path, feeds: list[dict[str, np.ndarray]]) -> np.ndarray
 
 
 def float_node_candidates(ranked: Sequence[str], attention: Sequence[str]) -> list[list[str]]:
-    """The float-node sets to try, fewest float first: the top 3 ... 8 of ``ranked``, then
+    """The float-node sets to try, fewest float first: the top 0 ... 8 of ``ranked``, then
     every fused attention with the top 0 ... 5 of the other nodes.
 
     Why the second family: quantised one at a time, no attention node moves p(unsafe) much,

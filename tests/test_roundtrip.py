@@ -184,7 +184,7 @@ def _int8_inputs(tiny_bundle: Path) -> tuple[Path, list, list]:
 
 
 def test_float_nodes_chosen_per_model(tiny_bundle: Path, tmp_path: Path) -> None:
-    """``--float-nodes auto`` keeps float 3 to 8 of the fused graph's MatMuls and attention
+    """``--float-nodes auto`` keeps float 0 to 8 of the fused graph's MatMuls and attention
     nodes, those whose INT8 rounding shifts p(unsafe) most (or every attention node with up
     to 5 others), and the INT8 model built with them keeps them float."""
     import onnx
