@@ -134,11 +134,16 @@ def quantise_int8(src: Path, dst: Path, float_nodes: Sequence[str] = INT8_FLOAT_
     9.6 ms on windows of 16 / 37 / 128 tokens, against 4.0 / 6.6 / 17.7 for the weight-only
     model and 1.4 / 2.8 / 7.9 with every node quantised.
     """
+    return quantise_fused(fused_graph(src, smoothing), dst, float_nodes)
+
+
+def quantise_fused(model, dst: Path, float_nodes: Sequence[str]) -> Path:
+    """:func:`quantise_int8` of a graph already fused (and smoothed): the searches below fuse
+    once and quantise many times."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fused = dst.with_suffix(".fused.onnx")
-    model = fused_graph(src, smoothing)
     onnx.save(model, str(fused))
     keep = [n.name for n in model.graph.node
             if n.op_type in FLOATABLE and any(f in n.name for f in float_nodes)]
@@ -186,7 +191,7 @@ def choose_smoothing(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]],
     """The input scales (:mod:`export.smooth`) and their alpha under which the all-INT8
     judge moves p(unsafe) least on ``probe`` (training rows, not the gate's inputs); None
     where no ``alphas`` beats no scaling."""
-    from export.smooth import input_maxima, scales
+    from export.smooth import input_maxima, scales, smooth
 
     fused = fused_graph(fp32)
     maxima = input_maxima(fused, probe)
@@ -194,7 +199,8 @@ def choose_smoothing(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]],
     trial = work / "smooth.int8.onnx"
     harm: dict[float | None, float] = {}
     for alpha in (None, *alphas):
-        quantise_int8(fp32, trial, (), None if alpha is None else scales(fused, maxima, alpha))
+        quantise_fused(fused if alpha is None else smooth(fused, scales(fused, maxima, alpha)),
+                       trial, ())
         harm[alpha] = float(np.abs(_unsafe_probs(trial, probe) - ref).mean())
     trial.unlink(missing_ok=True)
     log.info("INT8 harm by smoothing alpha: %s", {a: round(h, 4) for a, h in harm.items()})
@@ -237,7 +243,7 @@ def choose_float_nodes(fp32: Path, work: Path, probe: list[dict[str, np.ndarray]
     log.info("INT8 harm by node: %s", {n: round(harm[n], 4) for n in ranked[:10]})
     best: tuple[float, list[str]] | None = None
     for keep in float_node_candidates(ranked, attention):
-        quantise_int8(fp32, trial, float_nodes=keep, smoothing=smoothing)
+        quantise_fused(model, trial, keep)
         u = _unsafe_probs(trial, gate)
         flips = float(((u >= 0.5) != (ref_gate >= 0.5)).mean())
         shift = float(np.abs(u - ref_gate).mean())
@@ -554,15 +560,16 @@ def main(argv: list[str] | None = None) -> None:
     float_nodes: Sequence[str] = INT8_FLOAT_NODES
     smoothing: Smoothing | None = None
     alpha: float | None = None
+    # Training rows for the choices below, never the gate's inputs.
+    probe = (parity_inputs(data, 256, tok, train=True)
+             if args.smooth != "off" or args.float_nodes == "auto" else [])
     if args.smooth != "off":
-        probe = parity_inputs(data, 256, tok, train=True)
         chosen = choose_smoothing(fp32, work, probe, SMOOTH_ALPHAS if args.smooth == "auto"
                                   else (float(args.smooth),))
         log.info("smoothing alpha chosen: %s", chosen and chosen[1])
         smoothing, alpha = chosen if chosen else (None, None)
     if args.float_nodes == "auto":
-        float_nodes = choose_float_nodes(fp32, work, parity_inputs(data, 256, tok, train=True),
-                                         feeds, smoothing)
+        float_nodes = choose_float_nodes(fp32, work, probe, feeds, smoothing)
         log.info("float nodes chosen: %s", float_nodes)
     int8 = quantise_int8(fp32, work / "model.int8.onnx", float_nodes, smoothing)
     cpu = int8 if args.cpu_model == "int8" else cpu_model(fp32, work / "model.cpu.onnx")
