@@ -107,6 +107,12 @@ class _Pending:
         return out
 
 
+def _require_bool(name: str, value: object) -> None:
+    """A Guard switch: a truthy string such as "no" must not turn a feature on."""
+    if not isinstance(value, bool):
+        raise InvalidConfigError(f"{name} must be a bool, got {value!r}")
+
+
 def _check_str(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise UnsupportedInputTypeError(f"{name} must be a str, not {type(value).__name__}")
@@ -174,8 +180,7 @@ class Guard:
         self.threshold = rule.threshold
         self.categories = rule.categories
         self.category_thresholds = dict(rule.category_thresholds)
-        if not isinstance(monitor, bool):
-            raise InvalidConfigError(f"monitor must be a bool, got {monitor!r}")
+        _require_bool("monitor", monitor)
         self.monitor = monitor
         if not _is_int(max_pixels) or max_pixels < 1:
             raise InvalidConfigError(f"max_pixels must be a positive int, got {max_pixels!r}")
@@ -199,8 +204,7 @@ class Guard:
                                              f"overrides, not {type(policy).__name__}")
                 self.policy = self.policy.override(policy)
         model_file = self._pick_model_file()
-        if not isinstance(spin_judge, bool):
-            raise InvalidConfigError(f"spin_judge must be a bool, got {spin_judge!r}")
+        _require_bool("spin_judge", spin_judge)
         self.session = make_session(record.read(model_file),
                                     self.requested_providers, threads, name=model_file,
                                     spinning=spin_judge)
@@ -229,8 +233,7 @@ class Guard:
                         det_limit_side=det_side, max_boxes=max_ocr_boxes)
                     if ocr else None)
         self._n_labels = len(label_names())
-        if not isinstance(precedents, bool):
-            raise InvalidConfigError(f"precedents must be a bool, got {precedents!r}")
+        _require_bool("precedents", precedents)
         # A small INT8 encoder: the CPU runs it (its dynamic INT8 ops have no GPU kernels).
         self.precedents = (Precedents(record.precedent_dir(), ["CPUExecutionProvider"],
                                       threads) if precedents else None)
