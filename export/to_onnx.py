@@ -426,23 +426,26 @@ CALIBRATION_KINDS: dict[str, tuple[tuple[str, ...], float]] = {
 
 
 def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = False,
-                     benign: tuple[Path, float] | None = None) -> dict:
+                     benign: Sequence[tuple[Path, float]] = ()) -> dict:
     """Choose the threshold end to end: the shipped runtime (every window and reading,
     the quantised model) scores the validation split, and the lowest threshold whose
     false-positive rate stays within ``max_fpr`` is written into the manifest. With
     ``by_kind``, each kind in ``CALIBRATION_KINDS`` must also stay within its own limit;
-    with ``benign`` (a JSON-lines file of benign requests, its limit), so must that file's
-    requests; the strictest threshold wins.
+    with ``benign`` (JSON-lines files of benign requests, each with its limit), so must each
+    file's requests; the strictest threshold wins. A row with a ``photo`` (a file name under
+    the shared real photos, or a path) is scored with that photo, as an app would send it.
 
     Why ``benign``: a judge more sure of the synthesised validation rows can be less sure of
     what people write, so one FPR there held the candidates of stop 29 at looser points on
     every held-out benign set (``training/RUNS.md``, control c0). Benign requests written by
-    outsiders, kept for calibration only, hold the operating point where users are.
+    outsiders, kept for calibration only, hold the operating point where users are; requests
+    about training-side photos hold it where most traffic is.
 
     The checkpoint's own threshold (training_meta.json) saw first windows in float32 only.
     """
     from tqdm import tqdm
 
+    from training.evaluate import load_photo
     from training.evaluate import read_jsonl as evaluate_jsonl
     from training.synthesis.offline import read_jsonl
     from training.train import choose_threshold
@@ -460,14 +463,14 @@ def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = F
         for kind, (prefixes, limit) in CALIBRATION_KINDS.items():
             mask = np.array([e.origin.startswith(prefixes) and not e.unsafe for e in rows])
             limits[kind] = (risk[mask], limit)
-    if benign is not None:
-        path, limit = benign
-        texts = [r["text"] for r in evaluate_jsonl(path) if r.get("label", "safe") == "safe"]
-        if not texts:
+    for path, limit in benign:
+        reqs = [r for r in evaluate_jsonl(path) if r.get("label", "safe") == "safe"]
+        if not reqs:
             raise SystemExit(f"{path}: no benign requests to calibrate on")
-        risk_b = np.array([guard.rewrite(None, x).risk
-                           for x in tqdm(texts, desc="calibrate benign", mininterval=10)])
-        limits["benign file"] = (risk_b, limit)
+        risk_b = np.array([guard.rewrite(load_photo(r["photo"]) if r.get("photo") else None,
+                                         r["text"]).risk
+                           for r in tqdm(reqs, desc=f"calibrate {path.name}", mininterval=10)])
+        limits[str(path)] = (risk_b, limit)
     held: dict[str, dict[str, Any]] = {}
     for name, (r, limit) in limits.items():
         tk = choose_threshold(r, np.zeros(len(r), dtype=int), limit)
@@ -478,13 +481,13 @@ def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = F
     manifest = read_manifest_json(bundle)
     manifest["config"]["threshold"] = round(t, 4)
     calib = {"set": f"{data} (val split, {len(rows)} rows, end to end)", "max_fpr": max_fpr,
-             "threshold": round(t, 4), "recall": float((risk[y] >= t).mean()),
-             "fpr": float((risk[~y] >= t).mean())}
+             "threshold": round(t, 4), "recall": float((risk[y] >= t).mean()) if y.any() else None,
+             "fpr": float((risk[~y] >= t).mean()) if (~y).any() else None}
     kinds = {k: v for k, v in held.items() if k in CALIBRATION_KINDS}
     if kinds:
         calib["by_kind"] = kinds
-    if benign is not None:
-        calib["benign_set"] = {"set": str(benign[0]), **held["benign file"]}
+    if benign:
+        calib["benign_sets"] = [{"set": str(path), **held[str(path)]} for path, _ in benign]
     manifest["calibration"] = calib
     write_manifest(bundle, manifest)
     log.info("calibrated: %s", calib)
@@ -518,10 +521,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calibrate-max-fpr", type=float, default=None,
                     help="re-choose the threshold end to end on --data's val split through "
                     "the bundled runtime, at most this FPR (default: keep the checkpoint's)")
-    ap.add_argument("--calibrate-benign", type=Path, default=None, metavar="JSONL",
-                    help="with --calibrate-max-fpr: benign requests (text, label) whose "
-                    "false-positive rate must also stay within --calibrate-benign-max-fpr")
-    ap.add_argument("--calibrate-benign-max-fpr", type=float, default=0.05)
+    ap.add_argument("--calibrate-benign", type=Path, action="append", default=[],
+                    metavar="JSONL",
+                    help="with --calibrate-max-fpr: benign requests (text, label, optional "
+                    "photo) whose false-positive rate must also stay within its "
+                    "--calibrate-benign-max-fpr; repeat both to hold several files")
+    ap.add_argument("--calibrate-benign-max-fpr", type=float, action="append", default=[],
+                    help="one limit per --calibrate-benign file, in order (one limit "
+                    "holds them all)")
     ap.add_argument("--calibrate-only", action="store_true",
                     help="export nothing: re-choose the threshold of the bundle at --bundle "
                     "(to compare judges at one operating point)")
@@ -538,9 +545,16 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--smooth needs --cpu-model int8")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     log.setLevel(logging.INFO)
-    benign = ((args.calibrate_benign, args.calibrate_benign_max_fpr)
-              if args.calibrate_benign is not None else None)
-    if (args.calibrate_only or benign is not None) and args.calibrate_max_fpr is None:
+    files, fprs = args.calibrate_benign, args.calibrate_benign_max_fpr
+    if files and len(fprs) not in (1, len(files)):
+        ap.error(f"{len(files)} --calibrate-benign files need 1 or {len(files)} "
+                 f"--calibrate-benign-max-fpr limits, not {len(fprs)}")
+    if fprs and not files:
+        ap.error("--calibrate-benign-max-fpr needs --calibrate-benign")
+    if any(not 0.0 <= f <= 1.0 for f in fprs):
+        ap.error("--calibrate-benign-max-fpr is a rate in [0, 1]")
+    benign = list(zip(files, fprs * len(files) if len(fprs) == 1 else fprs, strict=True))
+    if (args.calibrate_only or benign) and args.calibrate_max_fpr is None:
         ap.error("--calibrate-only and --calibrate-benign need --calibrate-max-fpr")
     if args.calibrate_only:
         calibrate_bundle(args.bundle, args.data, args.calibrate_max_fpr,

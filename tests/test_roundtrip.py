@@ -161,13 +161,34 @@ def test_calibration_on_a_benign_file_recalibrates_a_bundle(tmp_path: Path) -> N
           "--calibrate-max-fpr", "0.5", "--calibrate-benign", str(benign),
           "--calibrate-benign-max-fpr", "0.0"])
     calib = json.loads((bundle / "manifest.json").read_text())["calibration"]
-    part = calib["benign_set"]
+    (part,) = calib["benign_sets"]
     assert part["n"] == 3 and part["max_fpr"] == 0.0  # the harmful row is not calibrated on
     assert calib["threshold"] >= part["threshold"]
     assert json.loads((bundle / "manifest.json").read_text())["config"]["threshold"] == \
         calib["threshold"]
     with pytest.raises(SystemExit):  # a benign file without an FPR budget is refused
         main(["--calibrate-only", "--bundle", str(bundle), "--calibrate-benign", str(benign)])
+    # a second file, of requests about a photo, holds its own limit; two files, three limits fail
+    from PIL import Image
+
+    photo = tmp_path / "grey.png"
+    Image.new("RGB", (96, 64), (120, 130, 140)).save(photo)
+    photos = tmp_path / "photos.jsonl"
+    photos.write_text(json.dumps({"photo": str(photo), "text": "What is this?",
+                                  "label": "safe"}) + "\n")
+    main(["--calibrate-only", "--bundle", str(bundle), "--data", str(data),
+          "--calibrate-max-fpr", "0.5", "--calibrate-benign", str(benign),
+          "--calibrate-benign-max-fpr", "0.0", "--calibrate-benign", str(photos),
+          "--calibrate-benign-max-fpr", "1.0"])
+    calib = json.loads((bundle / "manifest.json").read_text())["calibration"]
+    assert [(p["set"], p["n"], p["max_fpr"]) for p in calib["benign_sets"]] == \
+        [(str(benign), 3, 0.0), (str(photos), 1, 1.0)]
+    assert calib["threshold"] == max(p["threshold"] for p in calib["benign_sets"])
+    with pytest.raises(SystemExit):
+        main(["--calibrate-only", "--bundle", str(bundle), "--calibrate-max-fpr", "0.5",
+              "--calibrate-benign", str(benign), "--calibrate-benign", str(photos),
+              "--calibrate-benign-max-fpr", "0", "--calibrate-benign-max-fpr", "0",
+              "--calibrate-benign-max-fpr", "0"])
 
 
 def _int8_inputs(tiny_bundle: Path) -> tuple[Path, list, list]:

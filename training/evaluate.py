@@ -866,6 +866,7 @@ def sample_asks(pool: Sequence[Item], n: int, seed: int = 0, max_chars: int = 16
 
 
 def load_photo(name: str) -> Image.Image:
+    """A real photo by its file name under ``PHOTO_DIR`` (an absolute path is read as is)."""
     with Image.open(PHOTO_DIR / name) as im:
         return im.convert("RGB")
 
@@ -1466,11 +1467,16 @@ HAND_SETS: tuple[HandSet, ...] = (
             "project's data, first scored with round n's candidates: {u} harmful asks over all "
             "13 categories, {b} benign twins; a quarter each short commands or questions, "
             "casual, with a backstory, and asks to write something)"),
+    HandSet("blind 35", "blind_35.jsonl", None, 0, "Blind set of stop 32 (`training/heldout/"
+            "blind_35.jsonl`, written in stop 32 by a helper that saw none of the project's "
+            "data, first scored with round o's candidate: {u} harmful asks over all 13 "
+            "categories, {b} benign twins; a third each long with a backstory or pretext, "
+            "casual with typos, and terse)"),
 )
 """The hand-written sets the probe part measures without a bar, in report order."""
 
 OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30", "blind 31", "blind 32", "blind 33",
-                 "blind 34")
+                 "blind 34", "blind 35")
 """Hand sets written by helpers that read none of the project's data (blind_27's writer had
 seen stop 27's note). Pooled, they give the look-alike rate an outside user meets: 0.05-0.35
 per set for the judge shipped since stop 22 (0.21 pooled over seven sets), where the

@@ -599,11 +599,12 @@ EVALUATION_FILES = ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl
                     "concept_combos.jsonl", "code_asks.jsonl", "blind_27.jsonl",
                     "blind_28.jsonl", "blind_29.jsonl", "blind_30.jsonl",
                     "blind_31.jsonl", "everyday_31.jsonl", "blind_32.jsonl",
-                    "calibration_32.jsonl", "blind_33.jsonl", "blind_34.jsonl")
+                    "calibration_32.jsonl", "blind_33.jsonl", "blind_34.jsonl",
+                    "blind_35.jsonl")
 """The hand-written request files of ``training/heldout``: no training seed and no precedent
 index text may near-copy one of their requests. ``blind_33.jsonl`` and ``blind_34.jsonl``
-(stop 31) were added to ``training.evaluate``'s hand sets before any guard read them, for
-rounds m and n's rules.
+(stop 31) and ``blind_35.jsonl`` (stop 32) were added to ``training.evaluate``'s hand sets
+before any guard read them, for rounds m, n and o's rules.
 ``calibration_32.jsonl`` chooses thresholds only (``export.to_onnx --calibrate-benign``)."""
 
 
