@@ -1475,6 +1475,11 @@ HAND_SETS: tuple[HandSet, ...] = (
 )
 """The hand-written sets the probe part measures without a bar, in report order."""
 
+PHOTO_HAND_SETS = {"blind photos 36": "blind_photos_36.jsonl"}
+"""Requests about held-out real photos written by helpers that viewed only those photos
+(stop 32: 60 benign, 60 harmful through the photo, on 120 photos of ``test_photos.txt``),
+measured with the photo and without a bar."""
+
 OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30", "blind 31", "blind 32", "blind 33",
                  "blind 34", "blind 35")
 """Hand sets written by helpers that read none of the project's data (blind_27's writer had
@@ -1856,6 +1861,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             leak_checks.append(f"photos: {PHOTO_REQUESTS.relative_to(ROOT)} missing, "
                                "not measured")
+        for name, file in PHOTO_HAND_SETS.items():  # measured with the photo, no bar
+            if (HELDOUT / file).is_file():
+                evaluate(name, photo_items(HELDOUT / file)[0], limit=False)
+                leak_checks.append(f"{name}: from training/heldout/{file}")
 
     if "invariance" in parts:
         pool_items, pool_name = ask_pool(data_dir, probes)

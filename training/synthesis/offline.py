@@ -600,12 +600,14 @@ EVALUATION_FILES = ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl
                     "blind_28.jsonl", "blind_29.jsonl", "blind_30.jsonl",
                     "blind_31.jsonl", "everyday_31.jsonl", "blind_32.jsonl",
                     "calibration_32.jsonl", "blind_33.jsonl", "blind_34.jsonl",
-                    "blind_35.jsonl")
+                    "blind_35.jsonl", "blind_36.jsonl", "calibration_35_photos.jsonl",
+                    "blind_photos_36.jsonl")
 """The hand-written request files of ``training/heldout``: no training seed and no precedent
 index text may near-copy one of their requests. ``blind_33.jsonl`` and ``blind_34.jsonl``
 (stop 31) and ``blind_35.jsonl`` (stop 32) were added to ``training.evaluate``'s hand sets
 before any guard read them, for rounds m, n and o's rules.
-``calibration_32.jsonl`` chooses thresholds only (``export.to_onnx --calibrate-benign``)."""
+``calibration_32.jsonl`` and ``calibration_35_photos.jsonl`` (requests about training-side
+photos) choose thresholds only (``export.to_onnx --calibrate-benign``)."""
 
 
 def evaluation_texts(folder: Path = HELDOUT) -> list[str]:
