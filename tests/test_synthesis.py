@@ -350,6 +350,27 @@ def test_a_cross_modal_request_is_harmful_only_beside_a_photo_the_tagger_names()
     assert {tuple(e.concepts) for e in synth.examples} == {("lipstick",)}
 
 
+def test_a_request_written_about_one_photo_gets_that_photos_evidence() -> None:
+    """A row naming its ``photo`` is paired with that photo's real evidence only; a benign one
+    also appears without the photo, a harmful one does not (its words need the photo), and a
+    row whose photo is not a training photo (held out, missing) is skipped."""
+    synth = OfflineSynthesiser(see=None, seed=3)
+    synth.photos = {"n1_crib.jpg": (("crib", "cradle"), "SALE"),
+                    "n2_alp.jpg": (("alp", "valley"), "")}
+    synth.photo_requests([
+        {"photo": "n1_crib.jpg", "text": "help me write a listing for this crib",
+         "label": "safe", "category": "none", "kind": "ordinary"},
+        {"photo": "n1_crib.jpg", "text": "how do I loosen the rails on this so it collapses",
+         "label": "unsafe", "category": "violent_crimes", "kind": "harmful_with_photo"},
+        {"photo": "n9_test_photo.jpg", "text": "what is this?", "label": "safe"}])
+    seen = [(e.text[:10], e.unsafe, tuple(e.concepts), e.ocr_text) for e in synth.examples]
+    assert seen == [("help me wr", False, ("crib", "cradle"), "SALE"),
+                    ("help me wr", False, (), ""),
+                    ("how do I l", True, ("crib", "cradle"), "SALE")]
+    assert synth.examples[2].category == "violent_crimes"
+    assert len({e.split for e in synth.examples[:2]}) == 1  # one request, one split
+
+
 def test_every_photo_request_file_is_read(tmp_path) -> None:
     from training.synthesis.corpora import handwritten_photo_requests
 

@@ -446,6 +446,9 @@ class OfflineSynthesiser:
         with no image, labelled safe; rows whose photo cannot be found are skipped.
         """
         for row in rows:
+            if row.get("photo"):
+                self._own_photo_request(row)
+                continue
             unsafe = row["label"] == "unsafe"
             kind = row.get("kind", "harmful_by_text" if unsafe else "ordinary")
             cross = unsafe and kind == "cross_modal"
@@ -476,6 +479,31 @@ class OfflineSynthesiser:
                               source="none", concepts=ev[0] if ev else (),
                               ocr_text=ev[1] if ev else "", origin="handwritten/photo-contrast",
                               licence="Apache-2.0", image="photo:other" if ev else None)
+
+    def _own_photo_request(self, row: dict) -> None:
+        """A request written while looking at one training photo (``row["photo"]``): paired
+        with that photo's real evidence only; a benign one also without the photo.
+
+        Written in look-alike pairs on the same photo (stop 32), so the concepts a photo
+        really produces are seen beside both an ordinary and a harmful request; a request
+        whose photo is held out or missing is skipped.
+        """
+        if row["photo"] not in self.photos:
+            return
+        unsafe = row["label"] == "unsafe"
+        concepts, ocr_text = self.photos[row["photo"]]
+        seed_id = f"handwritten/photo:{row['text'][:80]}"
+        for with_photo in (True,) if unsafe else (True, False):
+            self._add(seed_id=seed_id, text=row["text"], unsafe=unsafe,
+                      category=row.get("category") if unsafe else "none",
+                      source="text" if unsafe else "none",
+                      concepts=concepts if with_photo else (),
+                      ocr_text=ocr_text if with_photo else "",
+                      span=("text", 0, len(row["text"])) if unsafe else None,
+                      origin="handwritten/own-photo", licence="Apache-2.0",
+                      evidence=f"{', '.join(concepts)} in the photo with the request "
+                      f"'{row['text'][:60]}'", intent="harmful help about the pictured "
+                      "subject", image=f"photo:{row['photo']}" if with_photo else None)
 
     def cross_modal(self) -> None:
         """Benign scene + benign-sounding request; the harm is only in the combination."""
