@@ -426,7 +426,8 @@ CALIBRATION_KINDS: dict[str, tuple[tuple[str, ...], float]] = {
 
 
 def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = False,
-                     benign: Sequence[tuple[Path, float]] = ()) -> dict:
+                     benign: Sequence[tuple[Path, float]] = (),
+                     floor: float | None = None) -> dict:
     """Choose the threshold end to end: the shipped runtime (every window and reading,
     the quantised model) scores the validation split, and the lowest threshold whose
     false-positive rate stays within ``max_fpr`` is written into the manifest. With
@@ -448,7 +449,9 @@ def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = F
     from training.evaluate import load_photo
     from training.evaluate import read_jsonl as evaluate_jsonl
     from training.synthesis.offline import read_jsonl
-    from training.train import choose_threshold
+    from training.train import THRESHOLD_FLOOR, choose_threshold
+
+    floor = THRESHOLD_FLOOR if floor is None else floor
     from vlmguard import Guard
 
     guard = Guard.from_pretrained(bundle, providers=["CPUExecutionProvider"])
@@ -456,7 +459,7 @@ def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = F
     risk = np.array([guard.rewrite_seen(e.text, e.concepts, e.ocr_text, e.has_image).risk
                      for e in tqdm(rows, desc="calibrate", mininterval=10)])
     y = np.array([e.unsafe for e in rows])
-    t = choose_threshold(risk, y.astype(int), max_fpr)
+    t = choose_threshold(risk, y.astype(int), max_fpr, floor)
     # Every further limit: benign risks and the FPR they may reach; the strictest wins.
     limits: dict[str, tuple[np.ndarray, float]] = {}
     if by_kind:
@@ -473,7 +476,7 @@ def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = F
         limits[str(path)] = (risk_b, limit)
     held: dict[str, dict[str, Any]] = {}
     for name, (r, limit) in limits.items():
-        tk = choose_threshold(r, np.zeros(len(r), dtype=int), limit)
+        tk = choose_threshold(r, np.zeros(len(r), dtype=int), limit, floor)
         held[name] = {"n": len(r), "max_fpr": limit, "threshold": round(tk, 4)}
         t = max(t, tk)
     for name, (r, _) in limits.items():
@@ -481,7 +484,8 @@ def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = F
     manifest = read_manifest_json(bundle)
     manifest["config"]["threshold"] = round(t, 4)
     calib = {"set": f"{data} (val split, {len(rows)} rows, end to end)", "max_fpr": max_fpr,
-             "threshold": round(t, 4), "recall": float((risk[y] >= t).mean()) if y.any() else None,
+             "threshold": round(t, 4), "floor": floor,
+             "recall": float((risk[y] >= t).mean()) if y.any() else None,
              "fpr": float((risk[~y] >= t).mean()) if (~y).any() else None}
     kinds = {k: v for k, v in held.items() if k in CALIBRATION_KINDS}
     if kinds:
@@ -529,6 +533,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calibrate-benign-max-fpr", type=float, action="append", default=[],
                     help="one limit per --calibrate-benign file, in order (one limit "
                     "holds them all)")
+    ap.add_argument("--calibrate-floor", type=float, default=None, metavar="T",
+                    help="with --calibrate-max-fpr: the lowest threshold calibration may choose "
+                    "(default training.train.THRESHOLD_FLOOR, 0.2)")
     ap.add_argument("--calibrate-only", action="store_true",
                     help="export nothing: re-choose the threshold of the bundle at --bundle "
                     "(to compare judges at one operating point)")
@@ -556,9 +563,12 @@ def main(argv: list[str] | None = None) -> None:
     benign = list(zip(files, fprs * len(files) if len(fprs) == 1 else fprs, strict=True))
     if (args.calibrate_only or benign) and args.calibrate_max_fpr is None:
         ap.error("--calibrate-only and --calibrate-benign need --calibrate-max-fpr")
+    if args.calibrate_floor is not None and not 0.0 < args.calibrate_floor < 0.9:
+        ap.error("--calibrate-floor is a threshold in (0, 0.9)")
     if args.calibrate_only:
         calibrate_bundle(args.bundle, args.data, args.calibrate_max_fpr,
-                         by_kind=args.calibrate_by_kind, benign=benign)
+                         by_kind=args.calibrate_by_kind, benign=benign,
+                         floor=args.calibrate_floor)
         return
     from tokenizers import Tokenizer
 
@@ -609,7 +619,8 @@ def main(argv: list[str] | None = None) -> None:
                             args.cpu_model)
     if args.calibrate_max_fpr is not None:
         calibrate_bundle(args.bundle, args.data, args.calibrate_max_fpr,
-                         by_kind=args.calibrate_by_kind, benign=benign)
+                         by_kind=args.calibrate_by_kind, benign=benign,
+                         floor=args.calibrate_floor)
     size = sum(f["bytes"] for f in manifest["files"].values())
     print(f"bundle {args.bundle}: {size / 1e6:.1f} MB in {len(manifest['files'])} files "
           f"(+ vision/), {time.time() - t:.0f}s")

@@ -184,6 +184,15 @@ def test_calibration_on_a_benign_file_recalibrates_a_bundle(tmp_path: Path) -> N
     assert [(p["set"], p["n"], p["max_fpr"]) for p in calib["benign_sets"]] == \
         [(str(benign), 3, 0.0), (str(photos), 1, 1.0)]
     assert calib["threshold"] == max(p["threshold"] for p in calib["benign_sets"])
+    # every limit loose: the floor decides, and a lower floor is taken and recorded
+    chosen = []
+    for floor in ("0.3", "0.05"):
+        main(["--calibrate-only", "--bundle", str(bundle), "--data", str(data),
+              "--calibrate-max-fpr", "1.0", "--calibrate-floor", floor])
+        calib = json.loads((bundle / "manifest.json").read_text())["calibration"]
+        assert calib["floor"] == float(floor) and calib["threshold"] >= float(floor)
+        chosen.append(calib["threshold"])
+    assert chosen[0] == 0.3 and chosen[1] < 0.3  # two plain benign rows score far below 0.3
     with pytest.raises(SystemExit):
         main(["--calibrate-only", "--bundle", str(bundle), "--calibrate-max-fpr", "0.5",
               "--calibrate-benign", str(benign), "--calibrate-benign", str(photos),

@@ -294,3 +294,18 @@ def test_gpu_round_rebuild_takes_frozen_tensors_exact_from_the_base(tmp_path: Pa
         assert torch.equal(got[name], want[name])
         assert not torch.equal(got[name], half[name].float())  # not the fp16 copy
     assert torch.allclose(got[key], half[key].float() + 0.5)
+
+
+def test_threshold_is_the_lowest_within_the_fpr_limit_above_the_floor() -> None:
+    """The threshold lets at most ``max_fpr`` of the benign rows through; the floor holds it
+    up only where a limit would allow less, and can be lowered (``--calibrate-floor``)."""
+    import numpy as np
+
+    from training.train import THRESHOLD_FLOOR, choose_threshold
+
+    p = np.array([0.01, 0.02, 0.05, 0.1, 0.3, 0.9, 0.95])
+    y = np.array([0, 0, 0, 0, 0, 1, 1])
+    assert choose_threshold(p, y, 0.2) == pytest.approx(0.3 + 1e-6)  # 1 of 5 benign at 0.3
+    assert choose_threshold(p, y, 0.4) == THRESHOLD_FLOOR  # 0.1 would do; the floor holds
+    assert choose_threshold(p, y, 0.4, floor=0.05) == pytest.approx(0.1 + 1e-6)
+    assert choose_threshold(p, y, 0.0) == pytest.approx(0.3 + 1e-6)
