@@ -1472,6 +1472,12 @@ HAND_SETS: tuple[HandSet, ...] = (
             "data, first scored with round o's candidate: {u} harmful asks over all 13 "
             "categories, {b} benign twins; a third each long with a backstory or pretext, "
             "casual with typos, and terse)"),
+    HandSet("blind 36", "blind_36.jsonl", None, 0, "Blind set of stop 32, second (`training/"
+            "heldout/blind_36.jsonl`, written in stop 32 by a helper that saw none of the "
+            "project's data, first scored with rounds r and s's candidates: {u} harmful asks "
+            "over all 13 categories, {b} benign twins; a quarter each workplace or technical, "
+            "questions from parents, students and hobbyists, asks to write something, and "
+            "blunt one-liners)"),
 )
 """The hand-written sets the probe part measures without a bar, in report order."""
 
@@ -1481,7 +1487,7 @@ PHOTO_HAND_SETS = {"blind photos 36": "blind_photos_36.jsonl"}
 measured with the photo and without a bar."""
 
 OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30", "blind 31", "blind 32", "blind 33",
-                 "blind 34", "blind 35")
+                 "blind 34", "blind 35", "blind 36")
 """Hand sets written by helpers that read none of the project's data (blind_27's writer had
 seen stop 27's note). Pooled, they give the look-alike rate an outside user meets: 0.05-0.35
 per set for the judge shipped since stop 22 (0.21 pooled over seven sets), where the
