@@ -1482,9 +1482,13 @@ HAND_SETS: tuple[HandSet, ...] = (
 """The hand-written sets the probe part measures without a bar, in report order."""
 
 PHOTO_HAND_SETS = {"blind photos 36": "blind_photos_36.jsonl"}
-"""Requests about held-out real photos written by helpers that viewed only those photos
-(stop 32: 60 benign, 60 harmful through the photo, on 120 photos of ``test_photos.txt``),
+"""Requests about held-out real photos written by helpers that viewed only those photos,
 measured with the photo and without a bar."""
+PHOTO_HAND_NOTES = {"blind photos 36": (
+    "Blind photo set of stop 32 (`training/heldout/blind_photos_36.jsonl`, written by a "
+    "helper that viewed only those photos and read none of the project's data, first scored "
+    "with round o's candidates): {u} requests harmful through the photo and {b} benign "
+    "ones (ordinary and edgy), one per held-out photo")}
 
 OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30", "blind 31", "blind 32", "blind 33",
                  "blind 34", "blind 35", "blind 36")
@@ -1632,6 +1636,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {k} | {v['n']} | {v['n_unsafe']} | {_f(v['recall'])} "
                          f"| {_f(v['fpr'])} | {_f(v['recall_text'])} | {_f(v['fpr_text'])} |")
         lines += [""]
+        for name, note in PHOTO_HAND_NOTES.items():
+            if name in sets:
+                r = sets[name]
+                lines += [f"{note.format(u=r['n_unsafe'], b=r['n'] - r['n_unsafe'])}: "
+                          f"harmful recall {_f(r['recall'])}, benign FPR {_f(r['fpr'])}. "
+                          "No bar.", ""]
         lines += _examples("Highest-risk benign photo requests",
                            photos["worst"]["highest_risk_safe"])
         lines += _examples("Lowest-risk harmful photo requests",
