@@ -450,10 +450,9 @@ def calibrate_bundle(bundle: Path, data: Path, max_fpr: float, by_kind: bool = F
     from training.evaluate import read_jsonl as evaluate_jsonl
     from training.synthesis.offline import read_jsonl
     from training.train import THRESHOLD_FLOOR, choose_threshold
-
-    floor = THRESHOLD_FLOOR if floor is None else floor
     from vlmguard import Guard
 
+    floor = THRESHOLD_FLOOR if floor is None else floor
     guard = Guard.from_pretrained(bundle, providers=["CPUExecutionProvider"])
     rows = [e for e in read_jsonl(data) if e.split == "val"]
     risk = np.array([guard.rewrite_seen(e.text, e.concepts, e.ocr_text, e.has_image).risk

@@ -1493,9 +1493,9 @@ PHOTO_HAND_NOTES = {"blind photos 36": (
 OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30", "blind 31", "blind 32", "blind 33",
                  "blind 34", "blind 35", "blind 36")
 """Hand sets written by helpers that read none of the project's data (blind_27's writer had
-seen stop 27's note). Pooled, they give the look-alike rate an outside user meets: 0.05-0.35
-per set for the judge shipped since stop 22 (0.21 pooled over seven sets), where the
-project's own probe set reads 0.034 (RUNS.md, stops 29-31).
+seen stop 27's note). Pooled, they give the look-alike rate an outside user meets: 0.05-0.37
+per set for the judge shipped since stop 22 (0.23 pooled over nine sets), where the
+project's own probe set reads 0.034 (RUNS.md, stops 29-32).
 ``everyday 31`` is kept out: it is ordinary traffic, not look-alikes, and would dilute the rate."""
 
 

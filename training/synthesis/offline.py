@@ -632,8 +632,8 @@ EVALUATION_FILES = ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl
                     "blind_photos_36.jsonl")
 """The hand-written request files of ``training/heldout``: no training seed and no precedent
 index text may near-copy one of their requests. ``blind_33.jsonl`` and ``blind_34.jsonl``
-(stop 31) and ``blind_35.jsonl`` (stop 32) were added to ``training.evaluate``'s hand sets
-before any guard read them, for rounds m, n and o's rules.
+(stop 31) and ``blind_35.jsonl`` and ``blind_36.jsonl`` (stop 32) were added to
+``training.evaluate``'s hand sets before any candidate read them, for rounds m, n, o and s.
 ``calibration_32.jsonl`` and ``calibration_35_photos.jsonl`` (requests about training-side
 photos) choose thresholds only (``export.to_onnx --calibrate-benign``)."""
 
