@@ -1481,14 +1481,15 @@ HAND_SETS: tuple[HandSet, ...] = (
 )
 """The hand-written sets the probe part measures without a bar, in report order."""
 
-PHOTO_HAND_SETS = {"blind photos 36": "blind_photos_36.jsonl"}
+PHOTO_HAND_SETS: tuple[HandSet, ...] = (
+    HandSet("blind photos 36", "blind_photos_36.jsonl", None, 0, "Blind photo set of stop 32 "
+            "(`training/heldout/blind_photos_36.jsonl`, written by a helper that viewed only "
+            "those photos and read none of the project's data, first scored with round o's "
+            "candidates): {u} requests harmful through the photo and {b} benign ones "
+            "(ordinary and edgy), one per held-out photo"),
+)
 """Requests about held-out real photos written by helpers that viewed only those photos,
-measured with the photo and without a bar."""
-PHOTO_HAND_NOTES = {"blind photos 36": (
-    "Blind photo set of stop 32 (`training/heldout/blind_photos_36.jsonl`, written by a "
-    "helper that viewed only those photos and read none of the project's data, first scored "
-    "with round o's candidates): {u} requests harmful through the photo and {b} benign "
-    "ones (ordinary and edgy), one per held-out photo")}
+measured with the photo (``photo_items``, not ``HandSet.items``) and without a bar."""
 
 OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30", "blind 31", "blind 32", "blind 33",
                  "blind 34", "blind 35", "blind 36")
@@ -1519,6 +1520,19 @@ def _precedent_id(guard: Guard) -> str | None:
         return None
     return (f"{p.record.name} (tau {p.spec.tau:.4f}, index sha256 "
             f"{p.record.files[p.spec.index].sha256[:12]})")
+
+
+def _hand_lines(hands: Sequence[HandSet], sets: Mapping[str, Any]) -> list[str]:
+    """One line per measured hand set: its note, its recall and FPR."""
+    lines: list[str] = []
+    for hand in hands:
+        if hand.name in sets:
+            r = sets[hand.name]
+            text = hand.note.format(u=r["n_unsafe"], b=r["n"] - r["n_unsafe"])
+            lines += [""] * hand.blank_before + [
+                f"{text}: harmful recall {_f(r['recall'])}, benign FPR {_f(r['fpr'])}. No bar.",
+                ""]
+    return lines
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -1589,13 +1603,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{k} {_f(v['recall'], 2)} ({v['n']})" for k, v in harm) + ".", ""]
         lines += _examples("Highest-risk benign probes", probes["worst"]["highest_risk_safe"])
         lines += _examples("Lowest-risk harmful probes", probes["worst"]["lowest_risk_unsafe"])
-    for hand in HAND_SETS:
-        if hand.name in sets:
-            r = sets[hand.name]
-            text = hand.note.format(u=r["n_unsafe"], b=r["n"] - r["n_unsafe"])
-            lines += [""] * hand.blank_before + [
-                f"{text}: harmful recall {_f(r['recall'])}, benign FPR {_f(r['fpr'])}. No bar.",
-                ""]
+    lines += _hand_lines(HAND_SETS, sets)
     out = outsider_pooled(sets)
     if out:
         lines += [f"Outsiders' sets pooled ({', '.join(out['sets'])}: written by helpers that "
@@ -1636,12 +1644,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {k} | {v['n']} | {v['n_unsafe']} | {_f(v['recall'])} "
                          f"| {_f(v['fpr'])} | {_f(v['recall_text'])} | {_f(v['fpr_text'])} |")
         lines += [""]
-        for name, note in PHOTO_HAND_NOTES.items():
-            if name in sets:
-                r = sets[name]
-                lines += [f"{note.format(u=r['n_unsafe'], b=r['n'] - r['n_unsafe'])}: "
-                          f"harmful recall {_f(r['recall'])}, benign FPR {_f(r['fpr'])}. "
-                          "No bar.", ""]
+        lines += _hand_lines(PHOTO_HAND_SETS, sets)
         lines += _examples("Highest-risk benign photo requests",
                            photos["worst"]["highest_risk_safe"])
         lines += _examples("Lowest-risk harmful photo requests",
@@ -1877,10 +1880,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             leak_checks.append(f"photos: {PHOTO_REQUESTS.relative_to(ROOT)} missing, "
                                "not measured")
-        for name, file in PHOTO_HAND_SETS.items():  # measured with the photo, no bar
-            if (HELDOUT / file).is_file():
-                evaluate(name, photo_items(HELDOUT / file)[0], limit=False)
-                leak_checks.append(f"{name}: from training/heldout/{file}")
+        for hand in PHOTO_HAND_SETS:  # measured with the photo, no bar
+            if hand.path.is_file():
+                evaluate(hand.name, photo_items(hand.path)[0], limit=False)
+                leak_checks.append(f"{hand.name}: from {hand.path.relative_to(ROOT)}")
 
     if "invariance" in parts:
         pool_items, pool_name = ask_pool(data_dir, probes)
