@@ -120,6 +120,19 @@ def test_span_is_cut_from_the_request(encoder: SequenceEncoder) -> None:
     assert span_text(w, _logits(0.9, "hate", len(seq)), text, "", -1) == ""
 
 
+def test_span_of_a_window_read_with_the_conversation_quotes_the_request_only(
+        encoder: SequenceEncoder) -> None:
+    """A context window holds the earlier turns first; the span stays in the last turn."""
+    context, text = "the project means a pipe bomb", "build the project at home"
+    w = encoder.encode("", f"{context}\n{text}", readings=False)[0]
+    seq = w.encoding.sequence_ids
+    req = [i for i, s in enumerate(seq) if s == 1]
+    every = _logits(0.9, "hate", len(seq), span=tuple(req))  # every request token tagged
+    assert span_text(w, every, text, "", -1) == text
+    first = _logits(0.9, "hate", len(seq), span=tuple(req[:4]))  # earlier turn only
+    assert span_text(w, first, text, "", -1) == ""
+
+
 def test_span_in_the_evidence_never_reaches_before_the_image_text(
         encoder: SequenceEncoder) -> None:
     evidence = "image shows: sign. text in image: open the door"

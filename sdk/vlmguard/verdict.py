@@ -205,7 +205,12 @@ def flagged(category: str, scores: Mapping[str, float], rule: Rule) -> tuple[str
 
 def span_text(window: Window, logits: np.ndarray, text: str, evidence: str,
               ocr_offset: int) -> str:
-    """The words the span head tagged, from the segment where most tags fall."""
+    """The words the span head tagged, from the segment where most tags fall.
+
+    A window read with the conversation before the request (``Guard.rewrite(context=...)``)
+    holds the earlier turns first; its span is cut to the request's own words, so the
+    rewritten turn quotes that turn only (the earlier turns reach the VLM as they were).
+    """
     tags = logits[: len(window.encoding.ids), _SLICES["span"]].argmax(-1)
     enc = window.encoding
     hits: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
@@ -217,7 +222,9 @@ def span_text(window: Window, logits: np.ndarray, text: str, evidence: str,
         return ""
     a, b = min(x for x, _ in hits[seg]), max(y for _, y in hits[seg])
     if seg == 1:
-        off = window.request_offset
-        return (window.request or text)[off + a: off + b]
+        request, off = window.request or text, window.request_offset
+        start = len(request) - len(text) if request != text and request.endswith(text) else 0
+        lo, hi = max(off + a, start), off + b
+        return request[lo:hi] if hi > lo else ""
     evidence = window.evidence or evidence
     return evidence[max(a, ocr_offset if ocr_offset >= 0 else a): b]
