@@ -629,12 +629,13 @@ EVALUATION_FILES = ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl
                     "blind_31.jsonl", "everyday_31.jsonl", "blind_32.jsonl",
                     "calibration_32.jsonl", "blind_33.jsonl", "blind_34.jsonl",
                     "blind_35.jsonl", "blind_36.jsonl", "calibration_35_photos.jsonl",
-                    "blind_photos_36.jsonl", "blind_37.jsonl", "blind_photos_37.jsonl")
+                    "blind_photos_36.jsonl", "blind_37.jsonl", "blind_photos_37.jsonl",
+                    "blind_38.jsonl", "blind_photos_38.jsonl")
 """The hand-written request files of ``training/heldout``: no training seed and no precedent
 index text may near-copy one of their requests. ``blind_33.jsonl`` and ``blind_34.jsonl``
-(stop 31), ``blind_35.jsonl`` and ``blind_36.jsonl`` (stop 32) and ``blind_37.jsonl`` (stop 33)
-were added to ``training.evaluate``'s hand sets before any candidate read them, for rounds m,
-n, o, s and t.
+(stop 31), ``blind_35.jsonl`` and ``blind_36.jsonl`` (stop 32) and ``blind_37.jsonl`` and
+``blind_38.jsonl`` (stop 33) were added to ``training.evaluate``'s hand sets before any
+candidate read them, for rounds m, n, o, s, t and u.
 ``calibration_32.jsonl`` and ``calibration_35_photos.jsonl`` (requests about training-side
 photos) choose thresholds only (``export.to_onnx --calibrate-benign``)."""
 
