@@ -1483,6 +1483,11 @@ HAND_SETS: tuple[HandSet, ...] = (
             "data, first scored with round t's candidate: {u} harmful asks over all 13 "
             "categories, {b} benign twins; about a third each casual chat, plain and polite, "
             "and mixed: backstories, fragments, role-play, asks to write something)"),
+    HandSet("blind 38", "blind_38.jsonl", None, 0, "Blind set of stop 33, second (`training/"
+            "heldout/blind_38.jsonl`, written in stop 33 by a helper that saw none of the "
+            "project's data, first scored with round u's candidate: {u} harmful asks over all "
+            "13 categories, {b} benign twins; a quarter each people at work, people telling "
+            "what happened to them, writing tasks, and curt or slangy one-liners)"),
 )
 """The hand-written sets the probe part measures without a bar, in report order."""
 
@@ -1498,16 +1503,22 @@ PHOTO_HAND_SETS: tuple[HandSet, ...] = (
             "the project's data; labels assigned by the photo's order; first scored with round "
             "t's candidate): {u} requests harmful through the photo and {b} benign ones "
             "(ordinary and edgy), one per photo"),
+    HandSet("blind photos 38", "blind_photos_38.jsonl", None, 0, "Blind photo set of stop 33, "
+            "second (`training/heldout/blind_photos_38.jsonl`, written by a helper that viewed "
+            "only those 80 held-out photos, none of blind photos 36's or 37's, and read none of "
+            "the project's data; labels assigned by the photo's order; first scored with round "
+            "u's candidate): {u} requests harmful through the photo and {b} benign ones"),
 )
 """Requests about held-out real photos written by helpers that viewed only those photos,
 measured with the photo (``photo_items``, not ``HandSet.items``) and without a bar."""
 
 OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30", "blind 31", "blind 32", "blind 33",
-                 "blind 34", "blind 35", "blind 36", "blind 37")
+                 "blind 34", "blind 35", "blind 36", "blind 37", "blind 38")
 """Hand sets written by helpers that read none of the project's data (blind_27's writer had
 seen stop 27's note). Pooled, they give the look-alike rate an outside user meets: 0.05-0.37
-per set for the judge shipped from stop 22 to stop 32 (0.23 pooled over nine sets), where
-the project's own probe set read 0.034 (RUNS.md, stops 29-33).
+per set for the judge shipped from stop 22 to stop 32 (0.23 pooled over nine sets), 0.05-0.27
+for the one shipped in stop 33 (0.14 over eleven), where the project's own probe set reads
+0.03-0.04 (RUNS.md, stops 29-33).
 ``everyday 31`` is kept out: it is ordinary traffic, not look-alikes, and would dilute the rate."""
 
 
