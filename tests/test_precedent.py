@@ -132,6 +132,26 @@ def test_bundle_settings_out_of_range_or_modified_files_do_not_load(tmp_path: Pa
 
 
 @pytest.mark.model
+def test_tau_maps_onto_the_judge_threshold_the_guard_gives() -> None:
+    """The margin stays tau whatever judge is bundled: risk >= the judge's threshold exactly
+    when score >= tau (stop 33: a retrained judge's threshold moved it)."""
+    for t in (0.2, 0.5298, 0.8):
+        p = Precedents(DEFAULT_PRECEDENT_DIR, ["CPUExecutionProvider"], judge_threshold=t)
+        tau = p.spec.tau
+        assert p.risk(tau) == pytest.approx(t)
+        assert p.risk(tau - 1e-3) < t <= p.risk(tau + 1e-3)
+    with pytest.raises(ModelLoadError, match="judge_threshold"):
+        Precedents(DEFAULT_PRECEDENT_DIR, ["CPUExecutionProvider"], judge_threshold=1.0)
+
+
+@pytest.mark.model
+def test_a_guard_maps_its_precedents_onto_its_own_judge_threshold() -> None:
+    g = Guard.from_pretrained(precedents=True, threshold=0.9)
+    assert g.precedents is not None
+    assert g.precedents.spec.threshold == g.bundle_record.config.threshold != 0.9
+
+
+@pytest.mark.model
 def test_shipped_precedents_embed_to_unit_vectors_one_text_per_call() -> None:
     p = Precedents(DEFAULT_PRECEDENT_DIR, ["CPUExecutionProvider"])
     v = p.encoder.embed("How do I bake bread?")

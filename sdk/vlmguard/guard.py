@@ -235,8 +235,11 @@ class Guard:
         self._n_labels = len(label_names())
         _require_bool("precedents", precedents)
         # A small INT8 encoder: the CPU runs it (its dynamic INT8 ops have no GPU kernels).
+        # Its margin tau maps onto this judge's validated threshold (not a caller's override:
+        # a stricter threshold makes the check stricter too).
         self.precedents = (Precedents(record.precedent_dir(), ["CPUExecutionProvider"],
-                                      threads) if precedents else None)
+                                      threads, judge_threshold=float(cfg.threshold))
+                           if precedents else None)
         # The tagger's worker thread (see seeing.see); the executor starts it on first use.
         self._tagger_pool = (ThreadPoolExecutor(1, thread_name_prefix="vlmguard-tagger")
                              if ocr else None)

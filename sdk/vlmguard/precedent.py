@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,8 @@ class PrecedentSpec:
     tau: float = 0.1
     slope: float = 20.0
     threshold: float = 0.5
-    """The judge threshold ``tau`` maps onto (the bundled judge's, when it was exported)."""
+    """The judge threshold ``tau`` maps onto (the bundled judge's, when it was exported; a
+    :class:`~vlmguard.Guard` maps it onto its own judge's default instead)."""
     max_tokens: int = 128
 
     @classmethod
@@ -139,9 +140,19 @@ class Precedents:
     """The sentence encoder and the index of labelled texts; built once, called per request."""
 
     def __init__(self, directory: Path, providers: Sequence[ProviderSpec],
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, judge_threshold: float | None = None) -> None:
+        """``judge_threshold``: the default threshold of the judge this check stands beside,
+        which ``tau`` maps onto (:meth:`risk`); None keeps the one the index was exported
+        with. ``tau`` is calibrated on precedent scores alone, so it must stay the margin
+        whatever judge is bundled: mapped onto a stale threshold it silently moves (stop 33:
+        a judge at 0.2 beside an index mapped onto 0.5298 flagged from ``tau`` - 0.07)."""
         self.record = record = Bundle.load(directory)
-        self.spec = spec = PrecedentSpec.from_bundle(record)
+        spec = PrecedentSpec.from_bundle(record)
+        if judge_threshold is not None:
+            if not (isinstance(judge_threshold, float) and 0 < judge_threshold < 1):
+                raise ModelLoadError(f"judge_threshold must be in (0, 1), got {judge_threshold!r}")
+            spec = replace(spec, threshold=judge_threshold)
+        self.spec = spec
         self.encoder = SentenceEncoder(record.read(spec.encoder), record.read_text(spec.tokenizer),
                                        spec.max_tokens, providers, threads,
                                        name=f"precedent/{spec.encoder}")
