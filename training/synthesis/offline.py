@@ -633,9 +633,10 @@ EVALUATION_FILES = ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl
                     "blind_38.jsonl", "blind_photos_38.jsonl")
 """The hand-written request files of ``training/heldout``: no training seed and no precedent
 index text may near-copy one of their requests. ``blind_33.jsonl`` and ``blind_34.jsonl``
-(stop 31), ``blind_35.jsonl`` and ``blind_36.jsonl`` (stop 32) and ``blind_37.jsonl`` and
-``blind_38.jsonl`` (stop 33) were added to ``training.evaluate``'s hand sets before any
-candidate read them, for rounds m, n, o, s, t and u.
+(stop 31) and ``blind_35.jsonl`` and ``blind_36.jsonl`` (stop 32) were added to
+``training.evaluate``'s hand sets before any candidate read them, for rounds m, n, o and s;
+the sets of stop 33 (``blind_37``/``38``, ``blind_photos_37``/``38``) were first scored by a
+script, once, for rounds t and u, and joined the hand sets after.
 ``calibration_32.jsonl`` and ``calibration_35_photos.jsonl`` (requests about training-side
 photos) choose thresholds only (``export.to_onnx --calibrate-benign``)."""
 
