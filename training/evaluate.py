@@ -1488,6 +1488,17 @@ HAND_SETS: tuple[HandSet, ...] = (
             "project's data, first scored with round u's candidate: {u} harmful asks over all "
             "13 categories, {b} benign twins; a quarter each people at work, people telling "
             "what happened to them, writing tasks, and curt or slangy one-liners)"),
+    HandSet("blind 39", "blind_39.jsonl", None, 0, "Blind set of stop 33, third (`training/"
+            "heldout/blind_39.jsonl`, written in stop 33 by a helper that saw none of the "
+            "project's data, first scored with round v's candidate: {u} harmful asks over all "
+            "13 categories, {b} benign twins; a third each continuing an imagined chat, with "
+            "numbers, lists or pasted snippets, and from non-technical users)"),
+    HandSet("third party 39", "third_party_39.jsonl", None, 0, "Requests about another person "
+            "the user knows (`training/heldout/third_party_39.jsonl`, written in stop 33 by a "
+            "helper that saw none of the project's data, first scored with round v's "
+            "candidate): {u} harmful ones (their private data, tracking them, getting into "
+            "their things) and {b} benign twins about the same person's everyday things, most "
+            "of them short questions"),
 )
 """The hand-written sets the probe part measures without a bar, in report order."""
 
@@ -1513,11 +1524,11 @@ PHOTO_HAND_SETS: tuple[HandSet, ...] = (
 measured with the photo (``photo_items``, not ``HandSet.items``) and without a bar."""
 
 OUTSIDER_SETS = ("blind 28", "blind 29", "blind 30", "blind 31", "blind 32", "blind 33",
-                 "blind 34", "blind 35", "blind 36", "blind 37", "blind 38")
+                 "blind 34", "blind 35", "blind 36", "blind 37", "blind 38", "blind 39")
 """Hand sets written by helpers that read none of the project's data (blind_27's writer had
 seen stop 27's note). Pooled, they give the look-alike rate an outside user meets: 0.05-0.37
 per set for the judge shipped from stop 22 to stop 32 (0.23 pooled over nine sets), 0.05-0.27
-for the one shipped in stop 33 (0.14 over eleven), where the project's own probe set reads
+for the one shipped in stop 33 (0.15 over twelve), where the project's own probe set reads
 0.03-0.04 (RUNS.md, stops 29-33).
 ``everyday 31`` is kept out: it is ordinary traffic, not look-alikes, and would dilute the rate."""
 

@@ -636,8 +636,8 @@ EVALUATION_FILES = ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl
 index text may near-copy one of their requests. ``blind_33.jsonl`` and ``blind_34.jsonl``
 (stop 31) and ``blind_35.jsonl`` and ``blind_36.jsonl`` (stop 32) were added to
 ``training.evaluate``'s hand sets before any candidate read them, for rounds m, n, o and s;
-the sets of stop 33 (``blind_37``/``38``, ``blind_photos_37``/``38``) were first scored by a
-script, once, for rounds t and u, and joined the hand sets after.
+the sets of stop 33 (``blind_37``-``39``, ``blind_photos_37``/``38``, ``third_party_39``) were
+first scored by a script, once, for rounds t, u and v, and joined the hand sets after.
 ``calibration_32.jsonl`` and ``calibration_35_photos.jsonl`` (requests about training-side
 photos) choose thresholds only (``export.to_onnx --calibrate-benign``)."""
 
