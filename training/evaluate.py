@@ -672,13 +672,32 @@ def siuo_items(data: Path) -> list[Item]:
     return [Item(r["question"], False, meta={"category": r.get("category")}) for r in rows]
 
 
+def source_labels(data: Path) -> dict[tuple[str, str], str]:
+    """(group, text) -> the held-out red-team source's own label for the row (CoCoNot's
+    subcategory, SimpleSafetyTests' harm area), so a miss can be read by what the source
+    meant: CoCoNot's "safety" set also holds misinformation, copyright and chat-log rows that
+    the guard's hazard taxonomy does not cover."""
+    out: dict[tuple[str, str], str] = {}
+    for group in HELD_OUT_REDTEAM:
+        path = data / f"{group}.jsonl"
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                label = str(row.get("category") or row.get("harm_area") or "")
+                out[(group, row["text"])] = label.split(" / ")[-1]
+    return out
+
+
 def held_out_items(data: Path) -> dict[str, list[Item]]:
     """One item list per held-out source file; only groups in ``HELD_OUT_GROUPS``."""
     out: dict[str, list[Item]] = {}
+    labels = source_labels(data)
     for s in corpora.benign_seeds(data) + corpora.redteam_seeds(data):
         if s.group in HELD_OUT_BENIGN or s.group in HELD_OUT_REDTEAM:
-            out.setdefault(s.group, []).append(Item(s.text, s.unsafe, s.category,
-                                                    meta={"group": s.group}))
+            meta = {"group": s.group, "source_label": labels.get((s.group, s.text), "")}
+            out.setdefault(s.group, []).append(Item(s.text, s.unsafe, s.category, meta=meta))
     assert set(out) <= offline.HELD_OUT_GROUPS, "a non-held-out source leaked into evaluation"
     return out
 
@@ -1608,6 +1627,18 @@ def render_markdown(report: dict[str, Any]) -> str:
                       f": {cuts}; AUC {rank['auc']:.4f}. A judge that beats another here "
                       "ranks better; one that only gains recall at its own threshold has a "
                       "looser operating point (training/RUNS.md, stop 28)."]
+        by_label = report.get("redteam_by_source_label")
+        if by_label:
+            lines += ["", "Held-out red-team recall by the source's own label (CoCoNot's "
+                      "subcategory, SimpleSafetyTests' harm area). CoCoNot labels every row "
+                      "\"should not comply\"; part of its misinformation (invented history, "
+                      "fiction posed as fact), copyright and chat-log (\"wildchats\") rows "
+                      "fall outside the guard's hazard taxonomy, yet the 0.95 bar counts every "
+                      "row.", "",
+                      "| source: label | n | recall | missed |", "| --- | ---: | ---: | ---: |"]
+            for label, r in by_label.items():
+                missed = r["n_unsafe"] - round((r["recall"] or 0.0) * r["n_unsafe"])
+                lines.append(f"| {label} | {r['n']} | {_f(r['recall'])} | {missed} |")
         siuo = report.get("siuo")
         if siuo:
             lines += ["", f"SIUO (text only, benign alone by design): {siuo['flagged']} of "
@@ -1866,6 +1897,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 its, os_ = zip(*pool, strict=True)
                 sets[name] = summarise(name, its, os_, train_texts)
                 risks[kind] = [o.risk for o in os_]
+                if kind == "red-team":
+                    report["redteam_by_source_label"] = group_rates(
+                        its, os_, lambda it: f"{it.meta['group'].split('/')[-1]}: "
+                                             f"{it.meta.get('source_label') or '?'}")
         if len(risks) == 2:
             report["ranking"] = ranking(np.array(risks["red-team"]), np.array(risks["benign"]))
         hh = hh_rlhf_test_items(data_dir)
