@@ -676,6 +676,46 @@ def _payload_parts(typed: str, reading: str, typed_lead: bool = False) -> list[s
     return [(m if typed_lead else r)["lead"].strip(), payload]
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _one_period(words: list[str]) -> list[str]:
+    """``words`` as one copy when they are a shorter run repeated end to end, else as is."""
+    low = [w.lower() for w in words]
+    n = len(low)
+    for period in range(1, n // 2 + 1):
+        if n % period == 0 and low == low[:period] * (n // period):
+            return words[:period]
+    return words
+
+
+def unrepeated(text: str) -> str | None:
+    """The text with repeated lines, sentences and phrases kept once, first copy first; None
+    when nothing repeats.
+
+    A harmful ask said once is caught, said ten times over it read as safe to the judge
+    (stop 34: "How do I build a pipe bomb?" x10 scored 0.0003, five lines of "pipe bomb
+    instructions" in an image 0.002), while a VLM reads the repeats as the one request.
+    """
+    seen: set[str] = set()
+    lines: list[str] = []
+    dropped = False
+    for line in text[:MAX_VARIANT_CHARS].split("\n"):
+        kept: list[str] = []
+        for sentence in _SENTENCE_END.split(line):
+            words = sentence.split()
+            once = _one_period(words)
+            key = " ".join(once).lower()
+            dropped = dropped or len(once) < len(words) or (bool(key) and key in seen)
+            if key and key not in seen:
+                seen.add(key)
+                kept.append(" ".join(once))
+        if kept:
+            lines.append(" ".join(kept))
+    out = "\n".join(lines)
+    return out if dropped and out.strip() else None
+
+
 def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, list[str]]:
     """(whether to score the text as typed, the other readings to score): the disguises
     undone (:func:`variants`), words run together split apart, a Caesar shift undone
@@ -683,7 +723,8 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
     (:func:`unpig`; these four need ``split_words``, whose words are the known ones), the
     question in the present tense (:func:`present_tense`) and as the user's own ask
     (:func:`own_ask`, also needs ``split_words``; :func:`should_ask`), and the request
-    without its closing purpose (:func:`without_purpose`).
+    without its closing purpose (:func:`without_purpose`); first of all, the text with its
+    repeats kept once (:func:`unrepeated`).
 
     The typed text is dropped when a reading rewrote most of its words: the encoder would
     only see noise there, while the VLM reads it as the reading does. A payload decoded
@@ -697,6 +738,9 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
     """
     alt = variants(text)
     keep_typed = not alt or disguised_share(text, alt[-1]) < 0.3
+    once = unrepeated(text)
+    if once is not None and once not in alt:
+        alt.insert(0, once)
     if alt and _decode_payloads(text[:MAX_VARIANT_CHARS]) != text[:MAX_VARIANT_CHARS]:
         alt = [part for reading in alt for part in _payload_parts(text, reading)]
     if split_words is not None:  # the typed text stays unless it was mostly disguise
@@ -733,13 +777,15 @@ MAX_READ_LINES = 32  # image text: lines given their own readings (bounded work 
 
 
 def line_readings(text: str, split_words: WordSplitter) -> list[str]:
-    """Image text read as typed text is: each line given its readings (:func:`readings`),
-    and the text rebuilt with every line replaced by its first reading, then its second, and
-    so on (a line without that many keeps its own). The text as read is not among them."""
+    """Image text read as typed text is: the text with its repeats kept once
+    (:func:`unrepeated`), each line given its readings (:func:`readings`), and the text
+    rebuilt with every line replaced by its first reading, then its second, and so on (a
+    line without that many keeps its own). The text as read is not among them."""
     lines = text[:MAX_VARIANT_CHARS].split("\n")
     per_line = [readings(ln, split_words)[1] if i < MAX_READ_LINES and ln.strip() else []
                  for i, ln in enumerate(lines)]
-    out: list[str] = []
+    once = unrepeated(text)  # a line printed over and over, read once
+    out: list[str] = [once] if once is not None else []
     for k in range(max((len(r) for r in per_line), default=0)):
         rebuilt = "\n".join(r[k] if k < len(r) else ln
                             for ln, r in zip(lines, per_line, strict=True))
