@@ -119,6 +119,15 @@ def test_batch_matches_single_calls(guard: Guard) -> None:
     assert guard.rewrite_batch([]) == []
 
 
+def test_batch_size_is_bounded(guard: Guard) -> None:
+    from vlmguard.errors import BudgetExceededError
+    from vlmguard.guard import MAX_BATCH_ITEMS
+
+    endless = ((None, "hi") for _ in iter(int, 1))  # never ends: must not be read whole
+    with pytest.raises(BudgetExceededError, match=str(MAX_BATCH_ITEMS)):
+        guard.rewrite_batch(endless)
+
+
 def test_enforced_categories_and_threshold() -> None:
     only_hate = Guard.from_pretrained(providers=["CPUExecutionProvider"], categories=["hate"])
     r = only_hate.rewrite(EXAMPLES / "typographic_attack.png", TYPO_REQUEST)

@@ -161,6 +161,14 @@ def test_moderation_of_an_array_keeps_order(client: TestClient) -> None:
     assert flagged["vlmguard"]["reasoning"]["threat"]
 
 
+def test_moderation_of_an_array_is_bounded(client: TestClient) -> None:
+    """Stop 34: one small body held millions of strings, all judged, past the timeout."""
+    from vlmguard.guard import MAX_BATCH_ITEMS
+
+    r = client.post("/v1/moderations", json={"input": ["a"] * (MAX_BATCH_ITEMS + 1)})
+    assert r.status_code == 400 and str(MAX_BATCH_ITEMS) in r.json()["error"]["message"]
+
+
 def test_moderation_of_text_and_image_parts(client: TestClient) -> None:
     body = {"input": [{"type": "text", "text": TYPO},
                       {"type": "image_url", "image_url": {"url": PNG_URL}}]}
@@ -260,6 +268,11 @@ def test_litellm_contract(client: TestClient) -> None:
         "action": "NONE"}
     r = client.post(LITELLM, json={"texts": ["x"], "input_type": "sideways"})
     assert r.status_code == 400
+    # stop 34: an ask followed by a harmless message was not judged (only the last text was)
+    r = client.post(LITELLM, json={**base, "texts": [HARMFUL, "Please answer in detail."],
+                                   "input_type": "request"}).json()
+    assert r["action"] == "GUARDRAIL_INTERVENED" and r["texts"][0] == HARMFUL
+    assert "Please answer in detail." in r["texts"][1] != "Please answer in detail."
 
 
 def test_monitor_mode_reports_but_does_not_intervene() -> None:

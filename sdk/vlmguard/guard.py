@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -67,6 +68,10 @@ the time bound, about 10-15 ms a window on one core."""
 MAX_BATCH_WINDOWS = 16
 """Encoder windows per ONNX Runtime call: bounds the activations held at once, whatever the
 request's length or the batch's size."""
+MAX_BATCH_ITEMS = 256
+"""Requests one :meth:`Guard.rewrite_batch` call takes: each may cost up to ``MAX_WINDOWS``
+windows, so an unbounded list (one small HTTP body holds millions of short strings) would be
+an unbounded cost."""
 MAX_CONTEXT_TURNS = 2
 """Earlier user turns read before a request (``Guard.rewrite(context=...)``): enough for an
 ask split over turns, few enough that a harmful turn long ago does not flag every reply."""
@@ -518,7 +523,8 @@ class Guard:
 
     def rewrite_batch(self, items: Iterable[tuple[ImageInput, str | bytes | None]], *,
                       context: Sequence[str] = ()) -> list[RewriteResult]:
-        """Check many requests; the rewriter model runs once over all of them.
+        """Check many requests (at most ``MAX_BATCH_ITEMS``); the rewriter model runs once
+        over all of them.
 
         ``context`` (earlier user turns, see :meth:`rewrite`) is read with every item."""
         earlier = _check_context(context)
@@ -526,10 +532,13 @@ class Guard:
             raise UnsupportedInputTypeError("rewrite_batch takes an iterable of (image, text) "
                                             f"pairs, not {type(items).__name__}")
         try:
-            items = list(items)
+            items = list(itertools.islice(items, MAX_BATCH_ITEMS + 1))
         except TypeError as exc:
             raise UnsupportedInputTypeError("rewrite_batch takes an iterable of (image, text) "
                                             f"pairs: {exc}") from exc
+        if len(items) > MAX_BATCH_ITEMS:
+            raise BudgetExceededError(f"rewrite_batch takes at most {MAX_BATCH_ITEMS} requests "
+                                      "a call; split the list")
         pending = []
         for item in items:
             if not isinstance(item, tuple | list) or len(item) != 2:

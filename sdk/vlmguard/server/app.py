@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import InvalidInputError
-from ..guard import Guard
+from ..guard import MAX_CONTEXT_TURNS, Guard
 from ..messages import MessagesResult
 from ..result import RewriteResult
 from .config import ServerConfig
@@ -362,7 +362,10 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
     async def litellm_guardrail(request: Request) -> dict[str, Any]:
         """LiteLLM's contract: NONE (proceed), GUARDRAIL_INTERVENED (proceed with ``texts``
         rewritten) or BLOCKED. The last non-blank text is the request judged, with every
-        image; output (``input_type: response``) is not the guard's to judge: NONE."""
+        image, read after the non-blank texts before it (as earlier user turns: LiteLLM
+        sends every message's text without its role, and an ask split over two messages
+        must be judged whole); output (``input_type: response``) is not the guard's to
+        judge: NONE."""
         st.check_key(request)
         req: LiteLLMGuardrailRequest = _validate(LiteLLMGuardrailRequest,
                                                  await st.json_body(request))
@@ -379,7 +382,9 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         text = req.texts[idx] if idx is not None else ""
         if not text.strip() and not images:
             return {"action": "NONE"}
-        out = await st.run(g.rewrite_messages, _user_turn(text, images), limits=st.limits)
+        earlier = [t for t in req.texts[:idx or 0] if t.strip()][-MAX_CONTEXT_TURNS:]
+        turns = [{"role": "user", "content": t} for t in earlier] + _user_turn(text, images)
+        out = await st.run(g.rewrite_messages, turns, limits=st.limits)
         r = out.result
         if r.safe or r.action == "monitor":
             st.observe("/beta/litellm_basic_guardrail_api", r)
