@@ -340,6 +340,41 @@ def test_errors_are_value_errors() -> None:
         load_image(b"junk")
 
 
+# ---- animated and multi-page images (stop 34) ----------------------------------------------
+
+def _frames_bytes(fmt: str, frames: list[Image.Image]) -> bytes:
+    buf = io.BytesIO()
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:],
+                   **({"duration": 100, "loop": 0} if fmt in ("GIF", "WEBP", "PNG") else {}))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "TIFF", "PNG"])
+def test_every_frame_of_an_animated_image_is_a_view(fmt: str) -> None:
+    """A harmful line on a second frame passed unread when only the first was decoded."""
+    blank = Image.new("RGB", (64, 32), "white")
+    marked = blank.copy()
+    marked.paste((0, 0, 0), (10, 10, 30, 20))
+    views = load_views(_frames_bytes(fmt, [blank, blank.copy(), marked]))
+    assert views is not None and len(views) == 2  # the repeat of the first frame is dropped
+    assert views[0].min() == 255 and views[1].min() == 0
+    im = Image.open(io.BytesIO(_frames_bytes(fmt, [blank, marked])))
+    opened = load_views(im)
+    assert opened is not None and len(opened) == 2 and im.tell() == 0
+
+
+def test_too_many_frames_are_refused_not_read_in_part() -> None:
+    from vlmguard.errors import AnimatedImageError
+    from vlmguard.image import MAX_FRAMES
+
+    frames = [Image.new("RGB", (16, 16), (k * 9, 0, 0)) for k in range(MAX_FRAMES + 1)]
+    with pytest.raises(AnimatedImageError, match="frames"):
+        load_views(_frames_bytes("GIF", frames))
+    frames = [Image.new("RGB", (40, 40), (k * 9, 0, 0)) for k in range(3)]
+    with pytest.raises(ImageTooLargeError):  # the frames together count against the cap
+        load_views(_frames_bytes("GIF", frames), max_pixels=4000)
+
+
 # ---- the two faces of a transparent or 16-bit image (stop 24) ------------------------------
 
 def _white_text_on_clear() -> Image.Image:

@@ -15,6 +15,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402
+    AnimatedImageError,
     EmptyInputError,
     GuardError,
     ImageDecodeError,
@@ -45,7 +46,8 @@ from .result import Evidence, Reasoning, RewriteResult  # noqa: E402
 __all__ = [
     "Guard", "RewriteResult", "Reasoning", "Evidence", "Policy", "__version__",
     "VLMGuardError", "InvalidInputError", "UnsupportedInputTypeError", "EmptyInputError",
-    "ImageDecodeError", "ImageTooLargeError", "ImageSizeError", "TextDecodeError",
+    "ImageDecodeError", "ImageTooLargeError", "ImageSizeError", "AnimatedImageError",
+    "TextDecodeError",
     "ModelLoadError", "GuardError",
     "FetchLimits", "MessagesResult", "InvalidMessagesError", "ImageFetchError",
     "ImageURLNotAllowedError", "ImageFetchTimeoutError", "ImageFetchTooLargeError",

@@ -36,6 +36,11 @@ class ImageSizeError(InvalidInputError):
     """The image has a zero or otherwise unusable size."""
 
 
+class AnimatedImageError(InvalidInputError):
+    """An animated or multi-page image with more frames than the guard reads
+    (``vlmguard.image.MAX_FRAMES``): refused, since frames it has not read could carry text."""
+
+
 class TextDecodeError(InvalidInputError):
     """Text given as bytes is not valid UTF-8, or a str holds a lone surrogate."""
 

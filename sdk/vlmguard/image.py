@@ -16,6 +16,7 @@ returns both faces where they differ, and the guard reads text in each.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
@@ -26,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import (
+    AnimatedImageError,
     ImageDecodeError,
     ImageSizeError,
     ImageTooLargeError,
@@ -47,6 +49,11 @@ _ACCEPTED = (
     "a file path (str or os.PathLike), encoded image bytes (bytes, bytearray, memoryview), "
     "a PIL.Image.Image, or a NumPy uint8 array shaped HxW, HxWx3 (RGB) or HxWx4 (RGBA)"
 )
+MAX_FRAMES = 8
+"""Frames of an animated or multi-page image (GIF, WebP, APNG, TIFF, MPO) the guard reads.
+Each frame's text is read (a harmful line on a second frame passed unread when only the
+first was, stop 34), so their number is bounded; an image with more is refused, not read
+in part. Together the frames count against ``max_pixels``."""
 FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 """The encoded formats the guard decodes: those a user sends (MPO is a phone camera's JPEG).
 Containers such as ICO/ICNS/CUR decode an embedded image inside ``Image.open``, before any
@@ -113,9 +120,12 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
         _check_size(image.size, max_pixels)
         try:
             image.load()
+            views = _to_views(_exif_transpose(image))
+            return views + _other_frames(image, max_pixels, views[0])
+        except InvalidInputError:
+            raise
         except Exception as exc:  # a lazily opened image may still fail to decode
             raise ImageDecodeError(f"the PIL image could not be decoded: {exc}") from exc
-        return _to_views(_exif_transpose(image))
     if isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
         if not data:
@@ -154,8 +164,9 @@ def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> tuple[np.nd
             with Image.open(source, formats=_OPEN_FORMATS) as im:
                 _check_size(im.size, max_pixels)
                 im.load()  # full decode: truncated/corrupt data fails here, not later
-                return _to_views(_exif_transpose(im))
-    except (ImageTooLargeError, ImageSizeError):
+                views = _to_views(_exif_transpose(im))
+                return views + _other_frames(im, max_pixels, views[0])
+    except (ImageTooLargeError, ImageSizeError, AnimatedImageError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(
@@ -173,6 +184,44 @@ def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> tuple[np.nd
         raise
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, EOFError…
         raise ImageDecodeError(f"{what}: corrupt or truncated: {exc}") from exc
+
+
+def _other_frames(im: Image.Image, max_pixels: int, first: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every frame of ``im`` but the current one, as RGB arrays (exact repeats of an earlier
+    frame dropped), for the guard to read their text too; () for a still image. The image is
+    left on the frame it was on."""
+    n = int(getattr(im, "n_frames", 1) or 1)
+    if n <= 1:
+        return ()
+    if n > MAX_FRAMES:
+        raise AnimatedImageError(
+            f"the image has {n} frames (animated or multi-page); the guard reads at most "
+            f"{MAX_FRAMES} and does not pass frames it has not read: send a still image")
+    width, height = im.size
+    if n * width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"the image's {n} frames of {width}x{height} make {n * width * height:,} pixels, "
+            f"over the limit of {max_pixels:,} (max_pixels)")
+    current = im.tell()
+    seen = {_digest(first)}
+    out: list[np.ndarray] = []
+    try:
+        for k in range(n):
+            if k == current:
+                continue
+            im.seek(k)
+            im.load()
+            rgb = _to_views(_exif_transpose(im))[0]
+            if _digest(rgb) not in seen:
+                seen.add(_digest(rgb))
+                out.append(rgb)
+    finally:
+        im.seek(current)
+    return tuple(out)
+
+
+def _digest(rgb: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).digest()
 
 
 def _exif_transpose(im: Image.Image) -> Image.Image:
