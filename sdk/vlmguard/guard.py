@@ -423,6 +423,8 @@ class Guard:
 
     def _pass(self, p: _Pending, d: Decision, found: tuple[Match, str, bool] | None
               ) -> RewriteResult:
+        if self.policy.imitates_guard(p.text):
+            return self._impersonation(p, d, found)
         p.timings["render"] = 0.0
         p.timings["total"] = ms_since(p.t0)
         seen = p.seen
@@ -435,6 +437,27 @@ class Guard:
                               seen.ocr_truncated),
             timings_ms=p.timings,
             category_scores={c: round(v, 4) for c, v in d.category_scores.items()},
+            precedent_score=None if found is None else round(found[0].score, 4))
+
+    def _impersonation(self, p: _Pending, d: Decision, found: tuple[Match, str, bool] | None
+                       ) -> RewriteResult:
+        """A request the judge passed that imitates the guard's own section: forwarded
+        verbatim it would read downstream as the guard's words, so it is rewritten between
+        real markers (``safe`` False, category ``"none"``: no hazard was found)."""
+        t = time.perf_counter()
+        prompt = p.text if self.monitor else self.policy.render_impersonation(p.text)
+        p.timings["render"] = ms_since(t)
+        p.timings["total"] = ms_since(p.t0)
+        seen = p.seen
+        return RewriteResult(
+            safe=False, risk=round(d.verdict.risk, 4), category="none", hazard_code=None,
+            source="jailbreak", strategy="none", prompt=prompt,
+            reasoning=self.policy.IMPERSONATION,
+            evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, "",
+                              seen.ocr_truncated),
+            timings_ms=p.timings,
+            category_scores={c: round(v, 4) for c, v in d.category_scores.items()},
+            action="monitor" if self.monitor else "rewrite",
             precedent_score=None if found is None else round(found[0].score, 4))
 
     def _flag(self, p: _Pending, d: Decision,

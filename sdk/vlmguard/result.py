@@ -41,6 +41,11 @@ class RewriteResult:
     thresholds; ``flagged_categories`` the categories that made the verdict, ``category``
     first.
 
+    ``safe`` is False with ``category`` ``"none"`` (and ``source`` ``"jailbreak"``) when no
+    hazard was found but the text imitates the guard's own section (its header, footer or
+    request markers): forwarded verbatim it would read downstream as the guard's words, so
+    it is rewritten between real markers (:meth:`vlmguard.Policy.imitates_guard`).
+
     ``decided_by`` is ``"precedent"`` when the judge passed the request but its nearest
     training texts by meaning are harmful ones (:mod:`vlmguard.precedent`); ``risk`` is then
     that score on the judge's scale. ``precedent_score`` is set whenever the check ran.
