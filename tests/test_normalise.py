@@ -213,7 +213,8 @@ def test_text_written_run_together_is_read_only_split(splitter: WordSplitter) ->
 
 def test_split_work_is_bounded(splitter: WordSplitter) -> None:
     assert splitter.split_run("ab" * MAX_SPLIT_RUN) is None
-    assert splitter("x" * 20_000) == "x" * 20_000
+    out = splitter("x" * 20_000)  # cut in pieces the tokenizer reads, nothing more
+    assert out.replace(" ", "") == "x" * 20_000 and max(map(len, out.split())) <= 100
 
 
 
