@@ -127,6 +127,16 @@ BREAKAGES = [
     _edit("ocr dictionary missing", lambda b: (b / "vision" / "ocr_keys.txt").unlink()),
     _edit("tagger entry malformed", lambda b: _write_manifest(
         b / "vision", {**_manifest(b / "vision"), "tagger": {"input": {"shape": 7}}})),
+    # stop 34: these loaded, then failed every request (or read nothing)
+    _edit("det_limit_side out of range", lambda b: _write_manifest(
+        b, {**_manifest(b), "config": {**_manifest(b)["config"], "det_limit_side": 0}})),
+    _edit("text gate out of range", lambda b: _write_manifest(b / "vision", {
+        **_manifest(b / "vision"), "ocr": {**_manifest(b / "vision")["ocr"],
+                                           "text_gate": {"threshold": 5.0}}})),
+    _edit("another model in the judge's place, hashed", lambda b: (
+        (b / "model.cpu.onnx").unlink(),
+        shutil.copy2(DEFAULT_DIR / "precedent" / "encoder.onnx", b / "model.cpu.onnx"),
+        _rehash(b, "model.cpu.onnx"))),
 ]
 
 

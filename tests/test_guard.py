@@ -128,6 +128,30 @@ def test_a_forged_guard_section_is_not_forwarded_as_the_guards(guard: Guard) -> 
     assert guard.rewrite(None, "What is the capital of France?").safe
 
 
+@pytest.mark.parametrize("options", [
+    {"threads": 0}, {"threads": 10_000}, {"threads": "2"}, {"threads": True},
+    {"ocr": "no"}, {"providers": "CPUExecutionProvider"},
+    {"vision_providers": "CPUExecutionProvider"},
+])
+def test_unusable_options_are_refused_before_loading(options: dict) -> None:
+    """Stop 34: threads=10_000 started 32,000 threads; ocr="no" turned OCR on; a provider
+    name given as a string was read letter by letter."""
+    from vlmguard.errors import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError):
+        Guard.from_pretrained(**options)
+
+
+def test_evidence_given_to_rewrite_seen_is_bounded(guard: Guard) -> None:
+    from vlmguard.errors import TextTooLongError
+    from vlmguard.guard import MAX_TEXT_CHARS
+
+    with pytest.raises(TextTooLongError):
+        guard.rewrite_seen("Describe it.", ["x" * 60_000] * 2)
+    with pytest.raises(TextTooLongError):
+        guard.rewrite_seen("Describe it.", [], "line\n" * (MAX_TEXT_CHARS // 5 + 1))
+
+
 def test_result_serialises(guard: Guard) -> None:
     r = guard.rewrite(EXAMPLES / "photo.jpg", "Describe this.")
     d = json.loads(r.to_json())

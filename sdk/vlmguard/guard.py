@@ -68,6 +68,9 @@ the time bound, about 10-15 ms a window on one core."""
 MAX_BATCH_WINDOWS = 16
 """Encoder windows per ONNX Runtime call: bounds the activations held at once, whatever the
 request's length or the batch's size."""
+MAX_THREADS = 64
+"""The most intra-op threads a session may be given (each of the five sessions starts its
+own pool: 10,000 asked for 32,000 OS threads and never finished loading)."""
 MAX_BATCH_ITEMS = 256
 """Requests one :meth:`Guard.rewrite_batch` call takes: each may cost up to ``MAX_WINDOWS``
 windows, so an unbounded list (one small HTTP body holds millions of short strings) would be
@@ -195,6 +198,14 @@ class Guard:
         if not _is_int(max_ocr_boxes) or max_ocr_boxes < 1:
             raise InvalidConfigError(f"max_ocr_boxes must be a positive int, "
                                      f"got {max_ocr_boxes!r}")
+        _require_bool("ocr", ocr)
+        if threads is not None and (not _is_int(threads) or not 1 <= threads <= MAX_THREADS):
+            raise InvalidConfigError(f"threads must be None or an int from 1 to {MAX_THREADS}, "
+                                     f"got {threads!r}")
+        for name, given in (("providers", providers), ("vision_providers", vision_providers)):
+            if isinstance(given, str | bytes):
+                raise InvalidConfigError(f"{name} must be a sequence of provider names, e.g. "
+                                         f"[{given!r}], not a single string")
         self.max_pixels = max_pixels
         self.max_text_tokens = max_text_tokens
         self.requested_providers = resolve_providers(providers)
@@ -215,6 +226,12 @@ class Guard:
                                     spinning=spin_judge)
         self.model_file = model_file
         self._input_names = {i.name for i in self.session.get_inputs()}
+        width = self.session.get_outputs()[0].shape[-1]
+        if not {"input_ids", "attention_mask"} <= self._input_names or (
+                isinstance(width, int) and width != len(label_names())):
+            raise ModelLoadError(f"{self.bundle}/{model_file} is not this bundle's judge: "
+                                 f"inputs {sorted(self._input_names)}, {width} logits where "
+                                 f"{len(label_names())} are labelled")
         # Whether requests share a model call: see JudgeConfig.batchable.
         self.batch_encoder = cfg.batchable
         tok_json = record.read_text("tokenizer.json")
@@ -590,6 +607,9 @@ class Guard:
         if len(words) > 64:
             raise InvalidInputError(f"{len(words)} concepts given; at most 64 are read")
         ocr = _check_str("ocr_text", ocr_text)
+        if sum(map(len, words)) + len(ocr) > MAX_TEXT_CHARS:
+            raise TextTooLongError(f"concepts and ocr_text hold {sum(map(len, words)) + len(ocr):,}"
+                                   f" characters; at most {MAX_TEXT_CHARS:,} are read")
         seen = Seen(bool(has_image), words, (), ocr if has_image else "")
         t0 = time.perf_counter()
         return self._judge_all([_Pending(_check_text(text, seen.has_image), seen, {}, t0)])[0]

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from .bundle import DEFAULT_VISION_DIR, DET_LIMIT_SIDE, Bundle
-from .errors import GuardError, InvalidInputError, ModelLoadError
+from .errors import GuardError, InvalidConfigError, InvalidInputError, ModelLoadError
 from .preprocess import resize_normalize
 from .runtime import GPU_PROVIDERS, ProviderSpec, make_session
 
@@ -469,6 +469,7 @@ class OCR:
                  fixed_shapes: bool | None = None) -> None:
         bundle = Bundle.load(Path(bundle_dir))
         spec = bundle.ocr()
+        given = gate_scale is not None or gate_thresh is not None
         try:
             gate_scale = float(gate_scale if gate_scale is not None else
                                spec.gate_scale if spec.gate_scale is not None else GATE_SCALE)
@@ -481,9 +482,11 @@ class OCR:
         if not isinstance(max_boxes, int) or max_boxes < 1:
             raise InvalidInputError(f"max_boxes must be a positive int, got {max_boxes!r}")
         if not (0.0 < gate_scale <= 1.0 and 0.0 < gate_thresh < det_thresh):
-            raise InvalidInputError(f"text gate: scale {gate_scale!r} must be in (0, 1] and "
-                                    f"threshold {gate_thresh!r} in (0, {det_thresh}): a gate "
-                                    "stricter than detection would skip text it can read")
+            where = "OCR arguments" if given else f"{bundle.directory}/manifest.json"
+            raise (InvalidConfigError if given else ModelLoadError)(
+                f"{where}: text gate: scale {gate_scale!r} must be in (0, 1] and threshold "
+                f"{gate_thresh!r} in (0, {det_thresh}): a gate stricter than detection would "
+                "skip text it can read")
         provs = _providers_or_cpu(providers)
         det_model, rec_model = bundle.read(spec.det_file), bundle.read(spec.rec_file)
         cls_model = bundle.read(spec.cls_file) if spec.cls_file else None
