@@ -175,8 +175,13 @@ def bench_sets(guard: Guard, sets: dict[str, list[Request]]) -> dict[str, dict]:
 def text_of_tokens(guard: Guard, n: int) -> str:
     """A text-only request whose judge window holds exactly ``n`` tokens (evidence, request
     and special tokens), or as close below as whole words allow."""
+    # long enough never to repeat whole within a window: a repeated text gets one more
+    # reading (normalise.unrepeated), which would time two windows, not one
     words = ("the quick brown fox asks how to plan a long walk along the river and where to "
-             "stop for lunch near the old bridge in town").split()
+             "stop for lunch near the old bridge in town before the rain starts later this "
+             "afternoon so that the children can still play outside in the park with their "
+             "friends while we visit the small museum that opened last spring beside the "
+             "library and then take the evening train back home to our quiet street").split()
     text = ""
     for i in range(4 * n):
         longer = f"{text} {words[i % len(words)]}".strip()
