@@ -12,7 +12,7 @@ import random
 import numpy as np
 import pytest
 
-from vlmguard.errors import GuardError, InvalidInputError
+from vlmguard.errors import GuardError, InvalidConfigError
 from vlmguard.vision import OCR, PAGE_SHARE, page_share
 
 skdata = pytest.importorskip("skimage.data")
@@ -112,9 +112,9 @@ def test_broken_gate_map_fails_closed(bad: str) -> None:
 
 
 def test_gate_settings_are_checked() -> None:
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidConfigError):  # a caller's setting (the manifest's: ModelLoadError)
         OCR(threads=1, gate_thresh=0.5)  # stricter than DB's own 0.3: would skip text
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidConfigError):
         OCR(threads=1, gate_scale=0.0)
     off = OCR(threads=1, text_gate=False)
     assert not off.gate_applies(600, 800)
