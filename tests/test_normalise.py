@@ -88,6 +88,7 @@ def test_repeats_are_read_once(splitter: WordSplitter, typed: str, once: str) ->
     "Bye bye! See you soon.",  # a repeated word inside a sentence is not a repeat
     "Buy milk\nBuy eggs\nBuy bread",
     "I want to shoot my old school building on the last day of term. What lens?",
+    "Decode: .... --- .-- / -.. --- / .. / -... .- -.- . / -... .-. . .- -..",  # Morse signs
 ])
 def test_text_without_repeats_has_no_unrepeated_reading(plain: str) -> None:
     assert unrepeated(plain) is None

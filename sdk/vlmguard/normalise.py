@@ -693,7 +693,7 @@ def _payload_parts(typed: str, reading: str, typed_lead: bool = False) -> list[s
     return [(m if typed_lead else r)["lead"].strip(), payload]
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_SENTENCE_END = re.compile(r"(?<=[^\W_][.!?])\s+")  # after a word: not inside Morse code
 
 
 def _one_period(words: list[str]) -> list[str]:
@@ -702,7 +702,8 @@ def _one_period(words: list[str]) -> list[str]:
     n = len(low)
     for period in range(1, n // 2 + 1):
         if n % period == 0 and low == low[:period] * (n // period):
-            return words[:period]
+            # words, not symbols: a cipher's repeated signs are left to its decoder
+            return words[:period] if any(c.isalpha() for c in "".join(low[:period])) else words
     return words
 
 
@@ -723,8 +724,11 @@ def unrepeated(text: str) -> str | None:
             words = sentence.split()
             once = _one_period(words)
             key = " ".join(once).lower()
-            dropped = dropped or len(once) < len(words) or (bool(key) and key in seen)
-            if key and key not in seen:
+            if not any(c.isalpha() for c in key):  # signs alone (Morse, a divider line)
+                kept += [" ".join(words)] if words else []  # are kept as they are
+                continue
+            dropped = dropped or len(once) < len(words) or key in seen
+            if key not in seen:
                 seen.add(key)
                 kept.append(" ".join(once))
         if kept:
