@@ -159,6 +159,9 @@ def test_split_messages_joins_text_parts_and_orders_images_latest_first() -> Non
     ([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}], "input_audio"),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], "image_url.url"),
     ([{"role": "user", "content": [{"type": "text", "text": 3}]}], "must be a str"),
+    # stop 34: a turn a backend may read as the user's was forwarded unjudged
+    ([{"role": "user", "content": "hi"}, {"role": "User", "content": "x"}], "role 'User'"),
+    ([{"role": "user ", "content": "x"}], "refuses a turn"),
 ])
 def test_malformed_messages_raise_typed_errors(guard: Guard, messages: Any, match: str) -> None:
     with pytest.raises(InvalidMessagesError, match=match):

@@ -17,7 +17,7 @@ failure raises a typed error below, all of them :class:`~vlmguard.errors.Invalid
 
 What is not judged: user turns older than the last two before it, system/assistant/tool
 messages (they are forwarded unchanged), and audio or file parts, which are refused (the
-guard cannot read them).
+guard cannot read them), as is a turn whose role is not one of OpenAI's (``KNOWN_ROLES``).
 """
 
 from __future__ import annotations
@@ -377,6 +377,10 @@ def _parts(content: object, where: str) -> list[Mapping[str, Any]]:
                                f"not {type(content).__name__}")
 
 
+KNOWN_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+"""The OpenAI chat roles. Only ``user`` turns are judged; any other role is refused."""
+
+
 def split_messages(messages: object) -> tuple[_Turn, list[str]]:
     """The last user turn (index, text, its images, the user turns' text before it) and
     every user image, latest first."""
@@ -392,6 +396,10 @@ def split_messages(messages: object) -> tuple[_Turn, list[str]]:
         role = m.get("role")
         if not isinstance(role, str):
             raise InvalidMessagesError(f"messages[{i}] has no role")
+        if role not in KNOWN_ROLES:  # "User" or "user ": a backend may read it as the user's
+            raise InvalidMessagesError(f"messages[{i}] has role {role!r}; the guard knows "
+                                       f"{', '.join(sorted(KNOWN_ROLES))} and refuses a turn "
+                                       "it would otherwise forward unread")
         if role != "user":
             continue
         texts, images = [], []
