@@ -744,18 +744,18 @@ class OCR:
     def _unmirrored(self, crops: Sequence[np.ndarray], texts: list[tuple[str, float]],
                     flipped: list[bool]) -> list[tuple[str, float]]:
         """``texts`` with each line still read below ``MIRROR_CHECK_SCORE`` read again
-        mirrored left-right and top-bottom (in place: ``flipped`` marks a top-bottom mirror,
-        whose lines run bottom to top like a page turned over); the more confident reading
-        is kept. Level text reads above that score, so it pays nothing."""
-        doubt = [i for i, (_, score) in enumerate(texts) if score < MIRROR_CHECK_SCORE]
-        if not doubt:
-            return texts
-        views = [np.ascontiguousarray(crops[i][:, ::-1]) for i in doubt] + [
-            np.ascontiguousarray(crops[i][::-1, :]) for i in doubt]
-        again = self.recognize(views)
-        n = len(doubt)
-        for k, i in enumerate(doubt):
-            for (text, score), top_bottom in ((again[k], False), (again[n + k], True)):
+        mirrored left-right, then each line still below it mirrored top-bottom (in place:
+        ``flipped`` marks a top-bottom mirror, whose lines run bottom to top like a page
+        turned over); the more confident reading is kept. Level text reads above that
+        score, so it pays nothing, and a line the first mirror reads is not read a third
+        time."""
+        for view, top_bottom in (((slice(None), slice(None, None, -1)), False),
+                                 ((slice(None, None, -1), slice(None)), True)):
+            doubt = [i for i, (_, score) in enumerate(texts) if score < MIRROR_CHECK_SCORE]
+            if not doubt:
+                continue
+            again = self.recognize([np.ascontiguousarray(crops[i][view]) for i in doubt])
+            for i, (text, score) in zip(doubt, again, strict=True):
                 if score > texts[i][1]:
                     texts[i], flipped[i] = (text, score), top_bottom
         return texts
