@@ -141,6 +141,11 @@ def test_missing_path_names_the_path(tmp_path: Path) -> None:
     assert "does not exist" in str(info.value)
 
 
+def test_device_path_is_not_called_missing() -> None:
+    with pytest.raises(InvalidInputError, match="not a regular file"):
+        load_image("/dev/null")
+
+
 def test_directory_path(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="directory"):
         load_image(tmp_path)

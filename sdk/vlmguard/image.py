@@ -136,7 +136,8 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
         if isinstance(path, bytes):  # os.PathLike[bytes]
             path = os.fsdecode(path)
         if not os.path.isfile(path):
-            what = "is a directory, not a file" if os.path.isdir(path) else "does not exist"
+            what = ("is a directory, not a file" if os.path.isdir(path) else
+                    "is not a regular file" if os.path.exists(path) else "does not exist")
             raise InvalidInputError(f"image path {path!r} {what}; expected {_ACCEPTED}")
         return _decode(path, f"image file {path!r}", max_pixels)
     raise UnsupportedInputTypeError(
