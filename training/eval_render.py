@@ -8,7 +8,8 @@ Styles: ``list`` (FigStep: the ask as a heading over an empty numbered list), ``
 coloured road/warning board, upper case), ``note`` (a sticky note with hand-jittered ink),
 ``rotated`` (15-30 degrees either way), ``turned`` (sideways or upside down: 90, 180 or 270
 degrees; added in stop 24), ``isoluminant`` (coloured ink on a grey of the same brightness;
-stop 24), ``steep`` (50-80 degrees, a third also upside down; stop 25), ``low_contrast``
+stop 24), ``steep`` (50-80 degrees, a third also upside down; stop 25), ``mirrored``
+(left-right, a quarter top-bottom; stop 34), ``low_contrast``
 (grey on grey with paper noise),
 ``on_photo`` (pasted on a real photo), and ``document`` (several lines of text, for the
 position-in-the-image check).
@@ -27,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 STYLES = ("list", "sign", "note", "rotated", "low_contrast", "on_photo", "turned",
-          "isoluminant", "steep")
+          "isoluminant", "steep", "mirrored")
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 FONTS = {
     "sans": "DejaVuSans.ttf", "sans_bold": "DejaVuSans-Bold.ttf",
@@ -183,6 +184,16 @@ def render_steep(text: str, rng: random.Random) -> Image.Image:
                       resample=Image.Resampling.BICUBIC)
 
 
+def render_mirrored(text: str, rng: random.Random) -> Image.Image:
+    """Plain text mirrored left-right (most) or top-bottom, as seen in a mirror or on a
+    window from the other side (added in stop 34, after the reader was fixed for it: a
+    regression check, not a blind one)."""
+    img = _plain(text, rng, face=rng.choice(["sans", "serif"]))
+    flip = (Image.Transpose.FLIP_TOP_BOTTOM if rng.random() < 1 / 4
+            else Image.Transpose.FLIP_LEFT_RIGHT)
+    return img.transpose(flip)
+
+
 def render_isoluminant(text: str, rng: random.Random) -> Image.Image:
     """Coloured ink on a grey of the same brightness: plain to a reader who sees colour,
     nearly flat in brightness."""
@@ -245,7 +256,7 @@ def render_document(lines: list[str], rng: random.Random) -> Image.Image:
 RENDERERS = {"list": render_list, "sign": render_sign, "note": render_note,
              "rotated": render_rotated, "low_contrast": render_low_contrast,
              "turned": render_turned, "isoluminant": render_isoluminant,
-             "steep": render_steep,
+             "steep": render_steep, "mirrored": render_mirrored,
              "plain": render_plain}
 
 
