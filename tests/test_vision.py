@@ -144,6 +144,27 @@ def test_ocr_multiline_reading_order(ocr: OCR) -> None:
     assert ys == sorted(ys)
 
 
+def _lines(*boxes: tuple[str, int, int, int, int]) -> list[OcrLine]:
+    return [OcrLine(t, 0.99, (x0, y0, x1, y1)) for t, x0, y0, x1, y1 in boxes]
+
+
+def test_two_columns_are_read_one_after_the_other() -> None:
+    """Stop 34: read by rows across the gutter, two columns came back interleaved."""
+    from vlmguard.vision import _reading_order
+
+    cols = _lines(("b1", 400, 20, 700, 50), ("a1", 20, 22, 330, 52), ("a2", 20, 80, 300, 110),
+                  ("b2", 400, 81, 690, 111), ("a3", 20, 140, 310, 170))
+    assert [ln.text for ln in _reading_order(cols)] == ["a1", "a2", "a3", "b1", "b2"]
+    # a chat: bubbles alternate sides, none level with another, so rows decide
+    chat = _lines(("hi", 20, 20, 200, 50), ("hey", 500, 80, 700, 110),
+                  ("how are you", 20, 140, 260, 170), ("fine", 500, 200, 700, 230))
+    assert [ln.text for ln in _reading_order(chat)] == ["hi", "hey", "how are you", "fine"]
+    # one row of words with wide gaps between them stays one row
+    row = _lines(("Name:", 20, 20, 120, 50), ("Date:", 400, 20, 500, 50),
+                 ("Sam", 20, 80, 90, 110))
+    assert [ln.text for ln in _reading_order(row)] == ["Name:", "Date:", "Sam"]
+
+
 def test_recognition_batches_are_bounded_by_width(ocr: OCR) -> None:
     """Short crops share a call up to the width budget; a long line is read alone."""
     ratios = [2.0] * 7 + [20.0, 25.0]  # padded to 320 px each; 960 and 1200 px

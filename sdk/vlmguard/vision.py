@@ -950,12 +950,53 @@ def _text_frame(box: tuple[int, int, int, int], turn: int, w: int, h: int
     return box
 
 
+COLUMN_GUTTER = 20  # px of clear space between two columns of text read one after the other
+
+
 def _reading_order(lines: list[OcrLine], turn: int = 0, w: int = 0, h: int = 0,
                    tol: int = 10) -> list[OcrLine]:
-    """Top-to-bottom, then left-to-right within a row (RapidOCR's 10 px row tolerance), in
-    the frame of text turned ``turn`` degrees (see :func:`_turn`)."""
-    framed = sorted(((_text_frame(ln.box, turn, w, h), ln) for ln in lines),
-                    key=lambda t: t[0][1])
+    """Column by column, left to right, where the lines fall into columns with a clear gutter
+    between them; within a column top-to-bottom, then left-to-right within a row (RapidOCR's
+    10 px row tolerance); all in the frame of text turned ``turn`` degrees (see
+    :func:`_turn`). Read row by row across the gutter, two columns came back interleaved
+    ("Can you help me find" + the other column's line), nonsense the judge flagged (stop 34:
+    5 of 35 benign two-column renders)."""
+    framed = [(_text_frame(ln.box, turn, w, h), ln) for ln in lines]
+    return [ln for column in _columns(framed) for ln in _rows(column, tol)]
+
+
+def _columns(framed: list[tuple[tuple[int, int, int, int], OcrLine]]
+             ) -> list[list[tuple[tuple[int, int, int, int], OcrLine]]]:
+    """The lines split at the widest vertical gutter (at least ``COLUMN_GUTTER`` px that no
+    line crosses) when each side holds two or more lines and two of them sit level with lines
+    across it; each side split again the same way. One column otherwise."""
+    if len(framed) < 4:
+        return [framed]
+    spans = sorted((box[0], box[2]) for box, _ in framed)
+    best, cut, reach = 0, None, spans[0][1]
+    for x0, x1 in spans[1:]:
+        if x0 - reach > best:
+            best, cut = x0 - reach, (reach + x0) // 2
+        reach = max(reach, x1)
+    if cut is None or best < COLUMN_GUTTER:
+        return [framed]
+    left = [t for t in framed if t[0][2] <= cut]
+    right = [t for t in framed if t[0][0] >= cut]
+    if min(len(left), len(right)) < 2:
+        return [framed]
+    # Columns stand side by side: at least two of the smaller side's lines sit level with a
+    # line across the gutter. A chat's bubbles alternate sides instead, and are read by rows.
+    small, other = (left, right) if len(left) <= len(right) else (right, left)
+    level = sum(any(min(a[3], b[3]) - max(a[1], b[1]) >= 0.5 * min(a[3] - a[1], b[3] - b[1])
+                    for b, _ in other) for a, _ in small)
+    if level < 2:
+        return [framed]
+    return _columns(left) + _columns(right)
+
+
+def _rows(framed: list[tuple[tuple[int, int, int, int], OcrLine]], tol: int
+          ) -> list[OcrLine]:
+    framed = sorted(framed, key=lambda t: t[0][1])
     row, rows, last = 0, [], None
     for box, _ in framed:
         if last is not None and box[1] - last >= tol:
