@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -729,16 +729,13 @@ class OCR:
         out = list(texts)
         flipped = [False] * len(texts)
         doubt = [i for i, (_, score) in enumerate(texts) if score < FLIP_CHECK_SCORE]
-        p180 = (self.turned_over([crops[i] for i in doubt]) if self.cls is not None and doubt
-                else np.zeros(0))
-        flip = [i for i, p in zip(doubt, p180, strict=False)
-                if p >= FLIP_MIN_PROB or texts[i][1] < GARBLED_SCORE]  # the classifier misses
-        # some fonts turned over (an italic script: P 0.35), which then read as garbage
-        if flip:
-            again = self.recognize([np.ascontiguousarray(crops[i][::-1, ::-1]) for i in flip])
-            for i, (text, score) in zip(flip, again, strict=True):
-                if score > out[i][1]:
-                    out[i], flipped[i] = (text, score), True
+        if self.cls is not None and doubt:
+            p180 = self.turned_over([crops[i] for i in doubt])
+            # the classifier misses some fonts turned over (an italic script: P 0.35), which
+            # then read as garbage
+            self._read_again(crops, out, flipped, lambda c: c[::-1, ::-1], True, [
+                i for i, p in zip(doubt, p180, strict=True)
+                if p >= FLIP_MIN_PROB or texts[i][1] < GARBLED_SCORE])
         return self._unmirrored(crops, out, flipped), flipped
 
     def _unmirrored(self, crops: Sequence[np.ndarray], texts: list[tuple[str, float]],
@@ -749,16 +746,23 @@ class OCR:
         turned over); the more confident reading is kept. Level text reads above that
         score, so it pays nothing, and a line the first mirror reads is not read a third
         time."""
-        for view, top_bottom in (((slice(None), slice(None, None, -1)), False),
-                                 ((slice(None, None, -1), slice(None)), True)):
-            doubt = [i for i, (_, score) in enumerate(texts) if score < MIRROR_CHECK_SCORE]
-            if not doubt:
-                continue
-            again = self.recognize([np.ascontiguousarray(crops[i][view]) for i in doubt])
-            for i, (text, score) in zip(doubt, again, strict=True):
-                if score > texts[i][1]:
-                    texts[i], flipped[i] = (text, score), top_bottom
+        for view, top_bottom in ((lambda c: c[:, ::-1], False), (lambda c: c[::-1, :], True)):
+            self._read_again(crops, texts, flipped, view, top_bottom, [
+                i for i, (_, score) in enumerate(texts) if score < MIRROR_CHECK_SCORE])
         return texts
+
+    def _read_again(self, crops: Sequence[np.ndarray], texts: list[tuple[str, float]],
+                    flipped: list[bool], view: Callable[[np.ndarray], np.ndarray],
+                    turned: bool, lines: list[int]) -> None:
+        """Read ``lines`` again through ``view`` of their crops (in place): a more confident
+        reading replaces the first, and marks the line ``turned`` (its text runs bottom to
+        top) or not."""
+        if not lines:
+            return
+        again = self.recognize([np.ascontiguousarray(view(crops[i])) for i in lines])
+        for i, (text, score) in zip(lines, again, strict=True):
+            if score > texts[i][1]:
+                texts[i], flipped[i] = (text, score), turned
 
     def turned_over(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """P(the line is upside down) per crop, from PP-OCR's angle classifier.
