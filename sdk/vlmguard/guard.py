@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,10 +202,6 @@ class Guard:
         if threads is not None and (not _is_int(threads) or not 1 <= threads <= MAX_THREADS):
             raise InvalidConfigError(f"threads must be None or an int from 1 to {MAX_THREADS}, "
                                      f"got {threads!r}")
-        for name, given in (("providers", providers), ("vision_providers", vision_providers)):
-            if isinstance(given, str | bytes):
-                raise InvalidConfigError(f"{name} must be a sequence of provider names, e.g. "
-                                         f"[{given!r}], not a single string")
         self.max_pixels = max_pixels
         self.max_text_tokens = max_text_tokens
         self.requested_providers = resolve_providers(providers)
@@ -226,12 +222,13 @@ class Guard:
                                     spinning=spin_judge)
         self.model_file = model_file
         self._input_names = {i.name for i in self.session.get_inputs()}
+        self._n_labels = len(label_names())
         width = self.session.get_outputs()[0].shape[-1]
         if not {"input_ids", "attention_mask"} <= self._input_names or (
-                isinstance(width, int) and width != len(label_names())):
+                isinstance(width, int) and width != self._n_labels):
             raise ModelLoadError(f"{self.bundle}/{model_file} is not this bundle's judge: "
                                  f"inputs {sorted(self._input_names)}, {width} logits where "
-                                 f"{len(label_names())} are labelled")
+                                 f"{self._n_labels} are labelled")
         # Whether requests share a model call: see JudgeConfig.batchable.
         self.batch_encoder = cfg.batchable
         tok_json = record.read_text("tokenizer.json")
@@ -254,7 +251,6 @@ class Guard:
         self.ocr = (OCR(vision_dir, providers=self.vision_providers, threads=threads,
                         det_limit_side=det_side, max_boxes=max_ocr_boxes)
                     if ocr else None)
-        self._n_labels = len(label_names())
         _require_bool("precedents", precedents)
         # A small INT8 encoder: the CPU runs it (its dynamic INT8 ops have no GPU kernels).
         # Its margin tau maps onto this judge's validated threshold (not a caller's override:
@@ -440,14 +436,19 @@ class Guard:
 
     def _pass(self, p: _Pending, d: Decision, found: tuple[Match, str, bool] | None
               ) -> RewriteResult:
-        if self.policy.imitates_guard(p.text):
-            return self._impersonation(p, d, found)
-        p.timings["render"] = 0.0
+        """A request the judge passed, forwarded as it is; unless it imitates the guard's own
+        section: verbatim it would read downstream as the guard's words, so it is rewritten
+        between real markers (``safe`` False, category ``"none"``: no hazard was found)."""
+        t = time.perf_counter()
+        impersonates = self.policy.imitates_guard(p.text)
+        prompt = (self.policy.render_impersonation(p.text) if impersonates and not self.monitor
+                  else p.text)
+        p.timings["render"] = ms_since(t) if impersonates else 0.0
         p.timings["total"] = ms_since(p.t0)
         seen = p.seen
-        return RewriteResult(
+        result = RewriteResult(
             safe=True, risk=round(d.verdict.risk, 4), category="none", hazard_code=None,
-            source="none", strategy="none", prompt=p.text,
+            source="none", strategy="none", prompt=prompt,
             reasoning=Reasoning("No threat found.", "An ordinary request.",
                                 "Pass the request through unchanged."),
             evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, "",
@@ -455,27 +456,11 @@ class Guard:
             timings_ms=p.timings,
             category_scores={c: round(v, 4) for c, v in d.category_scores.items()},
             precedent_score=None if found is None else round(found[0].score, 4))
-
-    def _impersonation(self, p: _Pending, d: Decision, found: tuple[Match, str, bool] | None
-                       ) -> RewriteResult:
-        """A request the judge passed that imitates the guard's own section: forwarded
-        verbatim it would read downstream as the guard's words, so it is rewritten between
-        real markers (``safe`` False, category ``"none"``: no hazard was found)."""
-        t = time.perf_counter()
-        prompt = p.text if self.monitor else self.policy.render_impersonation(p.text)
-        p.timings["render"] = ms_since(t)
-        p.timings["total"] = ms_since(p.t0)
-        seen = p.seen
-        return RewriteResult(
-            safe=False, risk=round(d.verdict.risk, 4), category="none", hazard_code=None,
-            source="jailbreak", strategy="none", prompt=prompt,
-            reasoning=self.policy.IMPERSONATION,
-            evidence=Evidence(seen.concepts, seen.scores, seen.ocr_text, "",
-                              seen.ocr_truncated),
-            timings_ms=p.timings,
-            category_scores={c: round(v, 4) for c, v in d.category_scores.items()},
-            action="monitor" if self.monitor else "rewrite",
-            precedent_score=None if found is None else round(found[0].score, 4))
+        if not impersonates:
+            return result
+        return replace(result, safe=False, source="jailbreak",
+                       reasoning=self.policy.IMPERSONATION,
+                       action="monitor" if self.monitor else "rewrite")
 
     def _flag(self, p: _Pending, d: Decision,
               precedent: tuple[str, Match, str, bool] | None = None) -> RewriteResult:
@@ -607,9 +592,10 @@ class Guard:
         if len(words) > 64:
             raise InvalidInputError(f"{len(words)} concepts given; at most 64 are read")
         ocr = _check_str("ocr_text", ocr_text)
-        if sum(map(len, words)) + len(ocr) > MAX_TEXT_CHARS:
-            raise TextTooLongError(f"concepts and ocr_text hold {sum(map(len, words)) + len(ocr):,}"
-                                   f" characters; at most {MAX_TEXT_CHARS:,} are read")
+        evidence_chars = sum(map(len, words)) + len(ocr)
+        if evidence_chars > MAX_TEXT_CHARS:
+            raise TextTooLongError(f"concepts and ocr_text hold {evidence_chars:,} characters; "
+                                   f"at most {MAX_TEXT_CHARS:,} are read")
         seen = Seen(bool(has_image), words, (), ocr if has_image else "")
         t0 = time.perf_counter()
         return self._judge_all([_Pending(_check_text(text, seen.has_image), seen, {}, t0)])[0]

@@ -17,7 +17,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from .errors import ModelLoadError
+from .errors import InvalidConfigError, ModelLoadError
 
 log = logging.getLogger("vlmguard")
 
@@ -40,6 +40,9 @@ def resolve_providers(
     the vision models stayed slow even so (benchmarks/RESULTS.md), hence the guard's CPU
     default for them.
     """
+    if isinstance(requested, str | bytes):  # a single name would be read letter by letter
+        raise InvalidConfigError(f"providers must be a sequence of provider names, e.g. "
+                                 f"[{requested!r}], not a single string")
     available = set(ort.get_available_providers())
     names = list(requested) if requested is not None else list(DEFAULT_PROVIDERS)
     out: list[ProviderSpec] = []
