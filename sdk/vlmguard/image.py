@@ -213,8 +213,9 @@ def _other_frames(im: Image.Image, max_pixels: int, first: np.ndarray) -> tuple[
             im.seek(k)
             im.load()
             rgb = _to_views(_exif_transpose(im))[0]
-            if _digest(rgb) not in seen:
-                seen.add(_digest(rgb))
+            digest = _digest(rgb)
+            if digest not in seen:
+                seen.add(digest)
                 out.append(rgb)
     finally:
         im.seek(current)

@@ -354,11 +354,9 @@ class WordSplitter:
         None for a shorter run (the tokenizer reads it in word pieces)."""
         if len(run) <= WORDPIECE_MAX_WORD:
             return None
-        split: dict[str, str] = {}
-        for piece in (run[i:i + RUN_PIECE] for i in range(0, len(run), RUN_PIECE)):
-            if piece not in split:
-                split[piece] = self.split_run(piece) or piece
-        return " ".join(split[run[i:i + RUN_PIECE]] for i in range(0, len(run), RUN_PIECE))
+        pieces = [run[i:i + RUN_PIECE] for i in range(0, len(run), RUN_PIECE)]
+        split = {piece: self.split_run(piece) or piece for piece in set(pieces)}
+        return " ".join(split[piece] for piece in pieces)
 
     def __call__(self, text: str) -> str:
         """``text`` with every run of letters that splits into words split."""
