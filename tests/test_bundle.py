@@ -133,6 +133,17 @@ BREAKAGES = [
     _edit("text gate out of range", lambda b: _write_manifest(b / "vision", {
         **_manifest(b / "vision"), "ocr": {**_manifest(b / "vision")["ocr"],
                                            "text_gate": {"threshold": 5.0}}})),
+    # stop 35: these loaded too, then failed closed on every request
+    _edit("window too short for the evidence", lambda b: _write_manifest(
+        b, {**_manifest(b), "config": {**_manifest(b)["config"], "max_tokens": 16}})),
+    _edit("window longer than the judge's positions", lambda b: _write_manifest(
+        b, {**_manifest(b), "config": {**_manifest(b)["config"], "max_tokens": 600}})),
+    _edit("ocr dictionary empty, hashed", lambda b: (
+        (b / "vision" / "ocr_keys.txt").write_text(""), _rehash(b / "vision", "ocr_keys.txt"))),
+    _edit("ocr dictionary one line short, hashed", lambda b: (
+        (b / "vision" / "ocr_keys.txt").write_text(
+            (b / "vision" / "ocr_keys.txt").read_text().split("\n", 1)[1]),
+        _rehash(b / "vision", "ocr_keys.txt"))),
     _edit("another model in the judge's place, hashed", lambda b: (
         (b / "model.cpu.onnx").unlink(),
         shutil.copy2(DEFAULT_DIR / "precedent" / "encoder.onnx", b / "model.cpu.onnx"),

@@ -35,7 +35,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .encoder import MAX_TOKENS
+from .encoder import MAX_TOKENS, MIN_TOKENS
 from .errors import ModelLoadError
 
 SCHEMA_VERSION = 1
@@ -112,10 +112,10 @@ class JudgeConfig:
                       det_limit_side=int(value.get("det_limit_side", d.det_limit_side)))
         except (TypeError, ValueError) as exc:
             raise ModelLoadError(f"{where}: malformed config: {exc}") from exc
-        if not 0.0 < cfg.threshold < 1.0 or not 16 <= cfg.max_tokens <= 4096 \
+        if not 0.0 < cfg.threshold < 1.0 or not MIN_TOKENS <= cfg.max_tokens <= 4096 \
                 or not 32 <= cfg.det_limit_side <= 4096:
             raise ModelLoadError(f"{where}: config out of range (threshold in (0, 1), "
-                                 "max_tokens 16-4096, det_limit_side 32-4096)")
+                                 f"max_tokens {MIN_TOKENS}-4096, det_limit_side 32-4096)")
         return cfg
 
     def to_json(self) -> dict[str, Any]:

@@ -26,6 +26,9 @@ MAX_TOKENS = 128          # one window of the encoder: the length the model was 
 WINDOW_OVERLAP = 32       # tokens shared by consecutive windows of an over-long request
 EVIDENCE_TOKENS = 64      # budget for segment A (concepts + OCR text) in one window
 EVIDENCE_OVERLAP = 16     # tokens of image text shared by consecutive evidence windows
+MIN_TOKENS = EVIDENCE_TOKENS + 3 + 16
+"""The shortest window a judge may read: a full evidence segment, three special tokens and
+16 tokens of the request beside them (shorter, an image request would have no room left)."""
 
 HEADS: dict[str, tuple[str, ...]] = {
     "safety": ("safe", "unsafe"),

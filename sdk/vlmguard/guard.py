@@ -238,6 +238,7 @@ class Guard:
             raise ModelLoadError(f"{self.bundle}/tokenizer.json is not a tokenizer: {exc}"
                                  ) from exc
         self.encoder = SequenceEncoder(tokenizer, max_tokens=cfg.max_tokens)
+        self._probe_judge(model_file)
         vision_dir = record.vision_dir()
         # With OCR on, the tagger runs beside text detection (see seeing.see): one thread
         # each keeps the two from fighting over two cores.
@@ -391,6 +392,20 @@ class Guard:
             for j, k in enumerate(idx):
                 out[k] = logits[j]
         return out
+
+    def _probe_judge(self, model_file: str) -> None:
+        """Run one window of the manifest's full ``max_tokens`` through the judge at load.
+
+        A judge with fewer position embeddings than the manifest's window, or one that
+        answers NaN or a constant, would otherwise load and then fail closed on every
+        request; here it is a ModelLoadError. The call doubles as the judge's warm-up.
+        """
+        windows = self.encoder.encode("", "probe " * self.encoder.max_tokens, readings=False)
+        try:
+            self._judge_windows(windows[:1], {})
+        except Exception as exc:  # ONNX Runtime raises its own types; GuardError on bad output
+            raise ModelLoadError(f"{self.bundle}/{model_file} cannot read a "
+                                 f"{self.encoder.max_tokens}-token window: {exc}") from exc
 
     def _check_tokens(self, text: str) -> Encoding:
         """The request's tokens, refused over the token budget before any window is built."""

@@ -499,6 +499,12 @@ class OCR:
         if chars and chars[-1] == "":
             chars = chars[:-1]
         self.charset = np.array(["", *chars, " "], dtype=object)
+        classes = self.rec.get_outputs()[0].shape[-1]
+        if not chars or (isinstance(classes, int) and classes != len(self.charset)):
+            # else every request with text would fail closed (or read the wrong letters)
+            raise ModelLoadError(f"{bundle.directory}/{spec.keys_file}: {len(chars)} "
+                                 f"characters, but {spec.rec_file} scores {classes} classes "
+                                 "(characters + blank + space)")
         self.det_limit_side = det_limit_side
         self.det_thresh = det_thresh
         self.box_thresh = box_thresh
