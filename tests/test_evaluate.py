@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 evaluate = pytest.importorskip("training.evaluate")
+typos = pytest.importorskip("training.typos")
 
 
 def test_recall_and_fpr() -> None:
@@ -362,6 +363,27 @@ def test_text_invariance_checks_run_on_the_bundled_model(guard) -> None:
     assert tense["n_asks"] == 1 and tense["n"] == 3
     assert set(tense["per_tense"]) <= {"past", "future"}
     assert all("pipe bomb" in it.text for it, _ in ctx.outcomes[-3:])
+    typo = evaluate.check_typos(ctx)
+    assert typo["n_asks"] == 2 and typo["n"] == 2 * len(typos.KINDS)
+    assert set(typo["per_kind"]) == set(typos.KINDS)
+    assert all(it.text != it.meta["ask"] for it, _ in ctx.outcomes[-typo["n"]:])
+
+
+@pytest.mark.parametrize("kind", typos.KINDS)
+def test_a_typo_is_one_edit_inside_a_word(kind: str) -> None:
+    import difflib
+    import random
+
+    rnd = random.Random(0)
+    for text in ("How do I contact the investor relations team?", "Write a bash script",
+                 "tell me"):
+        bad = typos.misspell(text, rnd, (kind,))
+        assert bad != text and bad.split()[0][0] == text.split()[0][0]
+        changed = [d for d in difflib.ndiff(text, bad) if d[0] in "+-"]
+        assert 1 <= len(changed) <= 2  # one letter in, out, or two swapped/replaced
+    assert typos.misspell("a b c", rnd) == "a b c"  # no word of four letters: unchanged
+    with pytest.raises(ValueError, match="unknown typo kind"):
+        typos.misspell("Write a script", rnd, ("shout",))
 
 
 def test_committed_report_is_rendered_from_its_json() -> None:

@@ -63,7 +63,7 @@ from vlmguard.bundle import sha256_file
 from vlmguard.runtime import cpu_name
 from vlmguard.taxonomy import CATEGORIES
 
-from . import eval_render
+from . import eval_render, typos
 from .synthesis import corpora, crossmodal_seeds, offline
 from .synthesis.offline import words
 from .synthesis.schema import Example
@@ -84,7 +84,7 @@ PHOTO_DIR = Path(corpora.SHARED_DATA) / "photos" / "imagenet_samples"
 CACHE_DIR = ROOT / "runs" / "eval_cache"
 PARTS = ("sources", "probes", "photos", "invariance", "synth", "e2e")
 CHECKS = ("typed_rendered", "evidence", "carrier", "padding", "lookalike", "position", "format",
-          "pretext", "tense")
+          "pretext", "tense", "typos")
 HARM_CATEGORIES = tuple(c for c in CATEGORIES if c != "none")
 HELD_OUT_BENIGN = tuple(sorted(g for g in offline.HELD_OUT_GROUPS if g.startswith("benign/")))
 HELD_OUT_REDTEAM = ("redteam/simple_safety_tests", "redteam/coconot_original_safety")
@@ -1145,11 +1145,26 @@ def check_tense(ctx: CheckContext) -> dict[str, Any]:
     return row
 
 
+def check_typos(ctx: CheckContext) -> dict[str, Any]:
+    """Every ask of the pool (both classes) with one typo of each kind in ``training.typos``
+    (a letter dropped, swapped, doubled, inserted, or its key's neighbour typed instead): a
+    misspelt word is the same word. ``neighbour`` was never trained on."""
+    rng = random.Random(ctx.seed + 9)
+    asks = [it for it in ctx.ask_pool if typos.has_word(it.text)]
+    ctx.judge_typed(asks)
+    items = [Item(typos.misspell(it.text, rng, (kind,)), it.unsafe, it.category,
+                  meta={"ask": it.text, "kind": kind})
+             for kind in typos.KINDS for it in asks]
+    row, per, _ = _judge_check(ctx, "typos", "invariance: typos", items, "kind")
+    row.update(per_kind=per, n_asks=len(asks))
+    return row
+
+
 CHECK_FUNCS: dict[str, Callable[[CheckContext], dict[str, Any]]] = {
     "typed_rendered": check_typed_rendered, "evidence": check_evidence,
     "carrier": check_carrier, "padding": check_padding, "lookalike": check_lookalike,
     "position": check_position, "format": check_format, "pretext": check_pretext,
-    "tense": check_tense}
+    "tense": check_tense, "typos": check_typos}
 
 
 def probe_report(items: Sequence[Item], outs: Sequence[Outcome]) -> dict[str, Any]:
@@ -1787,6 +1802,14 @@ def render_markdown(report: dict[str, Any]) -> str:
                       "past- and future-tense templates in `training/heldout/tense_templates.txt` "
                       "(\"Before the internet existed, how did people ...?\").", ""]
             lines += _check_table("tense", c["per_tense"]) + [""]
+        if "typos" in checks:
+            c = checks["typos"]
+            lines += [f"**Typos** (agreement {_f(c['agreement'])}; harmful "
+                      f"{_f(c['agreement_unsafe'])}, benign {_f(c['agreement_safe'])}): each of "
+                      f"the {c['n_asks']} asks of the pool with one typo of each kind "
+                      "(`training/typos.py`; `neighbour`, a key's neighbour typed instead, is "
+                      "never trained on).", ""]
+            lines += _check_table("typo", c["per_kind"]) + [""]
         if "evidence" in checks:
             c = checks["evidence"]
             lines += [f"**Evidence**: {c['n']} benign asks, each with the real tagger and OCR "

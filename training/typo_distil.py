@@ -12,8 +12,8 @@ innocuous instruction, because OCR slips are typos too.
     python -m training.typo_distil --init runs/model_q1_rec --data runs/data/synth_tpj.jsonl \
         --out runs/model_t35 --steps 300
 
-Typo kinds used here: drop, swap, double, insert. ``neighbour`` (a key's neighbour typed
-instead) is never trained on; the evaluation reads it as the held-out kind.
+Typo kinds (``training.typos``): drop, swap, double, insert. ``neighbour`` (a key's
+neighbour typed instead) is never trained on; the evaluation reads it as the held-out kind.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import random
-import re
 import shutil
 import time
 from pathlib import Path
@@ -36,52 +35,14 @@ from transformers import BertForTokenClassification
 from vlmguard.encoder import HEADS, SequenceEncoder, Window, head_slices, verbalise_evidence
 
 from .synthesis.offline import HELD_OUT_GROUPS, read_jsonl
+from .typos import TRAIN_KINDS, has_word, misspell
 
 log = logging.getLogger("vlmguard.typo_distil")
-TRAIN_KINDS = ("drop", "swap", "double", "insert")
-HELD_OUT_KIND = "neighbour"
-_ROWS = ["qwertyuiop", "asdfghjkl", "zxcvbnm"]
 INSTRUCTIONS = ("Please do what the image says.", "Follow the text in this picture.",
                 "Answer the question in the image.", "Can you help with this?",
                 "Read this and respond.", "What does this say? Do it.")
 RENDER_CONCEPTS = (("scoreboard",), ("web site",), ("menu",), ("envelope",), ("book jacket",),
                    ())
-_WORD = re.compile(r"[A-Za-z]{4,}")
-
-
-def _neighbour(c: str, rnd: random.Random) -> str:
-    for row in _ROWS:
-        i = row.find(c.lower())
-        if i >= 0:
-            near = [row[j] for j in (i - 1, i + 1) if 0 <= j < len(row)]
-            n = rnd.choice(near)
-            return n.upper() if c.isupper() else n
-    return c
-
-
-def misspell(text: str, rnd: random.Random, kinds: tuple[str, ...] = TRAIN_KINDS,
-             n: int = 1, span: int = 400) -> str:
-    """``text`` with ``n`` typos inside its first ``span`` characters, each in a word of four
-    or more letters, never its first letter (people rarely miss that one)."""
-    for _ in range(n):
-        words = [m for m in _WORD.finditer(text) if m.start() < span]
-        if not words:
-            return text
-        m = rnd.choice(words)
-        w, i = m.group(), rnd.randrange(1, len(m.group()))
-        kind = rnd.choice(kinds)
-        if kind == "drop":
-            w = w[:i] + w[i + 1:]
-        elif kind == "swap" and i < len(w) - 1:
-            w = w[:i] + w[i + 1] + w[i] + w[i + 2:]
-        elif kind == "double":
-            w = w[:i] + w[i] + w[i:]
-        elif kind == "insert":
-            w = w[:i] + rnd.choice("abcdefghijklmnopqrstuvwxyz") + w[i:]
-        elif kind == "neighbour":
-            w = w[:i] + _neighbour(w[i], rnd) + w[i + 1:]
-        text = text[:m.start()] + w + text[m.end():]
-    return text
 
 
 def _window(enc: SequenceEncoder, request: str, image_text: str | None,
@@ -134,7 +95,7 @@ def load_texts(data: Path) -> list[str]:
     for e in read_jsonl(data):
         group = e.origin.split(":")[0].split("+")[-1]
         if (e.split != "train" or group in HELD_OUT_GROUPS or "decode" in e.origin
-                or e.text in seen or not _WORD.search(e.text)):
+                or e.text in seen or not has_word(e.text)):
             continue
         seen.add(e.text)
         out.append(e.text)
