@@ -36,6 +36,11 @@ _CONFUSABLES = str.maketrans({
     "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ꜰ": "f", "ɢ": "g", "ʜ": "h", "ɪ": "i",
     "ᴊ": "j", "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ǫ": "q", "ʀ": "r",
     "ꜱ": "s", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z",
+    # Armenian and Cherokee letters that are drawn as Latin ones (UTS #39 confusables)
+    "օ": "o", "Օ": "O", "ս": "u", "Ս": "U", "հ": "h", "ո": "n", "ց": "g", "զ": "q",
+    "ա": "w", "Ꭺ": "A", "Ᏼ": "B", "Ꮯ": "C", "Ꭰ": "D", "Ꭼ": "E", "Ꮐ": "G", "Ꮋ": "H",
+    "Ꭻ": "J", "Ꮶ": "K", "Ꮮ": "L", "Ꮇ": "M", "Ꮲ": "P", "Ꭱ": "R", "Ꮪ": "S", "Ꭲ": "T",
+    "Ꮩ": "V", "Ꮃ": "W", "Ꮓ": "Z",
 })
 _CONFUSABLE_CHARS = frozenset(k if isinstance(k, str) else chr(k) for k in _CONFUSABLES)
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
@@ -68,19 +73,40 @@ def _is_pictograph(ch: str) -> bool:
 
 def _name_pictographs(text: str) -> str:
     """Each emoji read as its Unicode name (💣 → "bomb", 💊 → "pill"), as a VLM reads it;
-    the WordPiece tokenizer has no emoji."""
+    the WordPiece tokenizer has no emoji. Regional indicator letters are letters."""
+    text = _REGIONAL.sub(lambda m: chr(ord("a") + ord(m[0]) - _REGIONAL_A), text)
     if not any(_is_pictograph(c) for c in text):
         return text
     return "".join(f" {unicodedata.name(c, '').lower()} " if _is_pictograph(c) else c
                    for c in text)
 
 
+# Characters drawn as nothing that Unicode does not file as format characters: Hangul fillers
+# and the Braille blank stand where a space goes ("How\u3164do\u3164I ..."), the others
+# (variation selectors, the combining grapheme joiner, Mongolian selectors) vanish.
+_BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+_IGNORABLE_RANGES = ((0x034F, 0x034F), (0x17B4, 0x17B5), (0x180B, 0x180F), (0xFE00, 0xFE0F),
+                     (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+                     (0xE0000, 0xE0FFF))
+_REGIONAL_A = 0x1F1E6  # regional indicator letters 🇦..🇿 (two make a flag) read as a..z
+_REGIONAL = re.compile("[\U0001F1E6-\U0001F1FF]")
+
+
+def _ignorable(ch: str) -> bool:
+    o = ord(ch)
+    return any(lo <= o <= hi for lo, hi in _IGNORABLE_RANGES)
+
+
 def _strip_invisible(text: str) -> str:
-    """Drop format characters (zero-width joiners, bidi marks) and combining marks on ASCII."""
+    """Drop format characters (zero-width joiners, bidi marks), other characters drawn as
+    nothing, and combining marks on ASCII; blanks that stand for a space become one."""
     out: list[str] = []
     for ch in text:
+        if ch in _BLANKS:
+            out.append(" ")
+            continue
         cat = unicodedata.category(ch)
-        if cat == "Cf":
+        if cat == "Cf" or (ch > "\u0300" and _ignorable(ch)):
             continue
         if cat == "Mn" and out and out[-1].isascii():
             continue
@@ -755,6 +781,8 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
     sentence pair as well cost recall at the same FPR (0.81 vs 0.86 at FPR 0.05) and caught
     no more padded asks; the judge is trained on padded asks instead.
     """
+    if len(text) > MAX_VARIANT_CHARS:
+        return _long_readings(text, split_words)
     alt = variants(text)
     keep_typed = not alt or disguised_share(text, alt[-1]) < 0.3
     once = unrepeated(text)
@@ -790,6 +818,23 @@ def readings(text: str, split_words: WordSplitter | None = None) -> tuple[bool, 
             if reading is not None and reading != text and reading not in alt:
                 alt.append(reading)
     return keep_typed, alt
+
+
+READING_OVERLAP = 1_000
+"""Characters shared by consecutive spans of a long text's readings: an ask across a seam is
+read whole in one of them."""
+
+
+def _long_readings(text: str, split_words: WordSplitter | None) -> tuple[bool, list[str]]:
+    """A text longer than one reading's span (``MAX_VARIANT_CHARS``): the typed text always
+    (a reading of its head alone would drop its tail, and with it an ask put there), and the
+    readings of each span. The guard's token budget bounds the spans (at most five)."""
+    alt: list[str] = []
+    step = MAX_VARIANT_CHARS - READING_OVERLAP
+    for start in range(0, len(text) - READING_OVERLAP, step):
+        _, more = readings(text[start:start + MAX_VARIANT_CHARS], split_words)
+        alt.extend(r for r in more if r not in alt)
+    return True, alt
 
 
 MAX_READ_LINES = 32  # image text: lines given their own readings (bounded work per request)
