@@ -15,9 +15,15 @@ allowed. The address is checked when the socket connects (every hop of a redirec
 connection uses the checked address), so DNS rebinding cannot slip past the check. Every
 failure raises a typed error below, all of them :class:`~vlmguard.errors.InvalidInputError`.
 
-What is not judged: user turns older than the last two before it, system/assistant/tool
-messages (they are forwarded unchanged), and audio or file parts, which are refused (the
-guard cannot read them), as is a turn whose role is not one of OpenAI's (``KNOWN_ROLES``).
+In a stateless API the client writes the whole history, so the rest of it is judged too, each
+text on its own (:func:`history_texts`): every earlier user turn, every system or developer
+message, and assistant text after the last user turn (a "prefill" the model would continue).
+Each of those found unsafe is rewritten in place as the last turn would be, and the riskiest
+verdict of all decides.
+
+What is not judged: assistant answers before the last user turn and tool messages (forwarded
+unchanged), and audio or file parts, which are refused (the guard cannot read them), as is a
+turn whose role is not one of OpenAI's (``KNOWN_ROLES``).
 """
 
 from __future__ import annotations
@@ -135,11 +141,12 @@ class FetchLimits:
 class MessagesResult:
     """The messages to forward and the verdict behind them."""
 
-    messages: list[dict[str, Any]]   # to forward: the input, with the last user turn rewritten
-    result: RewriteResult            # the deciding verdict (the riskiest over the images)
-    turn: int                        # index of the judged (last) user message
-    results: tuple[RewriteResult, ...] = ()  # one verdict per judged image (or one, no image)
+    messages: list[dict[str, Any]]   # to forward: the input, each unsafe judged text rewritten
+    result: RewriteResult            # the deciding verdict (the riskiest of all)
+    turn: int                        # index of the message behind ``result``
+    results: tuple[RewriteResult, ...] = ()  # the last user turn: one per image (or one)
     image_refs: tuple[str, ...] = field(default=(), repr=False)  # the judged references
+    history: tuple[tuple[int, RewriteResult], ...] = ()  # (index, verdict) of the other texts
 
     @property
     def rewritten(self) -> bool:
@@ -429,6 +436,22 @@ def split_messages(messages: object) -> tuple[_Turn, list[str]]:
     return last, ordered
 
 
+def history_texts(messages: Sequence[Mapping[str, Any]], last: int) -> list[tuple[int, str]]:
+    """(index, text) of what else the model reads as instructions: the user turns before
+    message ``last``, every system or developer message, and assistant text after it.
+    Run after :func:`split_messages`, which has checked every message's shape."""
+    out = []
+    for i, m in enumerate(messages):
+        role = m["role"]
+        if (role == "user" and i < last) or role in ("system", "developer") or (
+                role == "assistant" and i > last):
+            text = "\n".join(p["text"] for p in _parts(m.get("content"), f"messages[{i}]")
+                             if p.get("type") == "text" and isinstance(p.get("text"), str))
+            if text.strip():
+                out.append((i, text))
+    return out
+
+
 def _rewrite_turn(message: Mapping[str, Any], prompt: str) -> dict[str, Any]:
     out = dict(message)
     content = message.get("content")
@@ -475,7 +498,8 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
                      load: Callable[[str, FetchLimits], tuple[bytes, str]] | None = None
                      ) -> MessagesResult:
     """Judge the last user turn with every user image, and after the user turns before it
-    (``Guard.rewrite(context=...)``); return the messages to forward.
+    (``Guard.rewrite(context=...)``), and the rest of the history (:func:`history_texts`)
+    text by text; return the messages to forward.
 
     ``inline_images`` replaces each fetched http(s) image URL by a data URL of the bytes
     that were judged, so the model sees exactly what the guard saw (the server's proxy does
@@ -493,11 +517,18 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
                                       context=turn.earlier)
     else:
         results = [guard.rewrite(None, turn.text, context=turn.earlier)]
-    decisive = max(range(len(results)), key=lambda k: (not results[k].safe, results[k].risk))
-    result = results[decisive]
+    others = history_texts(messages, turn.index)
+    history = list(zip([i for i, _ in others],
+                       guard.rewrite_batch([(None, t) for _, t in others]), strict=True))
+    def riskiest(judged: Sequence[tuple[int, RewriteResult]]) -> tuple[int, RewriteResult]:
+        return max(judged, key=lambda ir: (not ir[1].safe, ir[1].risk))
+
+    last = riskiest([(turn.index, r) for r in results])  # over the images
+    index, result = riskiest([last, *history])
     out = [dict(m) for m in messages]
-    if result.action == "rewrite":
-        out[turn.index] = _rewrite_turn(messages[turn.index], result.prompt)
+    for i, r in [last, *history]:
+        if r.action == "rewrite":
+            out[i] = _rewrite_turn(messages[i], r.prompt)
     if inline_images:
         data_urls = {ref: f"data:{media or 'image/png'};base64,"
                           + base64.b64encode(data).decode("ascii")
@@ -505,4 +536,4 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
                      if not ref.lower().startswith("data:")}
         if data_urls:
             out = [_inline(m, data_urls) if m.get("role") == "user" else m for m in out]
-    return MessagesResult(out, result, turn.index, tuple(results), tuple(refs))
+    return MessagesResult(out, result, index, tuple(results), tuple(refs), tuple(history))
