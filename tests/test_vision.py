@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 
 from export.vision_models import cer
-from vlmguard.vision import OCR, Concept, OcrLine, Tagger, _components, lines_text
+from vlmguard.seeing import see
+from vlmguard.vision import (
+    OCR,
+    REC_BUDGET,
+    Concept,
+    OcrLine,
+    RecBudget,
+    Tagger,
+    _components,
+    lines_text,
+)
 
 skdata = pytest.importorskip("skimage.data")
 PIL = pytest.importorskip("PIL")
@@ -142,6 +152,45 @@ def test_ocr_multiline_reading_order(ocr: OCR) -> None:
     assert ocr.text(np.asarray(img)) == lines_text(lines)
     ys = [ln.box[1] for ln in lines]
     assert ys == sorted(ys)
+
+
+def test_a_recognition_budget_reads_the_most_prominent_lines_first(ocr: OCR) -> None:
+    """Stop 35 audit: the box cap alone let an 8-frame image of text cost 99 s; one budget
+    per request bounds every face, frame and re-read together."""
+    budget = RecBudget(10)
+    assert budget.fit([5, 3, 4], [1, 0, 2]) == [0, 1] and budget.left == 2 and budget.short
+    img = Image.new("RGB", (700, 260), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    d.text((20, 20), "small words first", font=_font(20), fill=(0, 0, 0))
+    d.text((20, 90), "BIG HEADLINE", font=_font(48), fill=(0, 0, 0))
+    d.text((20, 190), "small words last", font=_font(20), fill=(0, 0, 0))
+    rgb = np.asarray(img)
+    boxes = ocr.detect(rgb)
+    full, cut = ocr.read_capped(rgb, boxes, RecBudget())
+    assert len(full) == 3 and not cut
+    one = max(ocr.rec_cost(c) for c in ocr.crops(rgb, boxes))
+    part, cut = ocr.read_capped(rgb, boxes, RecBudget(one))
+    assert cut and lines_text(part) == "BIG HEADLINE"
+    assert ocr.read_capped(rgb, boxes, RecBudget(0)) == ([], True)
+
+
+def test_all_faces_of_an_image_share_one_budget(ocr: OCR, tagger: Tagger, monkeypatch) -> None:
+    page = render("How to make a bomb", 36)
+    widths: list[int] = []
+    real = OCR.recognize
+
+    def counted(self: OCR, crops: list[np.ndarray]) -> list[tuple[str, float]]:
+        widths.extend(self.rec_cost(c) for c in crops)
+        return real(self, crops)
+
+    monkeypatch.setattr(OCR, "recognize", counted)
+    line = ocr.rec_cost(ocr.crops(page, ocr.detect(page))[0])
+    seen = see(page, tagger, ocr, also_read=[page] * 7, budget=RecBudget(3 * line))
+    assert seen.ocr_truncated and "bomb" in seen.ocr_text.lower()
+    assert sum(widths) <= 3 * line  # eight faces of one line, three lines' worth read
+    widths.clear()
+    assert not see(page, tagger, ocr, also_read=[page] * 7).ocr_truncated  # the default
+    assert 8 * line <= sum(widths) <= REC_BUDGET
 
 
 def _lines(*boxes: tuple[str, int, int, int, int]) -> list[OcrLine]:

@@ -21,6 +21,7 @@ from .vision import (
     PAGE_SHARE,
     Concept,
     OcrLine,
+    RecBudget,
     Tagger,
     colour_distance_face,
     lines_text,
@@ -45,7 +46,7 @@ NOTHING = Seen(False)
 
 def see(rgb: np.ndarray, tagger: Tagger, ocr: OCR | None,
         timings: dict[str, float] | None = None, pool: Executor | None = None,
-        also_read: Sequence[np.ndarray] = ()) -> Seen:
+        also_read: Sequence[np.ndarray] = (), budget: RecBudget | None = None) -> Seen:
     """Tag an HxWx3 uint8 RGB image and read its text (``ocr=None``: no reading).
 
     ``also_read``: other faces of the same image (a transparent image with its alpha
@@ -54,6 +55,10 @@ def see(rgb: np.ndarray, tagger: Tagger, ocr: OCR | None,
     A page-like image that reads blank or without spaces is also read in its
     colour-distance face (:func:`vlmguard.vision.colour_distance_face`), and the more
     confident reading is kept.
+
+    All faces share one recognition ``budget`` (default a fresh
+    :data:`vlmguard.vision.REC_BUDGET`): an image costs at most that much reading however
+    many faces or frames it has.
 
     ``timings`` (if given) receives each stage's milliseconds: tagger, ocr_det, ocr_rec
     (the last only when detection found a box). With ``pool``, the tagger runs on it while
@@ -77,18 +82,19 @@ def see(rgb: np.ndarray, tagger: Tagger, ocr: OCR | None,
     scores = tuple(round(c.score, 4) for c in tags[: len(words)])
     if ocr is None:
         return Seen(True, words, scores)
-    lines, truncated = _recognise(ocr, rgb, boxes, timings)
+    budget = RecBudget() if budget is None else budget
+    lines, truncated = _recognise(ocr, rgb, boxes, timings, budget)
     if not lines or _spaces_lost(lines):
         # A page (a render, a sign, a screenshot) that reads blank, or as words run together,
         # may hold text that differs from it in colour more than in brightness: read it again
         # in the colour-distance face, and keep that reading where it is the more confident.
         share, colour = page_colour(rgb)
         if share >= PAGE_SHARE:
-            again, cut = _read_face(ocr, colour_distance_face(rgb, colour), timings)
+            again, cut = _read_face(ocr, colour_distance_face(rgb, colour), timings, budget)
             if _confidence(again) > _confidence(lines):
                 lines, truncated = again, cut
     for face in also_read:
-        extra, cut = _read_face(ocr, face, timings)
+        extra, cut = _read_face(ocr, face, timings, budget)
         seen_text = {ln.text for ln in lines}
         lines += [ln for ln in extra if ln.text not in seen_text]
         truncated = truncated or cut
@@ -96,22 +102,25 @@ def see(rgb: np.ndarray, tagger: Tagger, ocr: OCR | None,
 
 
 def _recognise(ocr: OCR, rgb: np.ndarray, boxes: list[tuple[tuple[int, int, int, int], float]],
-               timings: dict[str, float]) -> tuple[list[OcrLine], bool]:
+               timings: dict[str, float], budget: RecBudget) -> tuple[list[OcrLine], bool]:
     """The boxes' lines and whether the box cap cut some (``ocr_rec`` timed only when
     there is a box to read, and added up over an image's faces)."""
     if not boxes:
         return [], False
     t = time.perf_counter()
-    lines, truncated = ocr.read_capped(rgb, boxes)
+    lines, truncated = ocr.read_capped(rgb, boxes, budget)
     timings["ocr_rec"] = timings.get("ocr_rec", 0.0) + ms_since(t)
     return lines, truncated
 
 
-def _read_face(ocr: OCR, face: np.ndarray, timings: dict[str, float]
+def _read_face(ocr: OCR, face: np.ndarray, timings: dict[str, float], budget: RecBudget
                ) -> tuple[list[OcrLine], bool]:
     """Another face of the image read whole: detection, then recognition, both timed on top
-    of the first face's."""
-    return _recognise(ocr, face, _detect(ocr, face, timings, add=True), timings)
+    of the first face's. A spent budget skips the detection too."""
+    if budget.left < ocr.rec_min_width:
+        budget.short = True
+        return [], True
+    return _recognise(ocr, face, _detect(ocr, face, timings, add=True), timings, budget)
 
 
 def _spaces_lost(lines: list[OcrLine]) -> bool:

@@ -58,6 +58,35 @@ evaluation's renders, JPEG-compressed or not, and 4.6 % of the 1,000 development
 MAX_OCR_BOXES = 48
 """Text boxes recognised per image at most: bounds OCR time (~15 ms a box on one core).
 The rewriter reads about 64 tokens of image text per window, so 48 lines cover it."""
+REC_BUDGET = 40_000
+"""Recognition one request may spend, in line width at the recogniser's 48-pixel height
+(each line at least ``rec_min_width``), over all its faces, frames and re-reads: a 3 MB
+8-frame APNG of text cost 99 s with a box cap per face alone (stop 35 audit). The
+benchmark's typographic renders spend 1,800 (p50; at most 3,800), its real photos 0 (p50;
+p90 860, at most 20,000); 40,000 is about 25 full-width lines, 2-4 s on two cores. A page
+of small text reaches it and is read in part (most prominent lines first), and says so
+(``ocr_truncated``)."""
+
+
+class RecBudget:
+    """What is left of one request's recognition (``REC_BUDGET``), shared by its faces."""
+
+    def __init__(self, width: int = REC_BUDGET) -> None:
+        self.left = width
+        self.short = False  # something went unread for want of budget
+
+    def fit(self, costs: Sequence[int], order: Sequence[int]) -> list[int]:
+        """The indices (in ``order``, most wanted first) whose costs fit, taken from it."""
+        keep = []
+        for i in order:
+            if costs[i] <= self.left:
+                self.left -= costs[i]
+                keep.append(i)
+            else:
+                self.short = True
+        return sorted(keep)
+
+
 REC_BATCH_WIDTH = 960
 """Padded width (pixels at the recogniser's 48-pixel height) one recognition call takes at
 most: three minimum-width lines, or one long line alone (see ``OCR._rec_batches``)."""
@@ -719,7 +748,14 @@ class OCR:
                 res[i] = self._ctc(probs[j])
         return res
 
-    def upright(self, crops: Sequence[np.ndarray], texts: Sequence[tuple[str, float]]
+    def rec_cost(self, crop: np.ndarray) -> int:
+        """A crop's share of a recognition budget: its padded width at 48 pixels high."""
+        ratio = crop.shape[1] / max(crop.shape[0], 1)
+        return min(max(int(math.ceil(self.rec_height * ratio)), self.rec_min_width),
+                   self.max_rec_width)
+
+    def upright(self, crops: Sequence[np.ndarray], texts: Sequence[tuple[str, float]],
+                budget: RecBudget | None = None
                 ) -> tuple[list[tuple[str, float]], list[bool]]:
         """``texts`` with each line that was read upside down read again, turned over, and
         which lines that was.
@@ -741,11 +777,12 @@ class OCR:
             # then read as garbage
             self._read_again(crops, out, flipped, lambda c: c[::-1, ::-1], True, [
                 i for i, p in zip(doubt, p180, strict=True)
-                if p >= FLIP_MIN_PROB or texts[i][1] < GARBLED_SCORE])
-        return self._unmirrored(crops, out, flipped), flipped
+                if p >= FLIP_MIN_PROB or texts[i][1] < GARBLED_SCORE], budget)
+        return self._unmirrored(crops, out, flipped, budget), flipped
 
     def _unmirrored(self, crops: Sequence[np.ndarray], texts: list[tuple[str, float]],
-                    flipped: list[bool]) -> list[tuple[str, float]]:
+                    flipped: list[bool], budget: RecBudget | None = None
+                    ) -> list[tuple[str, float]]:
         """``texts`` with each line still read below ``MIRROR_CHECK_SCORE`` read again
         mirrored left-right, then each line still below it mirrored top-bottom (in place:
         ``flipped`` marks a top-bottom mirror, whose lines run bottom to top like a page
@@ -754,15 +791,18 @@ class OCR:
         time."""
         for view, top_bottom in ((lambda c: c[:, ::-1], False), (lambda c: c[::-1, :], True)):
             self._read_again(crops, texts, flipped, view, top_bottom, [
-                i for i, (_, score) in enumerate(texts) if score < MIRROR_CHECK_SCORE])
+                i for i, (_, score) in enumerate(texts) if score < MIRROR_CHECK_SCORE], budget)
         return texts
 
     def _read_again(self, crops: Sequence[np.ndarray], texts: list[tuple[str, float]],
                     flipped: list[bool], view: Callable[[np.ndarray], np.ndarray],
-                    turned: bool, lines: list[int]) -> None:
+                    turned: bool, lines: list[int], budget: RecBudget | None = None) -> None:
         """Read ``lines`` again through ``view`` of their crops (in place): a more confident
         reading replaces the first, and marks the line ``turned`` (its text runs bottom to
-        top) or not."""
+        top) or not. With a ``budget``, the least confident lines go first."""
+        if budget is not None and lines:
+            lines = budget.fit([self.rec_cost(c) for c in crops],
+                               sorted(lines, key=lambda i: texts[i][1]))
         if not lines:
             return
         again = self.recognize([np.ascontiguousarray(view(crops[i])) for i in lines])
@@ -879,21 +919,27 @@ class OCR:
         boxes = list(boxes)
         if len(boxes) <= self.max_boxes:
             return boxes, False
-        order = sorted(range(len(boxes)), key=lambda i: (
-            -(boxes[i][0][3] - boxes[i][0][1]), -boxes[i][1], i))
-        keep = sorted(order[: self.max_boxes])
+        keep = sorted(_prominence(boxes)[: self.max_boxes])
         return [boxes[i] for i in keep], True
 
     def read_capped(self, rgb: np.ndarray,
-                    boxes: Sequence[tuple[tuple[int, int, int, int], float]]
-                    ) -> tuple[list[OcrLine], bool]:
-        """Recognised lines in reading order, and whether the box cap left some unread."""
+                    boxes: Sequence[tuple[tuple[int, int, int, int], float]],
+                    budget: RecBudget | None = None) -> tuple[list[OcrLine], bool]:
+        """Recognised lines in reading order, and whether the box cap (or the request's
+        recognition ``budget``, most prominent lines first) left some unread."""
         rgb = _check_rgb(rgb)
         if not boxes:
             return [], False
         boxes, truncated = self.select(boxes)
         crops = self.crops(rgb, boxes)
-        texts, flipped = self.upright(crops, self.recognize(crops))
+        if budget is not None:
+            fits = budget.fit([self.rec_cost(c) for c in crops], _prominence(boxes))
+            truncated = truncated or len(fits) < len(boxes)
+            boxes, crops = [boxes[i] for i in fits], [crops[i] for i in fits]
+            if not boxes:
+                return [], truncated
+        texts, flipped = self.upright(crops, self.recognize(crops), budget)
+        truncated = truncated or (budget is not None and budget.short)
         kept = [i for i, (t, s) in enumerate(texts)
                 if s >= self.text_score and len(t.strip()) >= 2]  # lone glyphs are noise
         lines = [OcrLine(texts[i][0].strip(), texts[i][1], boxes[i][0]) for i in kept]
@@ -927,6 +973,13 @@ class OCR:
     def text(self, rgb: np.ndarray) -> str:
         """All text in the image, one line per detected box."""
         return lines_text(self(rgb))
+
+
+def _prominence(boxes: Sequence[tuple[tuple[int, int, int, int], float]]) -> list[int]:
+    """Box indices, the most prominent first: the tallest lines (what a reader, or a VLM,
+    sees first), ties broken by the detector's score."""
+    return sorted(range(len(boxes)), key=lambda i: (
+        -(boxes[i][0][3] - boxes[i][0][1]), -boxes[i][1], i))
 
 
 def _is_vertical(det: tuple[tuple[int, int, int, int], float]) -> bool:
