@@ -344,23 +344,59 @@ class OcrLine:
 
 class DetBox(tuple[tuple[int, int, int, int], float]):
     """A detected box as ``((x0, y0, x1, y1), score)``, plus, for a slanted line, the
-    geometry to read it straight: centre, angle (degrees) and the rotated line's size.
+    geometry to read it straight: centre, angle (degrees) and the rotated line's size; for a
+    curved line (text set on an arc), its centre line and height (see :class:`Curve`).
 
     It unpacks and compares like the plain 2-tuple every caller already takes.
     """
 
     rotated: tuple[float, float, float, float, float] | None
+    curve: Curve | None
 
     def __new__(cls, box: tuple[int, int, int, int], score: float,
-                rotated: tuple[float, float, float, float, float] | None = None) -> DetBox:
+                rotated: tuple[float, float, float, float, float] | None = None,
+                curve: Curve | None = None) -> DetBox:
         self = super().__new__(cls, (box, score))
         self.rotated = rotated
+        self.curve = curve
         return self
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A curved line's centre line (image pixels, ``(k, 2)`` x/y points in reading order,
+    about a band's thickness apart) and the height of the band around it that holds the text."""
+
+    centre: np.ndarray
+    height: float
 
 
 ROTATED_MIN_DEG = 2.0      # slant from which a line is read through a rotated crop
 ROTATED_MIN_ELONGATION = 3.0  # long axis / short axis: only clear lines have a reliable angle
 ROTATED_MAX_DEG = 85.0     # steeper lines take the vertical path (turned a quarter)
+# A line set on a curve (a badge's or logo's arc) is one bent component in the detector's map:
+# its rectangle (long x short side from the second moments) is mostly empty, where a straight
+# line's fills it. Such a component is read along its centre line (:func:`_curved_crop`): read
+# through a level or a rotated rectangle its steep ends came back as garbage (stop 34: arc
+# read share 0.36).
+CURVE_MAX_FILL = 0.7       # pixels / (long x short side) below which a component may be bent
+CURVE_MIN_LENGTH = 4.0     # centre-line length / band thickness: only clear lines
+CURVE_MIN_BEND = 0.5       # the centre line's largest departure from its chord, in thicknesses
+CURVE_MAX_BINS = 48        # centre-line points per component at most
+MAX_CURVES = 16            # bent components followed per image at most (bounded cost)
+# Upright letters stacked one above the other (a vertical sign, a word set one letter a line)
+# are found as a column of letter boxes, or pieces of one: the pieces are joined into one
+# vertical box (:func:`_stacked_columns`), and a vertical box whose ink falls into letter-sized
+# cells with clear gaps between them is read as those cells laid side by side (:func:`_restack`;
+# turned a quarter too where that reading is in doubt, see ``OCR._stacked``). Read only turned,
+# such a column came back letter by letter (each dropped as a lone glyph) or as a line of
+# text turned sideways, whose columns are read right to left (stop 34: stacked read share 0.53).
+COLUMN_MIN_ELONGATION = 2.2  # a component this much taller than wide is a column, not a blob
+COLUMN_MAX_PIECE = 1.6     # a column piece's width / height at most (a letter or a column)
+COLUMN_MIN_OVERLAP = 0.6   # shared width / the narrower piece's, for pieces one above the other
+COLUMN_MAX_GAP = 0.5       # vertical gap between pieces / the narrower piece's width, at most
+STACK_MIN_GAP = 0.2        # a stacked column's median gap between cells / its ink width
+STACK_MAX_CELL = 1.6       # a stacked column's tallest cell / its ink width, at most
 
 
 def lines_text(lines: Sequence[OcrLine]) -> str:
@@ -416,7 +452,7 @@ def _components(
 def _slants(integ: np.ndarray, rows: np.ndarray, x0s: np.ndarray, x1s: np.ndarray,
             labels: np.ndarray, n: int) -> np.ndarray:
     """Per component: centre x, y, angle (degrees, image axes), long and short side of
-    the line as a rectangle, and the mean probability over its own pixels.
+    the line as a rectangle, the mean probability over its own pixels, and its pixel count.
 
     From the second moments of each component's pixels, summed in closed form per run: a
     uniform rectangle of side L has variance L^2/12 along it; run sums of the probability
@@ -441,7 +477,7 @@ def _slants(integ: np.ndarray, rows: np.ndarray, x0s: np.ndarray, x1s: np.ndarra
     tr, det = vxx + vyy, np.sqrt(np.maximum(((vxx - vyy) / 2) ** 2 + vxy * vxy, 0))
     lam1, lam2 = tr / 2 + det, np.maximum(tr / 2 - det, 0)
     return np.stack([mx, my, angle, np.sqrt(12 * lam1), np.sqrt(12 * lam2),
-                     psum / n_px], axis=1)
+                     psum / n_px, m[0]], axis=1)
 
 
 def _median_colour(rgb: np.ndarray) -> tuple[int, ...]:
@@ -471,6 +507,190 @@ def _straight_crop(rgb: np.ndarray, geom: tuple[float, float, float, float, floa
     box = (int(round(ccx - length / 2)), int(round(ccy - thick / 2)),
            int(round(ccx + length / 2)), int(round(ccy + thick / 2)))
     return np.ascontiguousarray(np.asarray(img.crop(box)))
+
+
+def _centre_line(rows: np.ndarray, x0s: np.ndarray, x1s: np.ndarray,
+                 sl: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+    """A bent component's centre line (detector-map pixels, ``(k, 2)`` x/y, left to right
+    along its main axis), its band thickness and how far the line bends (its largest
+    departure from its chord, in thicknesses); None for too few pixels.
+
+    The component's pixels are binned along its main axis (bins about a thickness long) and
+    each bin's mean is a centre-line point: for an arc up to a half circle each bin holds one
+    piece of the band.
+    """
+    cx, cy, angle, length = float(sl[0]), float(sl[1]), float(sl[2]), float(sl[3])
+    counts = x1s - x0s
+    if counts.sum() < 16:
+        return None
+    ys = np.repeat(rows, counts).astype(np.float64)
+    xs = (np.repeat(x0s - np.cumsum(counts) + counts, counts)
+          + np.arange(int(counts.sum()))).astype(np.float64)
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    u = (xs - cx) * c + (ys - cy) * s
+    v = -(xs - cx) * s + (ys - cy) * c
+    span = float(u.max() - u.min())
+    thick = float(len(xs)) / max(length, 1.0)  # first guess: area over the straight length
+    nb = int(np.clip(round(span / max(thick, 1.0)), 4, CURVE_MAX_BINS))
+    b = np.minimum(((u - u.min()) / max(span, 1e-6) * nb).astype(np.int64), nb - 1)
+    n = np.bincount(b, minlength=nb)
+    ok = n > 0
+    mu = np.bincount(b, u, minlength=nb)[ok] / n[ok]
+    mv = np.bincount(b, v, minlength=nb)[ok] / n[ok]
+    if len(mu) < 3:
+        return None
+    mv = np.concatenate(([mv[0]], np.convolve(mv, np.ones(3) / 3, "valid"), [mv[-1]]))
+    pts = np.stack([cx + mu * c - mv * s, cy + mu * s + mv * c], axis=1)
+    arc = float(np.hypot(*np.diff(pts, axis=0).T).sum())
+    thick = float(len(xs)) / max(arc, 1.0)
+    chord = pts[-1] - pts[0]
+    norm = float(np.hypot(*chord))
+    if norm < 1e-6:
+        return None
+    off = np.abs((pts[:, 0] - pts[0, 0]) * chord[1] - (pts[:, 1] - pts[0, 1]) * chord[0]) / norm
+    return pts, thick, float(off.max()) / max(thick, 1e-6)
+
+
+def _curved_crop(rgb: np.ndarray, curve: Curve, fill: tuple[int, ...]) -> np.ndarray:
+    """The band of ``curve`` sampled along its centre line into a level line: each column of
+    the crop is the band's cross-section at one point of the centre line, across it
+    (piecewise, like unwarping a curved text polygon); bilinear, ``fill`` outside the image."""
+    pts = curve.centre
+    seg = np.hypot(*np.diff(pts, axis=0).T)
+    dist = np.concatenate(([0.0], np.cumsum(seg)))
+    total = float(dist[-1])
+    width = max(2, int(math.ceil(total)))
+    at = np.linspace(0.0, total, width)
+    px = np.interp(at, dist, pts[:, 0])
+    py = np.interp(at, dist, pts[:, 1])
+    # the direction along the line, smoothed over about half the band's height
+    k = max(1, int(curve.height / 4))
+    tx = np.interp(np.clip(at + k, 0, total), dist, pts[:, 0]) - \
+        np.interp(np.clip(at - k, 0, total), dist, pts[:, 0])
+    ty = np.interp(np.clip(at + k, 0, total), dist, pts[:, 1]) - \
+        np.interp(np.clip(at - k, 0, total), dist, pts[:, 1])
+    tn = np.maximum(np.hypot(tx, ty), 1e-6)
+    nx, ny = ty / tn, -tx / tn  # "up" for a line read left to right
+    height = max(2, int(round(curve.height)))
+    off = (height - 1) / 2.0 - np.arange(height, dtype=np.float64)  # top row first
+    gx = px[None, :] + off[:, None] * nx[None, :]
+    gy = py[None, :] + off[:, None] * ny[None, :]
+    return _bilinear(rgb, gx, gy, fill)
+
+
+def _bilinear(rgb: np.ndarray, gx: np.ndarray, gy: np.ndarray, fill: tuple[int, ...]
+              ) -> np.ndarray:
+    """``rgb`` sampled at the points (gx, gy), bilinear; ``fill`` where a point is outside."""
+    h, w = rgb.shape[:2]
+    inside = (gx >= 0) & (gx <= w - 1) & (gy >= 0) & (gy <= h - 1)
+    gx, gy = np.clip(gx, 0, w - 1), np.clip(gy, 0, h - 1)
+    x0 = np.minimum(gx.astype(np.int64), w - 2) if w > 1 else np.zeros(gx.shape, np.int64)
+    y0 = np.minimum(gy.astype(np.int64), h - 2) if h > 1 else np.zeros(gy.shape, np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = (gx - x0)[..., None], (gy - y0)[..., None]
+
+    def at(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+        px: np.ndarray = rgb[yy, xx].astype(np.float32)
+        return px
+
+    top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
+    bot = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
+    out = top * (1 - fy) + bot * fy
+    out[~inside] = np.asarray(fill, np.float32)
+    return np.ascontiguousarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+
+
+def _stacked_columns(boxes: list[tuple[tuple[int, int, int, int], float]]
+                     ) -> list[tuple[tuple[int, int, int, int], float]]:
+    """``boxes`` with each column of level pieces one above the other (letter boxes, or
+    pieces of a vertical line: no wider than :data:`COLUMN_MAX_PIECE` times their height,
+    sharing most of their width and close above each other) joined into one box, where the
+    column comes out vertical (see :func:`_is_vertical`); the other boxes as they were."""
+    idx = [i for i, ((x0, y0, x1, y1), _) in enumerate(boxes)
+           if getattr(boxes[i], "rotated", None) is None
+           and getattr(boxes[i], "curve", None) is None
+           and x1 - x0 <= COLUMN_MAX_PIECE * (y1 - y0)]
+    if len(idx) < 2:
+        return boxes
+    idx.sort(key=lambda i: boxes[i][0][1])
+    chains: list[list[int]] = []
+    for i in idx:
+        x0, y0, x1, y1 = boxes[i][0]
+        for chain in chains:
+            a0, b0, a1, b1 = boxes[chain[-1]][0]
+            narrow = min(x1 - x0, a1 - a0)
+            if min(x1, a1) - max(x0, a0) >= COLUMN_MIN_OVERLAP * narrow \
+                    and max(x1 - x0, a1 - a0) <= 1.6 * narrow \
+                    and y0 > b0 and y0 - b1 <= COLUMN_MAX_GAP * narrow:
+                chain.append(i)
+                break
+        else:
+            chains.append([i])
+    joined: dict[int, tuple[tuple[int, int, int, int], float]] = {}
+    gone: set[int] = set()
+    for chain in chains:
+        if len(chain) < 2:
+            continue
+        box = (min(boxes[i][0][0] for i in chain), min(boxes[i][0][1] for i in chain),
+               max(boxes[i][0][2] for i in chain), max(boxes[i][0][3] for i in chain))
+        det = (box, float(np.mean([boxes[i][1] for i in chain])))
+        if not _is_vertical(det):
+            continue
+        joined[chain[0]] = det
+        gone.update(chain[1:])
+    if not joined:
+        return boxes
+    return [joined.get(i, b) for i, b in enumerate(boxes) if i not in gone]
+
+
+def _restack(column: np.ndarray) -> np.ndarray | None:
+    """A vertical box's image (upright, taller than wide) as its letters side by side, or
+    None where its ink does not fall into letter-sized cells with clear gaps between them
+    (a line of text turned a quarter: its letters nearly touch, its words are long cells).
+    """
+    h, w = column.shape[:2]
+    grey = column.astype(np.int16).mean(axis=2)
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    bg = float(np.median(border))
+    diff = np.abs(grey - bg)
+    top = float(diff.max())
+    if top < 32:
+        return None
+    ink = diff > max(24.0, 0.35 * top)
+    rows = ink.sum(axis=1) >= 2
+    cols = np.flatnonzero(ink.any(axis=0))
+    if not rows.any() or len(cols) == 0:
+        return None
+    ink_w = float(cols[-1] - cols[0] + 1)
+    d = np.diff(np.concatenate(([0], rows.astype(np.int8), [0])))
+    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    cells: list[list[int]] = []  # [start, end) rows; gaps thinner than an i's dot join
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        if cells and start - cells[-1][1] < 0.08 * ink_w:
+            cells[-1][1] = end
+        else:
+            cells.append([start, end])
+    if len(cells) < 2:
+        return None
+    gaps = [b[0] - a[1] for a, b in zip(cells[:-1], cells[1:], strict=True)]
+    tallest = int(max(b - a for a, b in cells))
+    if float(np.median(gaps)) < STACK_MIN_GAP * ink_w or tallest > STACK_MAX_CELL * ink_w:
+        return None
+    pad = max(2, int(0.15 * tallest))  # margin, and the space between two letters
+    spans = []
+    for a, b in cells:
+        xs = np.flatnonzero(ink[a:b].any(axis=0))
+        spans.append((int(xs[0]), int(xs[-1]) + 1))
+    fill = np.median(np.concatenate([column[0], column[-1]]), axis=0).astype(np.uint8)
+    out = np.empty((tallest + 2 * pad, sum(x1 - x0 + pad for x0, x1 in spans) + pad, 3),
+                   np.uint8)
+    out[:] = fill
+    x = pad
+    for (a, b), (x0, x1) in zip(cells, spans, strict=True):
+        y = pad + (tallest - (b - a)) // 2
+        out[y: y + b - a, x: x + x1 - x0] = column[a:b, x0:x1]
+        x += x1 - x0 + pad
+    return out
 
 
 class OCR:
@@ -658,7 +878,7 @@ class OCR:
                 self.gate_skips += 1
                 return []
         prob = self._prob_map(self._det_input(rgb), "OCR detector")
-        return self._db_boxes(prob, src_h, src_w)
+        return _stacked_columns(self._db_boxes(prob, src_h, src_w))
 
     def _db_boxes(self, prob: np.ndarray, src_h: int, src_w: int
                   ) -> list[tuple[tuple[int, int, int, int], float]]:
@@ -686,11 +906,27 @@ class OCR:
         integ[1:, 1:] = prob.astype(np.float64).cumsum(0).cumsum(1)
         slant = _slants(integ, rows, x0s, x1s, labels, n)
         out: list[tuple[tuple[int, int, int, int], float]] = []
+        by_label: np.ndarray | None = None  # runs sorted by component, made once if needed
+        bounds = np.zeros(0, np.int64)
+        curves = 0
         for i in range(min(n, self.max_candidates)):
             bw, bh = xmax[i] - xmin[i], ymax[i] - ymin[i]
             if min(bw, bh) < 3:  # RapidOCR min_size on the contour's box
                 continue
-            rot = self._rotated_box(slant[i], pw, ph, src_w, src_h)
+            sl = slant[i]
+            if curves < MAX_CURVES and sl[5] >= self.box_thresh \
+                    and sl[6] < CURVE_MAX_FILL * sl[3] * sl[4]:
+                if by_label is None:
+                    by_label = np.argsort(labels, kind="stable")
+                    bounds = np.searchsorted(labels[by_label], np.arange(n + 1))
+                curves += 1
+                runs = by_label[bounds[i]: bounds[i + 1]]
+                bent = self._curve_box(rows[runs], x0s[runs], x1s[runs], sl, pw, ph,
+                                       src_w, src_h)
+                if bent is not None:
+                    out.append(bent)
+                    continue
+            rot = self._rotated_box(sl, pw, ph, src_w, src_h)
             if rot is not None:
                 out.append(rot)
                 continue
@@ -707,17 +943,51 @@ class OCR:
             if bx1 - bx0 <= 3 or by1 - by0 <= 3:
                 continue
             tall = by1 - by0
-            if tall > 0.25 * src_h and tall / ROTATED_MIN_ELONGATION < bx1 - bx0 < 2 * tall:
+            if tall > 0.25 * src_h and tall / ROTATED_MIN_ELONGATION < bx1 - bx0 < 2 * tall \
+                    and bh < COLUMN_MIN_ELONGATION * bw:
                 continue  # a tall, squarish blob is texture; a tall, thin one a vertical line
 
             out.append(((bx0, by0, bx1, by1), score))
         return out
 
+    def _curve_box(self, rows: np.ndarray, x0s: np.ndarray, x1s: np.ndarray, sl: np.ndarray,
+                   pw: int, ph: int, src_w: int, src_h: int) -> DetBox | None:
+        """A bent line (one component's runs; see :data:`CURVE_MAX_FILL`) as a box read
+        along its centre line, or None where the component is not a long, clearly bent
+        band (it is then read the straight way)."""
+        line = _centre_line(rows, x0s, x1s, sl)
+        if line is None:
+            return None
+        pts, thick, bend = line
+        seg = np.hypot(*np.diff(pts, axis=0).T)
+        length = float(seg.sum())
+        if thick <= 0 or length < CURVE_MIN_LENGTH * thick or bend < CURVE_MIN_BEND:
+            return None
+        d = length * thick * self.unclip_ratio / (2.0 * (length + thick))  # DB unclip
+        # each end carries on along its last piece by half a bin and the unclip distance
+        ends = []
+        for a, b in ((pts[0], pts[1]), (pts[-1], pts[-2])):
+            step = a - b
+            ends.append(a + step / max(float(np.hypot(*step)), 1e-6) * (d + thick / 2))
+        pts = np.vstack([ends[0], pts, ends[1]])
+        sx, sy = src_w / pw, src_h / ph
+        pts = pts * np.array([sx, sy])
+        height = (thick + 2 * d) * (sx + sy) / 2
+        if height < 5:
+            return None
+        half = height / 2
+        box = (int(max(0, pts[:, 0].min() - half)), int(max(0, pts[:, 1].min() - half)),
+               int(min(src_w - 1, pts[:, 0].max() + half)),
+               int(min(src_h - 1, pts[:, 1].max() + half)))
+        if box[2] - box[0] <= 3 or box[3] - box[1] <= 3:
+            return None
+        return DetBox(box, float(sl[5]), curve=Curve(pts, height))
+
     def _rotated_box(self, sl: np.ndarray, pw: int, ph: int, src_w: int, src_h: int
                      ) -> DetBox | None:
         """A slanted line (see :func:`_slants`) as a box read through a rotated crop, or
         None for a near-horizontal or blob-like component (read the axis-aligned way)."""
-        cx, cy, angle, length, thick, score = (float(v) for v in sl)
+        cx, cy, angle, length, thick, score = (float(v) for v in sl[:6])
         if abs(angle) < ROTATED_MIN_DEG or abs(angle) > ROTATED_MAX_DEG or thick <= 0 \
                 or length < ROTATED_MIN_ELONGATION * thick or score < self.box_thresh:
             return None
@@ -938,7 +1208,8 @@ class OCR:
             boxes, crops = [boxes[i] for i in fits], [crops[i] for i in fits]
             if not boxes:
                 return [], truncated
-        texts, flipped = self.upright(crops, self.recognize(crops), budget)
+        stacked, texts = self._stacked(boxes, crops, budget)
+        texts, flipped = self.upright(crops, texts, budget)
         truncated = truncated or (budget is not None and budget.short)
         kept = [i for i, (t, s) in enumerate(texts)
                 if s >= self.text_score and len(t.strip()) >= 2]  # lone glyphs are noise
@@ -946,9 +1217,39 @@ class OCR:
         # Lines are put in order in the frame of the text, not of the image: a page turned
         # upside down is read from its (now bottom) first line, one turned sideways column by
         # column. The turn most lines share decides.
-        turns = Counter(_turn(boxes[i], flipped[i]) for i in kept)
+        turns = Counter(_turn(boxes[i], flipped[i], stacked[i]) for i in kept)
         turn = max(sorted(turns), key=lambda t: (turns[t], t == 0), default=0)
         return _reading_order(lines, turn, rgb.shape[1], rgb.shape[0]), truncated
+
+    def _stacked(self, boxes: Sequence[tuple[tuple[int, int, int, int], float]],
+                 crops: list[np.ndarray], budget: RecBudget | None = None
+                 ) -> tuple[list[bool], list[tuple[str, float]]]:
+        """Each line's reading, and which vertical lines are upright letters stacked (in
+        place: such a line's crop becomes its letters side by side, see :func:`_restack`).
+
+        A vertical box whose ink falls into letter cells is read that way first; only where
+        that reading is in doubt (below ``FLIP_CHECK_SCORE``) is the column also read turned
+        a quarter, and the more confident reading kept. A line of text turned sideways does
+        not fall into letter cells, so it is read once, as before.
+        """
+        stacked = [False] * len(boxes)
+        turned: dict[int, np.ndarray] = {}
+        for i, det in enumerate(boxes):
+            if _is_vertical(det):
+                side = _restack(np.rot90(crops[i], -1))
+                if side is not None:
+                    turned[i], crops[i], stacked[i] = crops[i], side, True
+        texts = self.recognize(crops)
+        doubt = [i for i in turned if texts[i][1] < FLIP_CHECK_SCORE]
+        if budget is not None and doubt:  # the surest readings are the first left out
+            costs = [self.rec_cost(turned[i]) if i in turned else 0 for i in range(len(crops))]
+            doubt = budget.fit(costs, sorted(doubt, key=lambda i: texts[i][1]))
+        if doubt:
+            again = self.recognize([turned[i] for i in doubt])
+            for i, (text, score) in zip(doubt, again, strict=True):
+                if score > texts[i][1]:
+                    crops[i], texts[i], stacked[i] = turned[i], (text, score), False
+        return stacked, texts
 
     @staticmethod
     def crops(rgb: np.ndarray, boxes: Sequence[tuple[tuple[int, int, int, int], float]]
@@ -959,6 +1260,11 @@ class OCR:
         fill: tuple[int, ...] | None = None  # the median costs ~10-25 ms: once per image
         for det in boxes:
             (x0, y0, x1, y1), _ = det
+            curve = getattr(det, "curve", None)
+            if curve is not None:
+                fill = _median_colour(rgb) if fill is None else fill
+                out.append(_curved_crop(rgb, curve, fill))
+                continue
             geom = getattr(det, "rotated", None)
             if geom is not None:
                 fill = _median_colour(rgb) if fill is None else fill
@@ -985,16 +1291,19 @@ def _prominence(boxes: Sequence[tuple[tuple[int, int, int, int], float]]) -> lis
 def _is_vertical(det: tuple[tuple[int, int, int, int], float]) -> bool:
     """A box read as a vertical line (turned a quarter before recognition; see ``crops``)."""
     (x0, y0, x1, y1), _ = det
-    return getattr(det, "rotated", None) is None and y1 - y0 + 1 >= 1.5 * (x1 - x0 + 1)
+    return getattr(det, "rotated", None) is None and getattr(det, "curve", None) is None \
+        and y1 - y0 + 1 >= 1.5 * (x1 - x0 + 1)
 
 
-def _turn(det: tuple[tuple[int, int, int, int], float], flipped: bool) -> int:
+def _turn(det: tuple[tuple[int, int, int, int], float], flipped: bool,
+          stacked: bool = False) -> int:
     """How far the line's text is turned counter-clockwise from level: 0, 90, 180 or 270.
 
     A vertical crop is turned a quarter counter-clockwise before reading, which levels text
-    turned 270 degrees; if it then read upside down the text was turned 90.
+    turned 270 degrees; if it then read upside down the text was turned 90. A column of
+    upright letters stacked (``stacked``) is not turned: its columns are read left to right.
     """
-    if _is_vertical(det):
+    if _is_vertical(det) and not stacked:
         return 90 if flipped else 270
     return 180 if flipped else 0
 
