@@ -378,6 +378,42 @@ def test_proxy_fails_closed(guard: Guard) -> None:
     assert upstream.requests == []  # nothing was ever forwarded
 
 
+def test_proxy_forwards_only_what_it_judged(guard: Guard) -> None:
+    """Fields and message keys the guard never reads (a vLLM chat_template rendering a custom
+    key, tool descriptions, documents) are refused with a 400 naming them, never forwarded."""
+    upstream = Upstream()
+    user = {"role": "user", "content": "Answer the question."}
+    refused = {
+        "messages[0].q": {"messages": [{**user, "q": HARMFUL}]},
+        "chat_template": {"messages": [user],
+                          "chat_template": "{% for m in messages %}{{ m['q'] }}{% endfor %}"},
+        "tools": {"messages": [user], "tools": [{"type": "function", "function": {
+            "name": "f", "description": HARMFUL}}]},
+        "documents": {"messages": [user], "documents": [{"text": HARMFUL}]},
+        "response_format": {"messages": [user], "response_format": {
+            "type": "json_schema", "json_schema": {"name": "s", "description": HARMFUL}}},
+        "temperature": {"messages": [user], "temperature": HARMFUL},
+        "messages[0].name": {"messages": [{**user, "name": HARMFUL}]},
+    }
+    with proxy(guard, upstream) as c:
+        for param, body in refused.items():
+            r = c.post("/v1/chat/completions", json={"model": "m", **body})
+            err = r.json()["error"]
+            assert r.status_code == 400 and err["code"] == "unjudged_field", (param, err)
+            assert err["param"] == param and err["message"].startswith(param)
+        assert upstream.requests == []
+        sampling = {"model": "m", "temperature": 0.2, "top_p": 0.9, "max_tokens": 9, "seed": 1,
+                    "stop": ["\n"], "logit_bias": {"50256": -100},
+                    "response_format": {"type": "json_object"}, "user": "u-1"}
+        echoed = [{"role": "system", "content": "Be brief.", "name": "ops_bot"},
+                  {"role": "assistant", "content": "Hi.", "refusal": None, "tool_calls": []},
+                  {"role": "user", "content": BENIGN}]
+        r = c.post("/v1/chat/completions", json={**sampling, "messages": echoed, "tools": []})
+        assert r.status_code == 200, r.text
+        assert upstream.last == {**sampling, "messages": [
+            echoed[0], {"role": "assistant", "content": "Hi."}, echoed[2]]}
+
+
 def test_proxy_errors(guard: Guard) -> None:
     body = {"messages": [{"role": "user", "content": BENIGN}]}
     with proxy(guard, Upstream(fail=True)) as c:
