@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import EXAMPLES
 
 
@@ -55,3 +57,17 @@ def test_reader_closing_the_pipe_early_is_not_a_crash() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+@pytest.mark.parametrize("flags", [["--threads", "0"], ["--threshold", "inf"],
+                                   ["--providers", ","], ["--providers", "FooProvider"],
+                                   ["--vision-providers", "CPUExecutionProvider,Bar"]])
+def test_bad_options_are_config_errors_not_guard_failures(flags: list[str]) -> None:
+    """A bad option is exit 2 with one line saying so, not "guard failed, fail closed" (3),
+    and an unknown provider name is refused with the available ones, not run on the CPU."""
+    out = run(*flags, "rewrite", "--text", "hi")
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    assert len(lines) == 1 and lines[0].startswith("vlmguard: invalid configuration:"), lines
+    if "providers" in flags[0] and flags[1] != ",":
+        assert "CPUExecutionProvider" in lines[0] and "unknown execution provider" in lines[0]

@@ -378,6 +378,42 @@ def test_proxy_fails_closed(guard: Guard) -> None:
     assert upstream.requests == []  # nothing was ever forwarded
 
 
+def test_proxy_forwards_only_what_it_judged(guard: Guard) -> None:
+    """Fields and message keys the guard never reads (a vLLM chat_template rendering a custom
+    key, tool descriptions, documents) are refused with a 400 naming them, never forwarded."""
+    upstream = Upstream()
+    user = {"role": "user", "content": "Answer the question."}
+    refused = {
+        "messages[0].q": {"messages": [{**user, "q": HARMFUL}]},
+        "chat_template": {"messages": [user],
+                          "chat_template": "{% for m in messages %}{{ m['q'] }}{% endfor %}"},
+        "tools": {"messages": [user], "tools": [{"type": "function", "function": {
+            "name": "f", "description": HARMFUL}}]},
+        "documents": {"messages": [user], "documents": [{"text": HARMFUL}]},
+        "response_format": {"messages": [user], "response_format": {
+            "type": "json_schema", "json_schema": {"name": "s", "description": HARMFUL}}},
+        "temperature": {"messages": [user], "temperature": HARMFUL},
+        "messages[0].name": {"messages": [{**user, "name": HARMFUL}]},
+    }
+    with proxy(guard, upstream) as c:
+        for param, body in refused.items():
+            r = c.post("/v1/chat/completions", json={"model": "m", **body})
+            err = r.json()["error"]
+            assert r.status_code == 400 and err["code"] == "unjudged_field", (param, err)
+            assert err["param"] == param and err["message"].startswith(param)
+        assert upstream.requests == []
+        sampling = {"model": "m", "temperature": 0.2, "top_p": 0.9, "max_tokens": 9, "seed": 1,
+                    "stop": ["\n"], "logit_bias": {"50256": -100},
+                    "response_format": {"type": "json_object"}, "user": "u-1"}
+        echoed = [{"role": "system", "content": "Be brief.", "name": "ops_bot"},
+                  {"role": "assistant", "content": "Hi.", "refusal": None, "tool_calls": []},
+                  {"role": "user", "content": BENIGN}]
+        r = c.post("/v1/chat/completions", json={**sampling, "messages": echoed, "tools": []})
+        assert r.status_code == 200, r.text
+        assert upstream.last == {**sampling, "messages": [
+            echoed[0], {"role": "assistant", "content": "Hi."}, echoed[2]]}
+
+
 def test_proxy_errors(guard: Guard) -> None:
     body = {"messages": [{"role": "user", "content": BENIGN}]}
     with proxy(guard, Upstream(fail=True)) as c:
@@ -396,9 +432,13 @@ def test_a_failing_guard_is_not_ready_and_answers_5xx(guard: Guard) -> None:
 
 
 def test_overload_answers_503(guard: Guard) -> None:
-    with TestClient(create_app(cfg(max_pending=0), guard)) as c:
+    app = create_app(cfg(max_pending=1), guard)
+    with TestClient(app) as c:
+        app.state.vlmguard.pending = 1  # one check already in flight
         r = c.post("/v1/moderations", json={"input": BENIGN})
         assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
+        app.state.vlmguard.pending = 0
+        assert c.post("/v1/moderations", json={"input": BENIGN}).status_code == 200
 
 
 def test_playground_page(client: TestClient, guard: Guard) -> None:
@@ -434,6 +474,33 @@ def test_settings_precedence_flags_env_file(tmp_path) -> None:
     assert ServerConfig().precedents is False
     assert ServerConfig.load({"precedents": None}, {"VLMGUARD_PRECEDENTS": "1"}).precedents
     assert ServerConfig.load({"precedents": True}, {}).precedents is True
+
+
+@pytest.mark.parametrize("bad", [
+    {"request_timeout_s": float("nan")}, {"request_timeout_s": float("inf")},
+    {"request_timeout_s": 0.0}, {"upstream_timeout_s": -1.0}, {"image_timeout_s": float("nan")},
+    {"max_body_bytes": 0}, {"max_body_bytes": -1}, {"max_pending": 0}, {"workers": 0},
+    {"port": 0}, {"port": 99999}, {"image_max_bytes": 0}, {"max_images": 0},
+    {"image_max_redirects": -1}])
+def test_settings_out_of_range_are_config_errors(bad: dict[str, Any]) -> None:
+    name = next(iter(bad))
+    with pytest.raises(InvalidConfigError, match=name):
+        ServerConfig(**bad)
+    with pytest.raises(InvalidConfigError, match=name):
+        ServerConfig.load({}, {"VLMGUARD_" + name.upper(): str(bad[name])})
+    assert ServerConfig(image_max_redirects=0, port=65535).image_max_redirects == 0
+    with pytest.raises(InvalidConfigError, match="allowed_networks"):
+        ServerConfig(image_allowed_networks=("10.0.0.0/99",))
+
+
+@pytest.mark.parametrize("flag", [["--port", "99999"], ["--workers", "0"],
+                                  ["--request-timeout-s", "nan"], ["--max-pending", "0"]])
+def test_cli_serve_bad_setting_is_one_line_and_exit_2(flag: list[str]) -> None:
+    out = subprocess.run([sys.executable, "-m", "vlmguard", "serve", *flag],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert flag[0][2:].replace("-", "_") in out.stderr
 
 
 def test_cli_serve_help_lists_every_setting() -> None:

@@ -16,11 +16,22 @@ if TYPE_CHECKING:
     from .guard import Guard
 
 
+def _names(flag: str, value: str | None) -> list[str] | None:
+    """A comma-separated provider list; given but naming none (``--providers ,``) is an
+    error, not a silent fall back to the defaults."""
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise InvalidConfigError(f"{flag} {value!r} names no execution provider")
+    return names
+
+
 def _guard(args: argparse.Namespace) -> Guard:  # Guard imported lazily for a fast --help
     from .guard import Guard
 
-    providers = args.providers.split(",") if args.providers else None
-    vision = args.vision_providers.split(",") if args.vision_providers else None
+    providers = _names("--providers", args.providers)
+    vision = _names("--vision-providers", args.vision_providers)
     return Guard.from_pretrained(args.model, providers=providers, threshold=args.threshold,
                                  threads=args.threads, vision_providers=vision,
                                  precedents=bool(args.precedents))
@@ -63,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         result = guard.rewrite(args.image, args.text)
     except InvalidInputError as exc:
         print(f"vlmguard: invalid input: {exc}", file=sys.stderr)
+        return 2
+    except InvalidConfigError as exc:  # a bad option, not a guard failure
+        print(f"vlmguard: invalid configuration: {exc}", file=sys.stderr)
         return 2
     except VLMGuardError as exc:
         print(f"vlmguard: guard failed, fail closed: {exc}", file=sys.stderr)

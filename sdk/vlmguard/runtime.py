@@ -33,6 +33,10 @@ def resolve_providers(
 ) -> list[ProviderSpec]:
     """Keep the requested providers this onnxruntime build offers, in order; CPU always last.
 
+    A provider ONNX Runtime knows but this build lacks (CUDA on a CPU wheel) is dropped with a
+    warning, so one configuration runs everywhere; a name ONNX Runtime does not know at all (a
+    typo, an empty name) is an ``InvalidConfigError`` listing the providers available here.
+
     TensorRT gets FP16 and an on-disk engine cache by default. CUDA gets cuDNN's heuristic
     convolution choice: images reach the vision models at a new shape almost every request
     (OCR detection follows each photo's aspect ratio, recognition each line's width), and the
@@ -45,9 +49,13 @@ def resolve_providers(
                                  f"[{requested!r}], not a single string")
     available = set(ort.get_available_providers())
     names = list(requested) if requested is not None else list(DEFAULT_PROVIDERS)
+    known = set(ort.get_all_providers()) | available
     out: list[ProviderSpec] = []
     for spec in names:
         name = spec if isinstance(spec, str) else spec[0]
+        if name not in known:
+            raise InvalidConfigError(f"unknown execution provider {name!r}; available here: "
+                                     f"{', '.join(ort.get_available_providers())}")
         if name not in available:
             if requested is not None:
                 log.warning("provider %s is not available in this onnxruntime build", name)

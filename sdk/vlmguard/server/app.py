@@ -50,13 +50,14 @@ class ApiError(Exception):
     """An answer other than 200, as OpenAI shapes errors."""
 
     def __init__(self, status: int, code: str, message: str,
-                 kind: str = "invalid_request_error") -> None:
+                 kind: str = "invalid_request_error", param: str | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.kind = status, code, message, kind
+        self.param = param
 
     def response(self) -> JSONResponse:
         return JSONResponse({"error": {"message": self.message, "type": self.kind,
-                                       "param": None, "code": self.code}},
+                                       "param": self.param, "code": self.code}},
                             status_code=self.status)
 
 
@@ -107,6 +108,79 @@ def _validate(model: type[BaseModel], body: Any) -> Any:
         where = ".".join(str(x) for x in first.get("loc", ()))
         raise ApiError(400, "invalid_request",
                        f"{where or 'body'}: {first.get('msg', 'invalid')}") from exc
+
+
+# ---- what the proxy forwards -------------------------------------------------------------------
+def _num(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _str(v: object) -> bool:
+    return isinstance(v, str)
+
+
+FORWARDED_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "model": _str, "user": _str,
+    "stop": lambda v: isinstance(v, str) or (isinstance(v, list) and all(map(_str, v))),
+    "temperature": _num, "top_p": _num, "presence_penalty": _num, "frequency_penalty": _num,
+    "top_k": _int, "min_p": _num, "repetition_penalty": _num,  # vLLM's sampling knobs
+    "max_tokens": _int, "max_completion_tokens": _int, "n": _int, "seed": _int,
+    "top_logprobs": _int, "logprobs": lambda v: isinstance(v, bool),
+    "stream": lambda v: isinstance(v, bool),
+    "stream_options": lambda v: isinstance(v, dict) and all(
+        k in ("include_usage", "continuous_usage_stats") and isinstance(x, bool)
+        for k, x in v.items()),
+    "logit_bias": lambda v: isinstance(v, dict) and all(
+        str(k).isdigit() and _num(x) for k, x in v.items()),
+    # json_schema is refused: its names and descriptions are text the model reads
+    "response_format": lambda v: v in ({"type": "text"}, {"type": "json_object"}),
+}
+"""The chat request fields the proxy forwards besides ``messages``, each with the check that
+its value carries no text the model reads (a sampling knob, a stop string, an id). Anything
+else (``tools``, ``functions``, vLLM's ``chat_template``, ``chat_template_kwargs``,
+``documents``, ``continue_final_message``, guided decoding, ...) holds or renders text the
+guard never reads: refused with 400, since a guard must not forward what it has not judged."""
+MESSAGE_KEYS = ("role", "content", "name")
+"""The message keys forwarded: the guard reads ``role`` and ``content``; ``name`` must be an
+OpenAI participant name (letters, digits, ``_``, ``-``; at most 64)."""
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _empty(v: object) -> bool:
+    """A value that carries nothing (clients echo ``"refusal": null``, ``"tools": []``)."""
+    return v is None or v == "" or v == [] or v == {}
+
+
+def forwardable(body: dict[str, Any]) -> dict[str, Any]:
+    """The allowlisted fields of a chat request, ``messages`` left out, once its messages hold
+    only forwarded keys. An empty value of any other field or key is dropped; any other value
+    is an ApiError (400), raised before anything is judged or forwarded."""
+    def refuse(where: str, why: str) -> ApiError:
+        return ApiError(400, "unjudged_field", f"{where}: {why}; the proxy forwards only what "
+                        "the guard has judged or what carries no text for the model", param=where)
+
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        if key == "messages" or _empty(value):
+            continue
+        check = FORWARDED_FIELDS.get(key)
+        if check is None:
+            raise refuse(key, "the guard does not read this field")
+        if not check(value):
+            raise refuse(key, "the guard does not forward this value unread")
+        out[key] = value
+    for i, m in enumerate(body.get("messages") or ()):
+        for key, value in m.items():
+            if key not in MESSAGE_KEYS and not _empty(value):
+                raise refuse(f"messages[{i}].{key}", "the guard does not read this message key")
+        name = m.get("name")
+        if not _empty(name) and not (isinstance(name, str) and _NAME.fullmatch(name)):
+            raise refuse(f"messages[{i}].name", "a name is 1-64 letters, digits, _ or -")
+    return out
 
 
 def _image_url(ref: str) -> str:
@@ -407,6 +481,7 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
                            "chat completions to")
         body = await st.json_body(request)
         req: ChatRequest = _validate(ChatRequest, body)
+        forward = forwardable(body)
         out = await st.run(g.rewrite_messages, req.messages, limits=st.limits,
                            inline_images=cfg.inline_images)
         st.observe("/v1/chat/completions", out.result)
@@ -419,7 +494,9 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         url = cfg.upstream.rstrip("/") + "/chat/completions"
         upstream_req = st.client.build_request(
             "POST", url, headers=headers,
-            content=json.dumps({**body, "messages": out.messages}, ensure_ascii=False))
+            content=json.dumps({**forward, "messages": [{k: m[k] for k in MESSAGE_KEYS if k in m}
+                                                       for m in out.messages]},
+                               ensure_ascii=False))
         try:
             resp = await st.client.send(upstream_req, stream=True)
         except httpx.HTTPError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -26,6 +27,10 @@ def _bool(v: object) -> bool:
     if s in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"not a boolean: {v!r}")
+
+
+def _is_num(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def _list(v: object) -> tuple[str, ...]:
@@ -100,6 +105,25 @@ class ServerConfig:
     image_allowed_networks: tuple[str, ...] = field(default=(), metadata={
         "help": "CIDR networks image URLs may reach even though private"})
     playground: bool = field(default=True, metadata={"help": "serve the playground at /"})
+
+    def __post_init__(self) -> None:
+        """Range checks: a bad value is an InvalidConfigError here, not a server that
+        answers every request 504/413/503 or a traceback from the socket layer."""
+        for name in ("request_timeout_s", "upstream_timeout_s", "image_timeout_s"):
+            v = getattr(self, name)
+            if not (_is_num(v) and math.isfinite(v) and v > 0):
+                raise InvalidConfigError(f"{name} must be a finite number of seconds above 0, "
+                                         f"not {v!r}")
+        ranges = {"port": (1, 65535), "max_body_bytes": (1, None), "max_pending": (1, None),
+                  "workers": (1, None), "image_max_bytes": (1, None), "max_images": (1, None),
+                  "image_max_redirects": (0, None)}
+        for name, (low, high) in ranges.items():
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= low
+                    and (high is None or v <= high)):
+                span = f"from {low} to {high}" if high else f"{low} or more"
+                raise InvalidConfigError(f"{name} must be a whole number {span}, not {v!r}")
+        self.fetch_limits()  # its own checks too (image_allowed_networks)
 
     def fetch_limits(self) -> FetchLimits:
         return FetchLimits(max_bytes=self.image_max_bytes, timeout_s=self.image_timeout_s,
