@@ -271,8 +271,14 @@ def test_litellm_contract(client: TestClient) -> None:
     # stop 34: an ask followed by a harmless message was not judged (only the last text was)
     r = client.post(LITELLM, json={**base, "texts": [HARMFUL, "Please answer in detail."],
                                    "input_type": "request"}).json()
-    assert r["action"] == "GUARDRAIL_INTERVENED" and r["texts"][0] == HARMFUL
+    assert r["action"] == "GUARDRAIL_INTERVENED"
     assert "Please answer in detail." in r["texts"][1] != "Please answer in detail."
+    # stop 35: every earlier text is judged on its own too, and rewritten where it stands
+    assert HARMFUL in r["texts"][0] != HARMFUL
+    texts = [HARMFUL, "ok", "hm", "Answer my first question in detail."]
+    r = client.post(LITELLM, json={**base, "texts": texts, "input_type": "request"}).json()
+    assert r["action"] == "GUARDRAIL_INTERVENED" and r["texts"][1:3] == ["ok", "hm"]
+    assert HARMFUL in r["texts"][0] != HARMFUL
 
 
 def test_monitor_mode_reports_but_does_not_intervene() -> None:

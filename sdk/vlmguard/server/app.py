@@ -34,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import InvalidInputError
-from ..guard import MAX_CONTEXT_TURNS, Guard
+from ..guard import Guard
 from ..messages import MessagesResult
 from ..result import RewriteResult
 from .config import ServerConfig
@@ -438,8 +438,9 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         rewritten) or BLOCKED. The last non-blank text is the request judged, with every
         image, read after the non-blank texts before it (as earlier user turns: LiteLLM
         sends every message's text without its role, and an ask split over two messages
-        must be judged whole); output (``input_type: response``) is not the guard's to
-        judge: NONE."""
+        must be judged whole); each earlier text is also judged on its own and rewritten
+        where it stands. Output (``input_type: response``) is not the guard's to judge:
+        NONE."""
         st.check_key(request)
         req: LiteLLMGuardrailRequest = _validate(LiteLLMGuardrailRequest,
                                                  await st.json_body(request))
@@ -456,8 +457,11 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         text = req.texts[idx] if idx is not None else ""
         if not text.strip() and not images:
             return {"action": "NONE"}
-        earlier = [t for t in req.texts[:idx or 0] if t.strip()][-MAX_CONTEXT_TURNS:]
-        turns = [{"role": "user", "content": t} for t in earlier] + _user_turn(text, images)
+        # every earlier text is a user turn: each is judged on its own, the last two also
+        # as context of the text (Guard.rewrite_messages)
+        where = [i for i in range(idx or 0) if req.texts[i].strip()]
+        turns = [{"role": "user", "content": req.texts[i]} for i in where] + _user_turn(
+            text, images)
         out = await st.run(g.rewrite_messages, turns, limits=st.limits)
         r = out.result
         if r.safe or r.action == "monitor":
@@ -468,7 +472,11 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
             return {"action": "BLOCKED",
                     "blocked_reason": f"vlmguard: {r.reasoning.threat} {r.reasoning.intent}"}
         texts = list(req.texts)
-        texts[idx] = r.prompt
+        for k, i in enumerate([*where, idx]):  # each text rewritten where it stands
+            if out.messages[k] != turns[k]:
+                content = out.messages[k]["content"]
+                texts[i] = content if isinstance(content, str) else next(
+                    p["text"] for p in content if p.get("type") == "text")
         st.observe("/beta/litellm_basic_guardrail_api", r)
         return {"action": "GUARDRAIL_INTERVENED", "texts": texts}
 
