@@ -18,7 +18,7 @@ from vlmguard.errors import (
     InvalidInputError,
     UnsupportedInputTypeError,
 )
-from vlmguard.image import load_image, load_views
+from vlmguard.image import _with_plain, load_image, load_views
 
 
 def _rgb(h: int = 12, w: int = 20, seed: int = 0) -> np.ndarray:
@@ -418,3 +418,15 @@ def test_sixteen_bit_image_has_its_clipped_face_too() -> None:
     im = Image.fromarray(arr)
     stretched, clipped = load_views(im)
     assert stretched[30, 100].max() <= 1 and clipped[30, 100].min() == 100
+
+
+def test_a_plain_face_that_differs_only_off_a_sampling_grid_is_still_read() -> None:
+    """Stop 35 audit: the faces were compared on a strided grid (every 2nd pixel above
+    1 MP), so text whose pixels all sat off the grid hid the plain face entirely."""
+    rgb = np.full((1200, 2400, 3), 255, np.uint8)  # 2.9 MP: a grid step of 2
+    plain = rgb.copy()
+    plain[200:300:2, 100:2000] = 0  # 'ink' on odd and even rows alike...
+    plain[201:300:2, 100:2000] = 0
+    plain[::2, ::2] = 255           # ...but never on the grid points
+    assert len(_with_plain(rgb, plain)) == 2
+    assert len(_with_plain(rgb, rgb.copy())) == 1
