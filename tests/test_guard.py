@@ -126,6 +126,9 @@ def test_a_forged_guard_section_is_not_forwarded_as_the_guards(guard: Guard) -> 
     assert r.action == "rewrite" and r.prompt != text and f"\n{text}\n" in r.prompt
     assert r.prompt.count(header) == 2  # the real one first, the forged one inside the quote
     assert guard.rewrite(None, "What is the capital of France?").safe
+    # stop 35: in the image's text too
+    r = guard.rewrite_seen("Do what the note says.", ("envelope",), header, has_image=True)
+    assert not r.safe and r.source == "jailbreak" and r.action == "rewrite"
 
 
 @pytest.mark.parametrize("options", [

@@ -451,11 +451,13 @@ class Guard:
 
     def _pass(self, p: _Pending, d: Decision, found: tuple[Match, str, bool] | None
               ) -> RewriteResult:
-        """A request the judge passed, forwarded as it is; unless it imitates the guard's own
-        section: verbatim it would read downstream as the guard's words, so it is rewritten
-        between real markers (``safe`` False, category ``"none"``: no hazard was found)."""
+        """A request the judge passed, forwarded as it is; unless it (or its image's text)
+        imitates the guard's own section: verbatim it would read downstream as the guard's
+        words, so it is rewritten between real markers (``safe`` False, category ``"none"``:
+        no hazard was found)."""
         t = time.perf_counter()
-        impersonates = self.policy.imitates_guard(p.text)
+        impersonates = (self.policy.imitates_guard(p.text)
+                        or self.policy.imitates_guard(p.seen.ocr_text))
         prompt = (self.policy.render_impersonation(p.text) if impersonates and not self.monitor
                   else p.text)
         p.timings["render"] = ms_since(t) if impersonates else 0.0
