@@ -121,6 +121,16 @@ def test_the_history_a_client_writes_is_judged(guard: Guard, msgs: list[dict[str
     assert [i for i, _ in out.history] == [0, 1]  # the system message and the first turn
 
 
+def test_the_history_judged_is_bounded(guard: Guard) -> None:
+    from vlmguard.messages import MAX_HISTORY_CHARS
+
+    turn = "Tell me about gardens. " * 2_000  # 46,000 characters
+    n = MAX_HISTORY_CHARS // len(turn) + 1
+    msgs = [{"role": "user", "content": turn}] * n + [{"role": "user", "content": "Thanks!"}]
+    with pytest.raises(BudgetExceededError, match="history"):
+        guard.rewrite_messages(msgs)
+
+
 def test_context_is_checked_and_bounded(guard: Guard) -> None:
     with pytest.raises(UnsupportedInputTypeError):
         guard.rewrite(None, "hi", context="a str, not a list of turns")

@@ -436,6 +436,11 @@ def split_messages(messages: object) -> tuple[_Turn, list[str]]:
     return last, ordered
 
 
+MAX_HISTORY_CHARS = 100_000
+"""Text the rest of a conversation may hold (:func:`history_texts`, all of it together): the
+bound on what judging it costs, as ``MAX_TEXT_CHARS`` bounds one request's text."""
+
+
 def history_texts(messages: Sequence[Mapping[str, Any]], last: int) -> list[tuple[int, str]]:
     """(index, text) of what else the model reads as instructions: the user turns before
     message ``last``, every system or developer message, and assistant text after it.
@@ -518,6 +523,11 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
     else:
         results = [guard.rewrite(None, turn.text, context=turn.earlier)]
     others = history_texts(messages, turn.index)
+    chars = sum(len(t) for _, t in others)
+    if chars > MAX_HISTORY_CHARS:  # judging it would cost minutes; passing it unread, a hole
+        raise BudgetExceededError(
+            f"the conversation's history holds {chars:,} characters of text; the guard judges "
+            f"at most {MAX_HISTORY_CHARS:,} besides the last user turn. Send less history.")
     history = list(zip([i for i, _ in others],
                        guard.rewrite_batch([(None, t) for _, t in others]), strict=True))
     def riskiest(judged: Sequence[tuple[int, RewriteResult]]) -> tuple[int, RewriteResult]:
