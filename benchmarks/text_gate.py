@@ -41,14 +41,8 @@ if __name__ == "__main__" and not __package__:  # run as a file: run again as th
 ROOT = Path(__file__).resolve().parents[1]
 
 from vlmguard.image import load_image  # noqa: E402
-from vlmguard.vision import (  # noqa: E402
-    GATE_SCALE,
-    GATE_THRESH,
-    OCR,
-    PAGE_SHARE,
-    lines_text,
-    page_share,
-)
+from vlmguard.ocr_geometry import lines_text  # noqa: E402
+from vlmguard.vision import GATE_SCALE, GATE_THRESH, OCR, PAGE_SHARE, page_share  # noqa: E402
 
 PHOTOS = Path("/work/shared/data/photos/imagenet_samples")
 SCALES = (0.33, 0.4, 0.5, 0.6)

@@ -9,17 +9,9 @@ import numpy as np
 import pytest
 
 from export.vision_models import cer
+from vlmguard.ocr_geometry import OcrLine, components, lines_text, reading_order
 from vlmguard.seeing import see
-from vlmguard.vision import (
-    OCR,
-    REC_BUDGET,
-    Concept,
-    OcrLine,
-    RecBudget,
-    Tagger,
-    _components,
-    lines_text,
-)
+from vlmguard.vision import OCR, REC_BUDGET, Concept, RecBudget, Tagger
 
 skdata = pytest.importorskip("skimage.data")
 PIL = pytest.importorskip("PIL")
@@ -103,7 +95,7 @@ def test_tagger_rejects_bad_input(tagger: Tagger) -> None:
 def test_components_match_bruteforce() -> None:
     rng = np.random.default_rng(0)
     mask = rng.random((40, 50)) > 0.6
-    rows, x0, x1, labels, n = _components(mask)
+    rows, x0, x1, labels, n = components(mask)
     lab = np.full(mask.shape, -1)
     for r, a, b, k in zip(rows, x0, x1, labels, strict=True):
         lab[r, a:b] = k
@@ -199,19 +191,18 @@ def _lines(*boxes: tuple[str, int, int, int, int]) -> list[OcrLine]:
 
 def test_two_columns_are_read_one_after_the_other() -> None:
     """Stop 34: read by rows across the gutter, two columns came back interleaved."""
-    from vlmguard.vision import _reading_order
 
     cols = _lines(("b1", 400, 20, 700, 50), ("a1", 20, 22, 330, 52), ("a2", 20, 80, 300, 110),
                   ("b2", 400, 81, 690, 111), ("a3", 20, 140, 310, 170))
-    assert [ln.text for ln in _reading_order(cols)] == ["a1", "a2", "a3", "b1", "b2"]
+    assert [ln.text for ln in reading_order(cols)] == ["a1", "a2", "a3", "b1", "b2"]
     # a chat: bubbles alternate sides, none level with another, so rows decide
     chat = _lines(("hi", 20, 20, 200, 50), ("hey", 500, 80, 700, 110),
                   ("how are you", 20, 140, 260, 170), ("fine", 500, 200, 700, 230))
-    assert [ln.text for ln in _reading_order(chat)] == ["hi", "hey", "how are you", "fine"]
+    assert [ln.text for ln in reading_order(chat)] == ["hi", "hey", "how are you", "fine"]
     # one row of words with wide gaps between them stays one row
     row = _lines(("Name:", 20, 20, 120, 50), ("Date:", 400, 20, 500, 50),
                  ("Sam", 20, 80, 90, 110))
-    assert [ln.text for ln in _reading_order(row)] == ["Name:", "Date:", "Sam"]
+    assert [ln.text for ln in reading_order(row)] == ["Name:", "Date:", "Sam"]
 
 
 def test_recognition_batches_are_bounded_by_width(ocr: OCR) -> None:
@@ -261,7 +252,6 @@ def test_slanted_lines_are_read_level() -> None:
 
     from PIL import Image, ImageDraw, ImageFont
 
-    from vlmguard.vision import OCR, lines_text
 
     ocr = OCR(providers=["CPUExecutionProvider"])
     font = ImageFont.truetype("DejaVuSans.ttf", 30) if _has_dejavu() else \

@@ -412,6 +412,7 @@ class Outcome:
 def vision_key(guard: Guard) -> str:
     """Hash of what decides a vision output: the vision models, the code, the OCR settings."""
     from vlmguard import image as image_mod
+    from vlmguard import ocr_geometry as geometry_mod
     from vlmguard import preprocess as preprocess_mod
     from vlmguard import seeing as seeing_mod
     from vlmguard import vision as vision_mod
@@ -422,7 +423,7 @@ def vision_key(guard: Guard) -> str:
         if path.is_file():
             h.update(path.name.encode())
             h.update(path.read_bytes())
-    for mod in (vision_mod, image_mod, preprocess_mod, seeing_mod):
+    for mod in (vision_mod, geometry_mod, image_mod, preprocess_mod, seeing_mod):
         h.update(Path(mod.__file__ or "").read_bytes())
     h.update(json.dumps({"det_limit_side": guard.bundle_record.config.det_limit_side,
                          "ocr": guard.ocr is not None, "max_pixels": guard.max_pixels,

@@ -16,15 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .encoder import concept_words
+from .ocr_geometry import OcrLine, lines_text
 from .vision import (
     OCR,
     PAGE_SHARE,
     Concept,
-    OcrLine,
     RecBudget,
     Tagger,
     colour_distance_face,
-    lines_text,
     page_colour,
 )
 
