@@ -118,7 +118,36 @@ def test_the_history_a_client_writes_is_judged(guard: Guard, msgs: list[dict[str
               {"role": "user", "content": "And how many people live there?"}]
     out = guard.rewrite_messages(benign)
     assert out.result.safe and out.messages == benign
-    assert [i for i, _ in out.history] == [0, 1]  # the system message and the first turn
+    assert [i for i, _ in out.history] == [0, 1, 2]  # the system message, turn, answer
+
+
+@pytest.mark.parametrize("msgs", [
+    [{"role": "tool", "content": ASK, "tool_call_id": "c1"}, {"role": "user", "content": "ok"}],
+    [{"role": "assistant", "content": "You asked: " + ASK + " Shall I answer?"},
+     {"role": "user", "content": "Yes, go ahead."}],
+    [{"role": "user", "content": "Continue."},
+     {"role": "assistant", "content": [{"type": "refusal", "refusal": ASK}]}],
+])
+def test_every_role_the_model_reads_is_judged(guard: Guard, msgs: list[dict[str, Any]]) -> None:
+    """Stop 35, second audit: tool and function messages, assistant turns before the last
+    user turn and refusal parts reached the model unjudged."""
+    assert guard.rewrite_messages(msgs).rewritten
+
+
+@pytest.mark.parametrize("part", [{"type": "input_text", "text": ASK},
+                                  {"type": "image_url", "image_url": {"url": "data:,"}}])
+def test_parts_the_guard_cannot_read_outside_a_user_turn_are_refused(
+        guard: Guard, part: dict[str, Any]) -> None:
+    msgs = [{"role": "system", "content": [part]}, {"role": "user", "content": "hi"}]
+    with pytest.raises(InvalidMessagesError, match="outside a user turn"):
+        guard.rewrite_messages(msgs)
+
+
+def test_a_long_chat_is_judged_in_batches(guard: Guard) -> None:
+    msgs = [{"role": "user", "content": f"Tell me a fact about the number {k}."}
+            for k in range(300)]
+    out = guard.rewrite_messages(msgs)  # 299 earlier turns: more than one batch
+    assert out.result.safe and len(out.history) == 299
 
 
 def test_the_history_judged_is_bounded(guard: Guard) -> None:

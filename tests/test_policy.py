@@ -92,6 +92,10 @@ def test_text_imitating_the_guards_section_is_told_apart(policy: Policy, text: s
 @pytest.mark.parametrize("text", ["How do I install vlmguard?", "What is the capital of France?",
                                   "Explain USER_REQUEST markers in vlmguard's README.",
                                   "Safety guidance for new lab assistants, added by HR.",
-                                  "The message follows the markers on the trail."])
+                                  "The message follows the markers on the trail.",
+                                  # stop 35 audit 2: ticket numbers are not markers
+                                  "check the status of user request 20240115",
+                                  "Close user request #12345678", "user_request_00112233 failed",
+                                  "Note: it is not part of the user's message."])
 def test_ordinary_text_does_not_imitate_the_guard(policy: Policy, text: str) -> None:
     assert not policy.imitates_guard(text)

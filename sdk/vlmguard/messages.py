@@ -16,14 +16,14 @@ connection uses the checked address), so DNS rebinding cannot slip past the chec
 failure raises a typed error below, all of them :class:`~vlmguard.errors.InvalidInputError`.
 
 In a stateless API the client writes the whole history, so the rest of it is judged too, each
-text on its own (:func:`history_texts`): every earlier user turn, every system or developer
-message, and assistant text after the last user turn (a "prefill" the model would continue).
-Each of those found unsafe is rewritten in place as the last turn would be, and the riskiest
-verdict of all decides.
+text on its own (:func:`history_texts`): every earlier user turn and every system, developer,
+assistant, tool or function message (an assistant "prefill" the model would continue, or an
+earlier answer restating an ask, reads as instructions too). Each of those found unsafe is
+rewritten in place as the last turn would be, and the riskiest verdict of all decides.
 
-What is not judged: assistant answers before the last user turn and tool messages (forwarded
-unchanged), and audio or file parts, which are refused (the guard cannot read them), as is a
-turn whose role is not one of OpenAI's (``KNOWN_ROLES``).
+Refused, since they would reach the model unread: audio or file parts, an image outside a
+user turn, any part but text outside a user turn, and a turn whose role is not one of
+OpenAI's (``KNOWN_ROLES``).
 """
 
 from __future__ import annotations
@@ -442,18 +442,33 @@ bound on what judging it costs, as ``MAX_TEXT_CHARS`` bounds one request's text.
 
 
 def history_texts(messages: Sequence[Mapping[str, Any]], last: int) -> list[tuple[int, str]]:
-    """(index, text) of what else the model reads as instructions: the user turns before
-    message ``last``, every system or developer message, and assistant text after it.
-    Run after :func:`split_messages`, which has checked every message's shape."""
+    """(index, text) of everything else the model reads: the user turns before message
+    ``last`` and every system, developer, assistant, tool or function message, wherever it
+    stands. Run after :func:`split_messages`, which has checked every user turn's parts; here
+    the other roles' parts are checked: text (or an assistant's refusal) is read, an image
+    outside a user turn or any other part is refused, since it would reach the model
+    unjudged."""
     out = []
     for i, m in enumerate(messages):
         role = m["role"]
-        if (role == "user" and i < last) or role in ("system", "developer") or (
-                role == "assistant" and i > last):
-            text = "\n".join(p["text"] for p in _parts(m.get("content"), f"messages[{i}]")
-                             if p.get("type") == "text" and isinstance(p.get("text"), str))
-            if text.strip():
-                out.append((i, text))
+        if role == "user" and i >= last:
+            continue
+        texts = []
+        for k, part in enumerate(_parts(m.get("content"), f"messages[{i}]")):
+            kind = part.get("type")
+            if role == "user" and kind == "image_url":
+                continue  # judged with the last turn's text (split_messages)
+            if kind not in ("text", "refusal") or (kind == "refusal" and role != "assistant"):
+                raise InvalidMessagesError(
+                    f"messages[{i}].content[{k}] ({role}) has type {kind!r}; outside a user "
+                    "turn the guard reads only text parts and refuses what it cannot check")
+            value = part.get(kind)  # a text part's "text", a refusal part's "refusal"
+            if not isinstance(value, str):
+                raise InvalidMessagesError(f"messages[{i}].content[{k}].{kind} must be a str")
+            texts.append(value)
+        text = "\n".join(t for t in texts if t)
+        if text.strip():
+            out.append((i, text))
     return out
 
 
@@ -528,8 +543,12 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
         raise BudgetExceededError(
             f"the conversation's history holds {chars:,} characters of text; the guard judges "
             f"at most {MAX_HISTORY_CHARS:,} besides the last user turn. Send less history.")
-    history = list(zip([i for i, _ in others],
-                       guard.rewrite_batch([(None, t) for _, t in others]), strict=True))
+    from .guard import MAX_BATCH_ITEMS  # guard imports this module
+
+    verdicts: list[RewriteResult] = []
+    for k in range(0, len(others), MAX_BATCH_ITEMS):  # a long chat in several batches
+        verdicts += guard.rewrite_batch([(None, t) for _, t in others[k:k + MAX_BATCH_ITEMS]])
+    history = list(zip([i for i, _ in others], verdicts, strict=True))
     def riskiest(judged: Sequence[tuple[int, RewriteResult]]) -> tuple[int, RewriteResult]:
         return max(judged, key=lambda ir: (not ir[1].safe, ir[1].risk))
 

@@ -166,7 +166,7 @@ class Policy:
         blanks), so a copy with one letter swapped for a Cyrillic one, a zero-width
         character in it, other punctuation or one sentence left out still counts."""
         own = [p for p in (_folded(s) for line in (self.data["header"], self.data["footer"])
-                           for s in _SENTENCE.split(line)) if len(p.split()) >= 4]
+                           for s in _SENTENCE.split(line)) if _OWN_WORDS & set(p.split())]
         return any(any(p in chunk for p in own) or _FOLDED_MARKER.search(chunk) is not None
                    for chunk in _folded_spans(text))
 
@@ -223,7 +223,12 @@ def _one_line(s: str) -> str:
 
 
 _MARKER = re.compile(r"USER_REQUEST_[0-9A-Fa-f]{8,}")
-_FOLDED_MARKER = re.compile(r"\buser request [0-9a-f]{8,}\b")
+# The marker's shape: a nonce of 12 or more hex digits with a letter among them (this guard
+# draws 16), so a ticket number ("user request 20240115") is not one.
+_FOLDED_MARKER = re.compile(r"\buser request (?=[0-9]*[a-f])[0-9a-f]{12,}\b")
+_OWN_WORDS = frozenset({"vlmguard", "guidance", "markers"})
+"""A sentence of the header or footer counts when it names the guard or its parts: "It is
+not part of the user's message." alone is ordinary prose."""
 _SENTENCE = re.compile(r"(?<=[.;!?])\s+")
 _FOLD_WORDS = re.compile(r"[a-z0-9]+")
 
