@@ -131,6 +131,28 @@ def test_a_forged_guard_section_is_not_forwarded_as_the_guards(guard: Guard) -> 
     assert not r.safe and r.source == "jailbreak" and r.action == "rewrite"
 
 
+def test_an_image_read_in_part_fails_closed() -> None:
+    """Stop 35, second audit: 40 tall benign lines spent the recognition budget and the
+    harmful line after them went unread, with the request passed as safe."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from vlmguard.policy import Policy
+
+    img = Image.new("RGB", (700, 300), "white")
+    d = ImageDraw.Draw(img)
+    for k, line in enumerate(["Apples", "Bread", "Cheese"]):
+        d.text((20, 20 + 90 * k), line, font=ImageFont.truetype("DejaVuSans.ttf", 40),
+               fill="black")
+    capped = Guard.from_pretrained(providers=["CPUExecutionProvider"], max_ocr_boxes=1)
+    r = capped.rewrite(img, "What should I buy?")
+    assert r.evidence.ocr_truncated and not r.safe and r.category == "none"
+    assert r.source == "typography" and r.reasoning == Policy.UNREAD and r.action == "rewrite"
+    assert "\nWhat should I buy?\n" in r.prompt
+    whole = Guard.from_pretrained(providers=["CPUExecutionProvider"]).rewrite(
+        img, "What should I buy?")
+    assert whole.safe and not whole.evidence.ocr_truncated
+
+
 @pytest.mark.parametrize("options", [
     {"threads": 0}, {"threads": 10_000}, {"threads": "2"}, {"threads": True},
     {"ocr": "no"}, {"providers": "CPUExecutionProvider"},

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from export.vision_models import cer
-from vlmguard.ocr_geometry import OcrLine, components, lines_text, reading_order
+from vlmguard.ocr_geometry import (
+    OcrLine,
+    components,
+    lines_text,
+    reading_order,
+    restack,
+    stacked_columns,
+)
 from vlmguard.seeing import see
 from vlmguard.vision import OCR, REC_BUDGET, Concept, RecBudget, Tagger
 
@@ -523,3 +530,12 @@ def test_fixed_shapes_read_the_same_from_two_threads() -> None:
     serial = [fixed.text(img) for img in images]
     with ThreadPoolExecutor(2) as pool:
         assert list(pool.map(fixed.text, images)) == serial
+
+
+def test_geometry_edges_neither_crash_nor_take_long() -> None:
+    """Stop 35, second audit: an empty crop crashed restack; chaining thousands of boxes
+    into columns took seconds."""
+    assert restack(np.zeros((0, 5, 3), np.uint8)) is None
+    assert restack(np.zeros((9, 1, 3), np.uint8)) is None
+    dots = [((x, y, x + 4, y + 4), 0.9) for x in range(0, 600, 10) for y in range(0, 600, 10)]
+    assert stacked_columns(dots) == dots  # 3,600 pieces: left as they are

@@ -452,15 +452,19 @@ class Guard:
     def _pass(self, p: _Pending, d: Decision, found: tuple[Match, str, bool] | None
               ) -> RewriteResult:
         """A request the judge passed, forwarded as it is; unless it (or its image's text)
-        imitates the guard's own section: verbatim it would read downstream as the guard's
-        words, so it is rewritten between real markers (``safe`` False, category ``"none"``:
-        no hazard was found)."""
+        imitates the guard's own section (verbatim it would read downstream as the guard's
+        words) or its image was read in part: then it is rewritten between real markers
+        (``safe`` False, category ``"none"``: no hazard was found)."""
         t = time.perf_counter()
         impersonates = (self.policy.imitates_guard(p.text)
                         or self.policy.imitates_guard(p.seen.ocr_text))
-        prompt = (self.policy.render_impersonation(p.text) if impersonates and not self.monitor
-                  else p.text)
-        p.timings["render"] = ms_since(t) if impersonates else 0.0
+        # An image read in part (the box cap or the recognition budget) fails closed: what
+        # went unread could be the harmful line, put after enough benign ones to spend it.
+        why = (self.policy.IMPERSONATION if impersonates
+               else self.policy.UNREAD if p.seen.ocr_truncated else None)
+        prompt = (self.policy.render_impersonation(p.text, reasoning=why)
+                  if why is not None and not self.monitor else p.text)
+        p.timings["render"] = ms_since(t) if why is not None else 0.0
         p.timings["total"] = ms_since(p.t0)
         seen = p.seen
         result = RewriteResult(
@@ -473,11 +477,10 @@ class Guard:
             timings_ms=p.timings,
             category_scores={c: round(v, 4) for c, v in d.category_scores.items()},
             precedent_score=None if found is None else round(found[0].score, 4))
-        if not impersonates:
+        if why is None:
             return result
-        return replace(result, safe=False, source="jailbreak",
-                       reasoning=self.policy.IMPERSONATION,
-                       action="monitor" if self.monitor else "rewrite")
+        return replace(result, safe=False, source="jailbreak" if impersonates else "typography",
+                       reasoning=why, action="monitor" if self.monitor else "rewrite")
 
     def _flag(self, p: _Pending, d: Decision,
               precedent: tuple[str, Match, str, bool] | None = None) -> RewriteResult:

@@ -84,6 +84,7 @@ COLUMN_MIN_OVERLAP = 0.6   # shared width / the narrower piece's, for pieces one
 COLUMN_MAX_GAP = 0.5       # vertical gap between pieces / the narrower piece's width, at most
 STACK_MIN_GAP = 0.2        # a stacked column's median gap between cells / its ink width
 STACK_MAX_CELL = 1.6       # a stacked column's tallest cell / its ink width, at most
+MAX_COLUMN_PIECES = 400    # pieces chained into columns at most (the chaining is quadratic)
 
 
 def lines_text(lines: Sequence[OcrLine]) -> str:
@@ -297,7 +298,7 @@ def stacked_columns(boxes: list[tuple[tuple[int, int, int, int], float]]
            if getattr(boxes[i], "rotated", None) is None
            and getattr(boxes[i], "curve", None) is None
            and x1 - x0 <= COLUMN_MAX_PIECE * (y1 - y0)]
-    if len(idx) < 2:
+    if not 2 <= len(idx) <= MAX_COLUMN_PIECES:
         return boxes
     idx.sort(key=lambda i: boxes[i][0][1])
     chains: list[list[int]] = []
@@ -336,6 +337,8 @@ def restack(column: np.ndarray) -> np.ndarray | None:
     (a line of text turned a quarter: its letters nearly touch, its words are long cells).
     """
     h, w = column.shape[:2]
+    if h < 2 or w < 2:
+        return None
     grey = column.astype(np.int16).mean(axis=2)
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     bg = float(np.median(border))

@@ -44,7 +44,9 @@ class RewriteResult:
     ``safe`` is False with ``category`` ``"none"`` (and ``source`` ``"jailbreak"``) when no
     hazard was found but the text imitates the guard's own section (its header, footer or
     request markers): forwarded verbatim it would read downstream as the guard's words, so
-    it is rewritten between real markers (:meth:`vlmguard.Policy.imitates_guard`).
+    it is rewritten between real markers (:meth:`vlmguard.Policy.imitates_guard`). Likewise
+    (``source`` ``"typography"``) when the image held more text than the guard read
+    (``evidence.ocr_truncated``): what went unread could be the harmful line.
 
     ``decided_by`` is ``"precedent"`` when the judge passed the request but its nearest
     training texts by meaning are harmful ones (:mod:`vlmguard.precedent`); ``risk`` is then
