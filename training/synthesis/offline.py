@@ -631,7 +631,7 @@ EVALUATION_FILES = ("probes.jsonl", "photo_requests.jsonl", "opener_probes.jsonl
                     "blind_35.jsonl", "blind_36.jsonl", "calibration_35_photos.jsonl",
                     "blind_photos_36.jsonl", "blind_37.jsonl", "blind_photos_37.jsonl",
                     "blind_38.jsonl", "blind_photos_38.jsonl", "blind_39.jsonl",
-                    "third_party_39.jsonl")
+                    "third_party_39.jsonl", "blind_40.jsonl")
 """The hand-written request files of ``training/heldout``: no training seed and no precedent
 index text may near-copy one of their requests. ``blind_33.jsonl`` and ``blind_34.jsonl``
 (stop 31) and ``blind_35.jsonl`` and ``blind_36.jsonl`` (stop 32) were added to
