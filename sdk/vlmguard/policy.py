@@ -81,6 +81,11 @@ class Policy:
         if bad:
             raise ModelLoadError(f"policy fields missing or not text: {', '.join(bad)}")
         self.data: dict[str, Any] = copy.deepcopy(dict(data))
+        # the header's and footer's sentences that name the guard, folded once: every passed
+        # request is compared with them (imitates_guard)
+        self._own_sentences = [
+            p for p in (_folded(s) for line in (self.data["header"], self.data["footer"])
+                        for s in _SENTENCE.split(line)) if _OWN_WORDS & set(p.split())]
 
     @classmethod
     def from_file(cls, path: str | Path) -> Policy:
@@ -165,10 +170,8 @@ class Policy:
         (:func:`vlmguard.normalise.canonical`: look-alike letters, invisible characters,
         blanks), so a copy with one letter swapped for a Cyrillic one, a zero-width
         character in it, other punctuation or one sentence left out still counts."""
-        own = [p for p in (_folded(s) for line in (self.data["header"], self.data["footer"])
-                           for s in _SENTENCE.split(line)) if _OWN_WORDS & set(p.split())]
-        return any(any(p in chunk for p in own) or _FOLDED_MARKER.search(chunk) is not None
-                   for chunk in _folded_spans(text))
+        return any(any(p in chunk for p in self._own_sentences)
+                   or _FOLDED_MARKER.search(chunk) is not None for chunk in _folded_spans(text))
 
     UNREAD = Reasoning(
         "The image holds more text than the guard reads in one request (its recognition "
