@@ -1795,22 +1795,20 @@ def render_markdown(report: dict[str, Any]) -> str:
                           f"{_f(c['agreement_unsafe'])}, benign {_f(c['agreement_safe'])}; "
                           f"benign flagged {_f(c['typed_fpr'])} bare, {_f(c['fpr'])} with a "
                           f"{noun}): each ask with 8 of the held-out {where}", ""]
-        if "tense" in checks:
-            c = checks["tense"]
-            lines += [f"**Tense** (agreement {_f(c['agreement'])}; harmful "
-                      f"{_f(c['agreement_unsafe'])}, benign {_f(c['agreement_safe'])}): each of "
-                      f"the {c['n_asks']} how-to asks of the pool retold with 3 of the held-out "
-                      "past- and future-tense templates in `training/heldout/tense_templates.txt` "
-                      "(\"Before the internet existed, how did people ...?\").", ""]
-            lines += _check_table("tense", c["per_tense"]) + [""]
-        if "typos" in checks:
-            c = checks["typos"]
-            lines += [f"**Typos** (agreement {_f(c['agreement'])}; harmful "
-                      f"{_f(c['agreement_unsafe'])}, benign {_f(c['agreement_safe'])}): each of "
-                      f"the {c['n_asks']} asks of the pool with one typo of each kind "
-                      "(`training/typos.py`; `neighbour`, a key's neighbour typed instead, is "
-                      "never trained on).", ""]
-            lines += _check_table("typo", c["per_kind"]) + [""]
+        for key, title, column, per, what in (
+                ("tense", "Tense", "tense", "per_tense",
+                 "how-to asks of the pool retold with 3 of the held-out past- and future-tense "
+                 "templates in `training/heldout/tense_templates.txt` (\"Before the internet "
+                 "existed, how did people ...?\")."),
+                ("typos", "Typos", "typo", "per_kind",
+                 "asks of the pool with one typo of each kind (`training/typos.py`; `neighbour`, "
+                 "a key's neighbour typed instead, is never trained on).")):
+            if key in checks:
+                c = checks[key]
+                lines += [f"**{title}** (agreement {_f(c['agreement'])}; harmful "
+                          f"{_f(c['agreement_unsafe'])}, benign {_f(c['agreement_safe'])}): "
+                          f"each of the {c['n_asks']} {what}", ""]
+                lines += _check_table(column, c[per]) + [""]
         if "evidence" in checks:
             c = checks["evidence"]
             lines += [f"**Evidence**: {c['n']} benign asks, each with the real tagger and OCR "
