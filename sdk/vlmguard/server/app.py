@@ -37,7 +37,7 @@ from ..errors import InvalidInputError
 from ..guard import Guard
 from ..messages import MessagesResult
 from ..result import RewriteResult
-from .config import ServerConfig
+from .config import ServerConfig, is_number
 from .metrics import Metrics
 from .openai_compat import moderation_result
 
@@ -111,10 +111,6 @@ def _validate(model: type[BaseModel], body: Any) -> Any:
 
 
 # ---- what the proxy forwards -------------------------------------------------------------------
-def _num(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
 def _int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -126,8 +122,9 @@ def _str(v: object) -> bool:
 FORWARDED_FIELDS: dict[str, Callable[[Any], bool]] = {
     "model": _str, "user": _str,
     "stop": lambda v: isinstance(v, str) or (isinstance(v, list) and all(map(_str, v))),
-    "temperature": _num, "top_p": _num, "presence_penalty": _num, "frequency_penalty": _num,
-    "top_k": _int, "min_p": _num, "repetition_penalty": _num,  # vLLM's sampling knobs
+    "temperature": is_number, "top_p": is_number, "presence_penalty": is_number,
+    "frequency_penalty": is_number,
+    "top_k": _int, "min_p": is_number, "repetition_penalty": is_number,  # vLLM's sampling knobs
     "max_tokens": _int, "max_completion_tokens": _int, "n": _int, "seed": _int,
     "top_logprobs": _int, "logprobs": lambda v: isinstance(v, bool),
     "stream": lambda v: isinstance(v, bool),
@@ -135,7 +132,7 @@ FORWARDED_FIELDS: dict[str, Callable[[Any], bool]] = {
         k in ("include_usage", "continuous_usage_stats") and isinstance(x, bool)
         for k, x in v.items()),
     "logit_bias": lambda v: isinstance(v, dict) and all(
-        str(k).isdigit() and _num(x) for k, x in v.items()),
+        str(k).isdigit() and is_number(x) for k, x in v.items()),
     # json_schema is refused: its names and descriptions are text the model reads
     "response_format": lambda v: v in ({"type": "text"}, {"type": "json_object"}),
 }

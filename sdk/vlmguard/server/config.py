@@ -29,7 +29,8 @@ def _bool(v: object) -> bool:
     raise ValueError(f"not a boolean: {v!r}")
 
 
-def _is_num(v: object) -> bool:
+def is_number(v: object) -> bool:
+    """An int or a float, not a bool (which Python counts as an int)."""
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
@@ -111,7 +112,7 @@ class ServerConfig:
         answers every request 504/413/503 or a traceback from the socket layer."""
         for name in ("request_timeout_s", "upstream_timeout_s", "image_timeout_s"):
             v = getattr(self, name)
-            if not (_is_num(v) and math.isfinite(v) and v > 0):
+            if not (is_number(v) and math.isfinite(v) and v > 0):
                 raise InvalidConfigError(f"{name} must be a finite number of seconds above 0, "
                                          f"not {v!r}")
         ranges = {"port": (1, 65535), "max_body_bytes": (1, None), "max_pending": (1, None),
