@@ -290,7 +290,7 @@ def test_split_skip_layernorm_computes_the_same() -> None:
     """export.onnx_tools.unfuse_skip_layernorm: bias, residual and LayerNormalization as
     separate ops give the fused op's output, and no SkipLayerNormalization is left."""
     np = pytest.importorskip("numpy")
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
