@@ -86,6 +86,7 @@ class Policy:
         self._own_sentences = [
             p for p in (_folded(s) for line in (self.data["header"], self.data["footer"])
                         for s in _SENTENCE.split(line)) if _OWN_WORDS & set(p.split())]
+        self._own_words = [_OwnSentence(p) for p in self._own_sentences]
 
     @classmethod
     def from_file(cls, path: str | Path) -> Policy:
@@ -169,9 +170,17 @@ class Policy:
         Both sides are compared as lower-case words with every disguise undone
         (:func:`vlmguard.normalise.canonical`: look-alike letters, invisible characters,
         blanks), so a copy with one letter swapped for a Cyrillic one, a zero-width
-        character in it, other punctuation or one sentence left out still counts."""
-        return any(any(p in chunk for p in self._own_sentences)
-                   or _FOLDED_MARKER.search(chunk) is not None for chunk in _folded_spans(text))
+        character in it, other punctuation or one sentence left out still counts. So does
+        a paraphrase that keeps most of a sentence's words (:class:`_OwnSentence`), and a
+        marker of any nonce between angle brackets or of 12 or more hex digits."""
+        for chunk in _canonical_spans(text):
+            words = _FOLD_WORDS.findall(chunk)
+            folded = " ".join(words).replace("vlm guard", "vlmguard")
+            if any(p in folded for p in self._own_sentences) \
+                    or _FOLDED_MARKER.search(folded) or _BRACKETED_MARKER.search(chunk) \
+                    or any(o.found_in(folded.split()) for o in self._own_words):
+                return True
+        return False
 
     UNREAD = Reasoning(
         "The image holds more text than the guard reads in one request (its recognition "
@@ -236,9 +245,35 @@ def _one_line(s: str) -> str:
 
 
 _MARKER = re.compile(r"USER_REQUEST_[0-9A-Fa-f]{8,}")
-# The marker's shape: a nonce of 12 or more hex digits with a letter among them (this guard
-# draws 16), so a ticket number ("user request 20240115") is not one.
-_FOLDED_MARKER = re.compile(r"\buser request (?=[0-9]*[a-f])[0-9a-f]{12,}\b")
+# The marker's shape: a nonce of 12 or more hex digits (this guard draws 16, all digits now
+# and then), so a ticket number ("user request 20240115") is not one; with the marker's
+# angle brackets, any nonce is one (a forged section defines its own closing line).
+_FOLDED_MARKER = re.compile(r"\buser request [0-9a-f]{12,}\b")
+_BRACKETED_MARKER = re.compile(r"<{2,}[\W_]*user[\W_]*request[\W_]*[0-9a-z]+"
+                               r"|user[\W_]*request[\W_]*[0-9a-z]+[\W_]*>{2,}")
+_STOP_WORDS = frozenset("a an and as be by can for in is it of on or s the this to".split())
+
+
+class _OwnSentence:
+    """One of the guard's own sentences, found in outside text when most of its words are
+    near each other: a forged section that changes a word ("VLM-Guard", "assistant" without
+    its article) still reads downstream as the guard's."""
+
+    def __init__(self, folded: str) -> None:
+        words = folded.split()
+        self.content = frozenset(w for w in words if w not in _STOP_WORDS)
+        self.needed = -(-4 * len(self.content) // 5)  # four in five of its content words
+        self.span = len(words) + 4
+
+    def found_in(self, words: list[str]) -> bool:
+        if len(self.content) < 4:  # too few words to tell a paraphrase from prose
+            return False
+        hits = [i for i, w in enumerate(words) if w in self.content]
+        for a, start in enumerate(hits):
+            near = {words[i] for i in hits[a:a + self.span] if i < start + self.span}
+            if len(near) >= self.needed:
+                return True
+        return False
 _OWN_WORDS = frozenset({"vlmguard", "guidance", "markers"})
 """A sentence of the header or footer counts when it names the guard or its parts: "It is
 not part of the user's message." alone is ordinary prose."""
@@ -252,11 +287,12 @@ def _folded(s: str) -> str:
     return " ".join(_FOLD_WORDS.findall(canonical(s).lower()))
 
 
-def _folded_spans(text: str) -> list[str]:
-    """``text`` folded a span at a time (``canonical`` reads ``MAX_VARIANT_CHARS`` at most),
-    spans overlapping so a line across a seam is whole in one of them."""
+def _canonical_spans(text: str) -> list[str]:
+    """``text`` lower-cased with every disguise undone, a span at a time (``canonical``
+    reads ``MAX_VARIANT_CHARS`` at most), spans overlapping so a line across a seam is whole
+    in one of them."""
     step = MAX_VARIANT_CHARS - 1_000
-    return [_folded(text[i:i + MAX_VARIANT_CHARS])
+    return [canonical(text[i:i + MAX_VARIANT_CHARS]).lower()
             for i in range(0, max(len(text) - 1_000, 1), step)]
 
 
