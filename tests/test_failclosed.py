@@ -111,6 +111,26 @@ def test_text_over_the_token_budget_is_refused_before_the_model_runs(guard: Guar
     assert issubclass(TextTooLongError, BudgetExceededError)
 
 
+def test_text_whose_emoji_names_outgrow_the_token_budget_is_refused_unread(
+        guard: Guard, monkeypatch) -> None:
+    """s36 audit: 2,000 emoji are one typed token and 32,000 once named: 356 windows (5 s)
+    judged as safe; 8,000 emoji built 1,422 windows (30 s) before they were refused."""
+    tampered = _Tampered(guard.session, lambda a: a)
+    monkeypatch.setattr(guard, "session", tampered)
+    built: list[int] = []
+    real = guard.encoder._request_windows
+    monkeypatch.setattr(guard.encoder, "_request_windows",
+                        lambda *a: built.append(1) or real(*a))
+    for n in (2_000, 8_000):  # over the budget by the names' words alone: refused unread
+        with pytest.raises(TextTooLongError, match="emoji named"):
+            guard.rewrite(None, "🔂" * n)
+    with pytest.raises(TextTooLongError, match="reading"):  # over it once named: 11,200
+        guard.rewrite(None, "🔂" * 700)
+    assert tampered.batches == [] and built == []
+    assert guard.rewrite(None, "🔂" * 100).safe  # within the budget, judged as before
+    assert tampered.batches
+
+
 def test_windows_go_to_the_model_in_bounded_batches(guard: Guard, monkeypatch) -> None:
     tampered = _Tampered(guard.session, lambda a: a)
     monkeypatch.setattr(guard, "session", tampered)

@@ -380,6 +380,51 @@ def test_too_many_frames_are_refused_not_read_in_part() -> None:
         load_views(_frames_bytes("GIF", frames), max_pixels=4000)
 
 
+def test_each_later_page_is_checked_against_max_pixels_before_it_is_decoded() -> None:
+    """s36 audit: a TIFF's pages each have their own size, and only the first page's was
+    checked, so an 8x8 first page let 36 MP pages behind it decode whatever max_pixels said."""
+    from unittest import mock
+
+    small, big = Image.new("L", (8, 8), 255), Image.new("L", (300, 300), 255)
+    data = _frames_bytes("TIFF", [small, big, big])
+    loaded: list[tuple[int, int]] = []
+    real_load = Image.Image.load
+
+    def load(im: Image.Image) -> object:
+        loaded.append(im.size)
+        return real_load(im)
+
+    with mock.patch.object(Image.Image, "load", load):
+        with pytest.raises(ImageTooLargeError, match="max_pixels"):  # one page over the cap
+            load_views(data, max_pixels=50_000)
+    assert (300, 300) not in loaded  # refused from the page's header, not after decoding it
+    with pytest.raises(ImageTooLargeError, match="together"):  # each fits, the sum does not
+        load_views(data, max_pixels=150_000)
+    views = load_views(data, max_pixels=200_000)
+    assert views is not None and [v.shape for v in views] == [(8, 8, 3), (300, 300, 3)]
+
+
+def test_a_later_frame_has_its_alpha_dropped_face_read_too() -> None:
+    """s36 audit: ink hidden under alpha was read in a still image (both faces) but not as
+    frame 2 of an APNG, which had only its faithful face."""
+    hidden = _white_text_on_clear()
+    blank = Image.new("RGBA", hidden.size, (255, 255, 255, 255))
+    buf = io.BytesIO()
+    blank.save(buf, "PNG", save_all=True, append_images=[hidden], default_image=False,
+               disposal=1, blend=0)
+    views = load_views(buf.getvalue())
+    assert views is not None
+    dropped = np.asarray(hidden.convert("RGB"))
+    assert any((v == dropped).all() for v in views)
+    assert len(views) == 2  # frame 2 over white repeats the blank frame 1: dropped
+    # the same face twice (frame 2 repeats frame 1) is read once
+    buf = io.BytesIO()
+    hidden.save(buf, "PNG", save_all=True, append_images=[hidden.copy()], default_image=False,
+                disposal=1, blend=0)
+    twice = load_views(buf.getvalue())
+    assert twice is not None and len(twice) == 2
+
+
 # ---- the two faces of a transparent or 16-bit image (stop 24) ------------------------------
 
 def _white_text_on_clear() -> Image.Image:

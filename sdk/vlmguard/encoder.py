@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from .errors import BudgetExceededError, TextTooLongError
 from .normalise import WordSplitter
 from .normalise import readings as text_readings
 from .taxonomy import CATEGORIES, SOURCES, SPAN_TAGS, STRATEGIES
@@ -138,7 +139,8 @@ class SequenceEncoder:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def encode(self, evidence: str, request: str, ocr_offset: int = -1,
-               readings: bool = True, request_tokens: Encoding | None = None
+               readings: bool = True, request_tokens: Encoding | None = None,
+               token_budget: int | None = None, max_windows: int | None = None
                ) -> list[Window]:
         """Windows covering all of the evidence and all of the request, in every reading.
 
@@ -150,6 +152,12 @@ class SequenceEncoder:
         base64 undone) is scored as well (:func:`vlmguard.normalise.readings`). The guard
         keeps the riskiest window. ``request_tokens`` is ``tokenize(request)`` when the
         caller has it already.
+
+        A reading can be far longer than the text typed (2,000 emoji are one typed token
+        and 32,000 named, s36 audit), so each reading is held to ``token_budget`` tokens
+        (``TextTooLongError``), and the windows are counted before any is built and held to
+        ``max_windows`` (``BudgetExceededError``): refused in milliseconds, not after
+        seconds of building.
         """
         texts = [request]
         if readings:
@@ -157,14 +165,25 @@ class SequenceEncoder:
             texts = ([request] if keep_typed else []) + extra
         requests = [(text, request_tokens if request_tokens is not None and text is request
                      else self.tokenize(text)) for text in texts]
-        windows = []
+        longest = max((len(req.ids) for _, req in requests), default=0)
+        if token_budget is not None and longest > token_budget:
+            raise TextTooLongError(
+                f"a reading of the text (emoji named, disguises undone) is {longest:,} "
+                f"tokens; the guard reads at most {token_budget:,} (max_text_tokens)")
+        segments = []
         for ev in self._evidence_slices(evidence, ocr_offset):
             ev_tokens = self.tokenizer.encode(ev, add_special_tokens=False)
             n_ev = min(len(ev_tokens.ids), EVIDENCE_TOKENS)
-            segment_a = ev[: ev_tokens.offsets[n_ev - 1][1]] if n_ev else ""
-            for text, req in requests:
-                windows.extend(self._request_windows(segment_a, n_ev, text, req))
-        return windows
+            segments.append((ev[: ev_tokens.offsets[n_ev - 1][1]] if n_ev else "", n_ev))
+        if max_windows is not None:
+            needed = sum(len(self._request_starts(len(req.ids), n_ev)[1])
+                         for _, n_ev in segments for _, req in requests)
+            if needed > max_windows:
+                raise BudgetExceededError(
+                    f"this request needs {needed:,} encoder windows (text x its readings x "
+                    f"image text); the budget left is {max(max_windows, 0)}. Shorten the text.")
+        return [window for segment_a, n_ev in segments for text, req in requests
+                for window in self._request_windows(segment_a, n_ev, text, req)]
 
     def _evidence_slices(self, evidence: str, ocr_offset: int) -> list[str]:
         ev = self.tokenizer.encode(evidence, add_special_tokens=False)
@@ -175,19 +194,27 @@ class SequenceEncoder:
         head, ocr = evidence[:ocr_offset], evidence[ocr_offset:]
         n_head = len(self.tokenizer.encode(head, add_special_tokens=False).ids)
         toks = self.tokenizer.encode(ocr, add_special_tokens=False)
+        offsets = toks.offsets  # a new Python list on every access: read it once
         budget = max(EVIDENCE_TOKENS - n_head, 8)
         n = len(toks.ids)
-        return [head + ocr[toks.offsets[s][0]: toks.offsets[min(s + budget, n) - 1][1]]
+        return [head + ocr[offsets[s][0]: offsets[min(s + budget, n) - 1][1]]
                 for s in _window_starts(n, budget, max(budget - EVIDENCE_OVERLAP, 1))]
+
+    def _request_starts(self, n: int, n_ev: int) -> tuple[int, list[int]]:
+        """Tokens of the request a window beside ``n_ev`` evidence tokens holds, and the
+        starts of the windows that cover all ``n`` request tokens."""
+        budget = self.max_tokens - n_ev - 3  # [CLS] A [SEP] B [SEP]
+        return budget, _window_starts(n, budget, max(budget - WINDOW_OVERLAP, budget // 2, 1))
 
     def _request_windows(self, segment_a: str, n_ev: int, request: str, req: Encoding
                          ) -> list[Window]:
-        budget = self.max_tokens - n_ev - 3  # [CLS] A [SEP] B [SEP]
         n = len(req.ids)
+        budget, starts = self._request_starts(n, n_ev)
+        offsets = req.offsets  # a new Python list on every access: read it once, not per window
         windows = []
-        for s in _window_starts(n, budget, max(budget - WINDOW_OVERLAP, budget // 2, 1)):
+        for s in starts:
             e = min(s + budget, n)
-            b_start, b_end = (req.offsets[s][0], req.offsets[e - 1][1]) if n else (0, 0)
+            b_start, b_end = (offsets[s][0], offsets[e - 1][1]) if n else (0, 0)
             enc = self.tokenizer.encode(segment_a, request[b_start:b_end])
             windows.append(Window(enc, b_start, request, segment_a))
         return windows

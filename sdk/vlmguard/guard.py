@@ -42,7 +42,7 @@ from .errors import (
     VLMGuardError,
 )
 from .image import DEFAULT_MAX_PIXELS, ImageInput, load_views
-from .normalise import line_readings
+from .normalise import line_readings, named_growth
 from .policy import Judgement, Policy
 from .precedent import Match, Precedents
 from .result import Evidence, Reasoning, RewriteResult
@@ -64,7 +64,8 @@ MAX_TEXT_TOKENS = 8_192
 90 encoder windows (~35,000 characters of English), a few seconds on a small CPU."""
 MAX_WINDOWS = 512
 """Encoder windows one request may cost (request windows x readings x image-text slices):
-the time bound, about 10-15 ms a window on one core."""
+the time bound, about 10-15 ms a window on one core. They are counted before they are built,
+and each reading of the request is held to ``max_text_tokens`` as the typed text is."""
 MAX_BATCH_WINDOWS = 16
 """Encoder windows per ONNX Runtime call: bounds the activations held at once, whatever the
 request's length or the batch's size."""
@@ -408,13 +409,20 @@ class Guard:
                                  f"{self.encoder.max_tokens}-token window: {exc}") from exc
 
     def _check_tokens(self, text: str) -> Encoding:
-        """The request's tokens, refused over the token budget before any window is built."""
+        """The request's tokens, refused over the token budget before any window is built:
+        as typed, and as read with its emoji named (2,000 emoji are one typed token and
+        32,000 named: 350 windows, 5 s, before the s36 audit), before it is read so."""
         tokens = self.encoder.tokenize(text)
         n = len(tokens.ids)
         if n > self.max_text_tokens:
             raise TextTooLongError(
                 f"text is {n:,} tokens; the guard reads at most {self.max_text_tokens:,} "
                 "(max_text_tokens). Split the request or raise the budget deliberately.")
+        named = n + named_growth(text)
+        if named > self.max_text_tokens:
+            raise TextTooLongError(
+                f"text is {n:,} tokens as typed but over {named:,} read with its emoji named; "
+                f"the guard reads at most {self.max_text_tokens:,} (max_text_tokens).")
         return tokens
 
     def _precedent(self, p: _Pending) -> tuple[Match, str, bool] | None:
@@ -627,10 +635,13 @@ class Guard:
                 t = time.perf_counter()
                 tokens = self._check_tokens(p.text)
                 windows = self.encoder.encode(ev.text, p.text, ev.ocr_offset,
-                                              request_tokens=tokens)
+                                              request_tokens=tokens,
+                                              token_budget=self.max_text_tokens,
+                                              max_windows=MAX_WINDOWS)
                 if p.context:  # the request read after the conversation's last user turns
                     windows += self.encoder.encode(ev.text, f"{p.context}\n{p.text}",
-                                                   ev.ocr_offset, readings=False)
+                                                   ev.ocr_offset, readings=False,
+                                                   max_windows=MAX_WINDOWS - len(windows))
                 # Image text is read as typed text is (normalise.readings, line by line):
                 # spaces the OCR lost, disguises, another tense, an ask put as others'. These
                 # extra readings stop at half the window budget, so a long request beside a
@@ -638,11 +649,12 @@ class Guard:
                 p.ocr_readings = line_readings(p.seen.ocr_text, self.encoder.split_words)
                 for reading in p.ocr_readings:
                     again = verbalise_evidence(p.seen.concepts, reading, p.seen.has_image)
-                    more = self.encoder.encode(again.text, p.text, again.ocr_offset,
-                                               request_tokens=tokens)
-                    if len(windows) + len(more) > MAX_WINDOWS // 2:
+                    try:
+                        windows += self.encoder.encode(
+                            again.text, p.text, again.ocr_offset, request_tokens=tokens,
+                            max_windows=MAX_WINDOWS // 2 - len(windows))
+                    except BudgetExceededError:  # counted before built: nothing was added
                         break
-                    windows += more
                 if not windows:
                     raise GuardError("the encoder produced no windows; fail closed")
                 if len(windows) > MAX_WINDOWS:

@@ -53,7 +53,8 @@ MAX_FRAMES = 8
 """Frames of an animated or multi-page image (GIF, WebP, APNG, TIFF, MPO) the guard reads.
 Each frame's text is read (a harmful line on a second frame passed unread when only the
 first was, stop 34), so their number is bounded; an image with more is refused, not read
-in part. Together the frames count against ``max_pixels``."""
+in part. Each frame's own size, and all of them together, count against ``max_pixels``,
+checked before the frame is decoded; each frame is read in every face a still image is."""
 FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 """The encoded formats the guard decodes: those a user sends (MPO is a phone camera's JPEG).
 Containers such as ICO/ICNS/CUR decode an embedded image inside ``Image.open``, before any
@@ -121,7 +122,7 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
         try:
             image.load()
             views = _to_views(_exif_transpose(image))
-            return views + _other_frames(image, max_pixels, views[0])
+            return views + _other_frames(image, max_pixels, views)
         except InvalidInputError:
             raise
         except Exception as exc:  # a lazily opened image may still fail to decode
@@ -166,7 +167,7 @@ def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> tuple[np.nd
                 _check_size(im.size, max_pixels)
                 im.load()  # full decode: truncated/corrupt data fails here, not later
                 views = _to_views(_exif_transpose(im))
-                return views + _other_frames(im, max_pixels, views[0])
+                return views + _other_frames(im, max_pixels, views)
     except (ImageTooLargeError, ImageSizeError, AnimatedImageError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -187,10 +188,17 @@ def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> tuple[np.nd
         raise ImageDecodeError(f"{what}: corrupt or truncated: {exc}") from exc
 
 
-def _other_frames(im: Image.Image, max_pixels: int, first: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Every frame of ``im`` but the current one, as RGB arrays (exact repeats of an earlier
-    frame dropped), for the guard to read their text too; () for a still image. The image is
-    left on the frame it was on."""
+def _other_frames(im: Image.Image, max_pixels: int, shown: tuple[np.ndarray, ...]
+                  ) -> tuple[np.ndarray, ...]:
+    """Every frame of ``im`` but the current one, in every face :func:`_to_views` gives it
+    (a face that repeats one already ``shown`` or kept is dropped), for the guard to read
+    their text too; () for a still image. The image is left on the frame it was on.
+
+    Each frame's size is checked after its header is read and before it is decoded, and
+    all frames together against ``max_pixels``: a multi-page TIFF's pages each have their
+    own size, so an 8x8 first page said nothing of 36 MP pages behind it (s36 audit). A
+    later frame gets the alpha-dropped face too: hidden ink in frame 2 of an APNG went
+    unread when it had only the faithful one (s36 audit)."""
     n = int(getattr(im, "n_frames", 1) or 1)
     if n <= 1:
         return ()
@@ -198,25 +206,28 @@ def _other_frames(im: Image.Image, max_pixels: int, first: np.ndarray) -> tuple[
         raise AnimatedImageError(
             f"the image has {n} frames (animated or multi-page); the guard reads at most "
             f"{MAX_FRAMES} and does not pass frames it has not read: send a still image")
-    width, height = im.size
-    if n * width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"the image's {n} frames of {width}x{height} make {n * width * height:,} pixels, "
-            f"over the limit of {max_pixels:,} (max_pixels)")
     current = im.tell()
-    seen = {_digest(first)}
+    total = im.size[0] * im.size[1]
+    seen = {_digest(face) for face in shown}
     out: list[np.ndarray] = []
     try:
         for k in range(n):
             if k == current:
                 continue
-            im.seek(k)
+            im.seek(k)  # reads the frame's header (a TIFF page's own size), not its pixels
+            _check_size(im.size, max_pixels)
+            total += im.size[0] * im.size[1]
+            if total > max_pixels:
+                raise ImageTooLargeError(
+                    f"the image's {n} frames make over {total:,} pixels together (frame "
+                    f"{k + 1} is {im.size[0]}x{im.size[1]}), over the limit of "
+                    f"{max_pixels:,} (max_pixels)")
             im.load()
-            rgb = _to_views(_exif_transpose(im))[0]
-            digest = _digest(rgb)
-            if digest not in seen:
-                seen.add(digest)
-                out.append(rgb)
+            for face in _to_views(_exif_transpose(im)):
+                digest = _digest(face)
+                if digest not in seen:
+                    seen.add(digest)
+                    out.append(face)
     finally:
         im.seek(current)
     return tuple(out)

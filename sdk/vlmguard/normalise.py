@@ -81,6 +81,18 @@ def _name_pictographs(text: str) -> str:
                    for c in text)
 
 
+_PICTOGRAPH_BLOCKS = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF]")
+
+
+def named_growth(text: str) -> int:
+    """Words that naming ``text``'s emoji (:func:`_name_pictographs`) adds beyond one an
+    emoji: a lower bound on the tokens its reading adds, counted without building it. A run
+    of emoji is one typed token and eleven words an emoji named (U+1F502), so the guard
+    weighs the text as read against its token budget before reading it (s36 audit)."""
+    return sum(len(unicodedata.name(c, "").split()) - 1
+               for c in _PICTOGRAPH_BLOCKS.findall(text) if _is_pictograph(c))
+
+
 # Characters drawn as nothing that Unicode does not file as format characters: Hangul fillers
 # and the Braille blank stand where a space goes ("How\u3164do\u3164I ..."), the others
 # (variation selectors, the combining grapheme joiner, Mongolian selectors) vanish.
