@@ -134,6 +134,20 @@ def test_every_role_the_model_reads_is_judged(guard: Guard, msgs: list[dict[str,
     assert guard.rewrite_messages(msgs).rewritten
 
 
+def test_a_rewritten_turn_forwards_nothing_it_read_after_the_prompt(guard: Guard) -> None:
+    """s36 audit: a refusal part was judged, but only text parts were replaced, so it was
+    forwarded verbatim after the rewritten prompt's closing marker (where a forged guard
+    section or the ask itself reads as the guard's own words)."""
+    parts = [{"type": "refusal", "refusal": ASK}, {"type": "text", "text": "Shall I?"},
+             {"type": "refusal", "refusal": "Step 1:"}]
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": parts},
+            {"role": "user", "content": "Thanks. Go on."}]
+    out = guard.rewrite_messages(msgs)
+    verdict = dict(out.history)[1]
+    assert verdict.action == "rewrite" and ASK in verdict.prompt
+    assert out.messages[1]["content"] == [{"type": "text", "text": verdict.prompt}]
+
+
 @pytest.mark.parametrize("part", [{"type": "input_text", "text": ASK},
                                   {"type": "image_url", "image_url": {"url": "data:,"}}])
 def test_parts_the_guard_cannot_read_outside_a_user_turn_are_refused(

@@ -6,7 +6,7 @@ earlier still reaches the model with the new question, so a cross-modal request 
 turns). Each image is judged with the text and the riskiest verdict wins. The user turns'
 text before it is read too (``Guard.rewrite(context=...)``: the last two, before the text),
 so an ask split over turns is judged whole. A rewritten turn keeps its image parts and gets
-the refined prompt as its only text.
+the refined prompt as its only text (every text or refusal part replaced by one).
 
 Image references are data URLs (``data:image/png;base64,...``) or http(s) URLs. A URL is
 fetched with limits, since the caller controls it: size, total time, redirects, content type,
@@ -436,6 +436,10 @@ def split_messages(messages: object) -> tuple[_Turn, list[str]]:
     return last, ordered
 
 
+TEXT_PARTS = ("text", "refusal")
+"""The part types read as text (a refusal part only in an assistant turn): all of them are
+judged, and a rewritten turn has all of them replaced by its one text part."""
+
 MAX_HISTORY_CHARS = 100_000
 """Text the rest of a conversation may hold (:func:`history_texts`, all of it together): the
 bound on what judging it costs, as ``MAX_TEXT_CHARS`` bounds one request's text."""
@@ -458,7 +462,7 @@ def history_texts(messages: Sequence[Mapping[str, Any]], last: int) -> list[tupl
             kind = part.get("type")
             if role == "user" and kind == "image_url":
                 continue  # judged with the last turn's text (split_messages)
-            if kind not in ("text", "refusal") or (kind == "refusal" and role != "assistant"):
+            if kind not in TEXT_PARTS or (kind == "refusal" and role != "assistant"):
                 raise InvalidMessagesError(
                     f"messages[{i}].content[{k}] ({role}) has type {kind!r}; outside a user "
                     "turn the guard reads only text parts and refuses what it cannot check")
@@ -473,6 +477,9 @@ def history_texts(messages: Sequence[Mapping[str, Any]], last: int) -> list[tupl
 
 
 def _rewrite_turn(message: Mapping[str, Any], prompt: str) -> dict[str, Any]:
+    """The message with the prompt as its only text: every part the guard read as text
+    (``TEXT_PARTS``) is replaced by one text part where the first stood, so nothing it read
+    is forwarded after the prompt's closing marker; image parts are kept."""
     out = dict(message)
     content = message.get("content")
     if content is None or isinstance(content, str):
@@ -481,7 +488,7 @@ def _rewrite_turn(message: Mapping[str, Any], prompt: str) -> dict[str, Any]:
     new_parts: list[Any] = []
     placed = False
     for part in content:
-        if part.get("type") == "text":
+        if part.get("type") in TEXT_PARTS:
             if not placed:
                 new_parts.append({"type": "text", "text": prompt})
                 placed = True
