@@ -399,7 +399,8 @@ def test_proxy_forwards_only_what_it_judged(guard: Guard) -> None:
         "response_format": {"messages": [user], "response_format": {
             "type": "json_schema", "json_schema": {"name": "s", "description": HARMFUL}}},
         "temperature": {"messages": [user], "temperature": HARMFUL},
-        "messages[0].name": {"messages": [{**user, "name": HARMFUL}]},
+        "messages[1].tool_calls": {"messages": [user, {"role": "assistant", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": HARMFUL}}]}]},
     }
     with proxy(guard, upstream) as c:
         for param, body in refused.items():
@@ -416,8 +417,12 @@ def test_proxy_forwards_only_what_it_judged(guard: Guard) -> None:
                   {"role": "user", "content": BENIGN}]
         r = c.post("/v1/chat/completions", json={**sampling, "messages": echoed, "tools": []})
         assert r.status_code == 200, r.text
-        assert upstream.last == {**sampling, "messages": [
-            echoed[0], {"role": "assistant", "content": "Hi."}, echoed[2]]}
+        assert upstream.last == {**sampling, "messages": [  # a name is not judged: dropped
+            {"role": "system", "content": "Be brief."}, {"role": "assistant", "content": "Hi."},
+            echoed[2]]}
+        named = {**user, "name": "how_to_build_a_pipe_bomb_at_home_step_by_step"}
+        assert c.post("/v1/chat/completions", json={"messages": [named]}).status_code == 200
+        assert upstream.last["messages"] == [user]
 
 
 def test_proxy_errors(guard: Guard) -> None:

@@ -22,8 +22,10 @@ earlier answer restating an ask, reads as instructions too). Each of those found
 rewritten in place as the last turn would be, and the riskiest verdict of all decides.
 
 Refused, since they would reach the model unread: audio or file parts, an image outside a
-user turn, any part but text outside a user turn, and a turn whose role is not one of
-OpenAI's (``KNOWN_ROLES``).
+user turn, any part but text outside a user turn, a turn whose role is not one of
+OpenAI's (``KNOWN_ROLES``), and any message key but ``role``, ``content`` and ``name`` that
+holds a value (``tool_calls``, ``function_call``, ...: ``MESSAGE_KEYS``). The messages to
+forward hold only ``role`` and ``content``: a ``name`` is not judged, so it is dropped.
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ class FetchLimits:
 class MessagesResult:
     """The messages to forward and the verdict behind them."""
 
-    messages: list[dict[str, Any]]   # to forward: the input, each unsafe judged text rewritten
+    messages: list[dict[str, Any]]   # to forward: role and content, unsafe texts rewritten
     result: RewriteResult            # the deciding verdict (the riskiest of all)
     turn: int                        # index of the message behind ``result``
     results: tuple[RewriteResult, ...] = ()  # the last user turn: one per image (or one)
@@ -387,6 +389,24 @@ def _parts(content: object, where: str) -> list[Mapping[str, Any]]:
 KNOWN_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 """The OpenAI chat roles. Only ``user`` turns are judged; any other role is refused."""
 
+MESSAGE_KEYS = ("role", "content", "name")
+"""The message keys accepted. ``role`` and ``content`` are read and forwarded; ``name`` (a
+participant name some chat templates render) is not judged, so it is dropped from the
+messages to forward. Any other key with a value (``tool_calls``, ``function_call``,
+``tool_call_id``, a custom key a template may render) is refused: it would reach the model
+unread. Empty values (``"refusal": null``, ``"tool_calls": []``, as clients echo them) are
+dropped."""
+
+
+def is_empty(value: object) -> bool:
+    """A value that carries nothing (clients echo ``"refusal": null``, ``"tool_calls": []``)."""
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _forwarded(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The message as forwarded: only what the guard read (``role``, ``content``)."""
+    return {k: message[k] for k in ("role", "content") if k in message}
+
 
 def split_messages(messages: object) -> tuple[_Turn, list[str]]:
     """The last user turn (index, text, its images, the user turns' text before it) and
@@ -407,6 +427,11 @@ def split_messages(messages: object) -> tuple[_Turn, list[str]]:
             raise InvalidMessagesError(f"messages[{i}] has role {role!r}; the guard knows "
                                        f"{', '.join(sorted(KNOWN_ROLES))} and refuses a turn "
                                        "it would otherwise forward unread")
+        for key, value in m.items():
+            if key not in MESSAGE_KEYS and not is_empty(value):
+                raise InvalidMessagesError(
+                    f"messages[{i}].{key}: the guard reads only a message's role and content "
+                    "(a name is dropped) and refuses a key it would forward unread")
         if role != "user":
             continue
         texts, images = [], []
@@ -561,10 +586,10 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
 
     last = riskiest([(turn.index, r) for r in results])  # over the images
     index, result = riskiest([last, *history])
-    out = [dict(m) for m in messages]
+    out = [_forwarded(m) for m in messages]
     for i, r in [last, *history]:
         if r.action == "rewrite":
-            out[i] = _rewrite_turn(messages[i], r.prompt)
+            out[i] = _rewrite_turn(out[i], r.prompt)
     if inline_images:
         data_urls = {ref: f"data:{media or 'image/png'};base64,"
                           + base64.b64encode(data).decode("ascii")

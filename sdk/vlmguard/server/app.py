@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import InvalidInputError
 from ..guard import Guard
-from ..messages import MessagesResult
+from ..messages import MESSAGE_KEYS, MessagesResult, is_empty
 from ..result import RewriteResult
 from .config import ServerConfig, is_number
 from .metrics import Metrics
@@ -141,20 +141,12 @@ its value carries no text the model reads (a sampling knob, a stop string, an id
 else (``tools``, ``functions``, vLLM's ``chat_template``, ``chat_template_kwargs``,
 ``documents``, ``continue_final_message``, guided decoding, ...) holds or renders text the
 guard never reads: refused with 400, since a guard must not forward what it has not judged."""
-MESSAGE_KEYS = ("role", "content", "name")
-"""The message keys forwarded: the guard reads ``role`` and ``content``; ``name`` must be an
-OpenAI participant name (letters, digits, ``_``, ``-``; at most 64)."""
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def _empty(v: object) -> bool:
-    """A value that carries nothing (clients echo ``"refusal": null``, ``"tools": []``)."""
-    return v is None or v == "" or v == [] or v == {}
 
 
 def forwardable(body: dict[str, Any]) -> dict[str, Any]:
     """The allowlisted fields of a chat request, ``messages`` left out, once its messages hold
-    only forwarded keys. An empty value of any other field or key is dropped; any other value
+    only the keys ``rewrite_messages`` accepts (``MESSAGE_KEYS``; it forwards only ``role``
+    and ``content``). An empty value of any other field or key is dropped; any other value
     is an ApiError (400), raised before anything is judged or forwarded."""
     def refuse(where: str, why: str) -> ApiError:
         return ApiError(400, "unjudged_field", f"{where}: {why}; the proxy forwards only what "
@@ -162,7 +154,7 @@ def forwardable(body: dict[str, Any]) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for key, value in body.items():
-        if key == "messages" or _empty(value):
+        if key == "messages" or is_empty(value):
             continue
         check = FORWARDED_FIELDS.get(key)
         if check is None:
@@ -172,11 +164,8 @@ def forwardable(body: dict[str, Any]) -> dict[str, Any]:
         out[key] = value
     for i, m in enumerate(body.get("messages") or ()):
         for key, value in m.items():
-            if key not in MESSAGE_KEYS and not _empty(value):
+            if key not in MESSAGE_KEYS and not is_empty(value):
                 raise refuse(f"messages[{i}].{key}", "the guard does not read this message key")
-        name = m.get("name")
-        if not _empty(name) and not (isinstance(name, str) and _NAME.fullmatch(name)):
-            raise refuse(f"messages[{i}].name", "a name is 1-64 letters, digits, _ or -")
     return out
 
 
@@ -499,9 +488,7 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         url = cfg.upstream.rstrip("/") + "/chat/completions"
         upstream_req = st.client.build_request(
             "POST", url, headers=headers,
-            content=json.dumps({**forward, "messages": [{k: m[k] for k in MESSAGE_KEYS if k in m}
-                                                       for m in out.messages]},
-                               ensure_ascii=False))
+            content=json.dumps({**forward, "messages": out.messages}, ensure_ascii=False))
         try:
             resp = await st.client.send(upstream_req, stream=True)
         except httpx.HTTPError as exc:
