@@ -322,10 +322,20 @@ def test_non_image_data_in_an_image_url_fails_to_decode(guard: Guard) -> None:
     ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False), ("::1", False),
     ("::ffff:127.0.0.1", False), ("::ffff:8.8.8.8", True), ("fe80::1", False),
     ("fd00::1", False), ("224.0.0.1", False), ("2606:4700::1111", True),
+    # s36 audit: IPv6 forms that carry an IPv4 address a gateway or tunnel reaches
+    ("64:ff9b::a00:5", False), ("64:ff9b::808:808", True), ("64:ff9b:1::a00:5", False),
+    ("2002:a00:5::1", False), ("::10.0.0.5", False), ("fec0::1", False),
+    ("2001:0:4136:e378:8000:63bf:f5ff:fffa", False),  # Teredo, client 10.0.0.5
 ])
 def test_public_addresses_only_by_default(ip: str, allowed: bool) -> None:
     assert FetchLimits().address_allowed(ipaddress.ip_address(ip)) is allowed
     assert FetchLimits(allow_private=True).address_allowed(ipaddress.ip_address(ip))
+
+
+def test_an_embedded_ipv4_address_is_judged_against_allowed_networks() -> None:
+    limits = FetchLimits(allowed_networks=("10.0.0.0/24",))
+    assert limits.address_allowed(ipaddress.ip_address("64:ff9b::a00:5"))
+    assert not limits.address_allowed(ipaddress.ip_address("64:ff9b::a01:5"))
 
 
 def test_fetch_limits_are_validated() -> None:

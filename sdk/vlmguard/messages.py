@@ -11,9 +11,10 @@ the refined prompt as its only text (every text or refusal part replaced by one)
 Image references are data URLs (``data:image/png;base64,...``) or http(s) URLs. A URL is
 fetched with limits, since the caller controls it: size, total time, redirects, content type,
 and no ``file://``, loopback, private, link-local or otherwise non-global address unless
-allowed. The address is checked when the socket connects (every hop of a redirect, and the
-connection uses the checked address), so DNS rebinding cannot slip past the check. Every
-failure raises a typed error below, all of them :class:`~vlmguard.errors.InvalidInputError`.
+allowed (nor one an IPv6 address carries: NAT64, 6to4, Teredo, IPv4-compatible). The
+address is checked when the socket connects (every hop of a redirect, and the connection
+uses the checked address), so DNS rebinding cannot slip past the check. Every failure
+raises a typed error below, all of them :class:`~vlmguard.errors.InvalidInputError`.
 
 In a stateless API the client writes the whole history, so the rest of it is judged too, each
 text on its own (:func:`history_texts`): every earlier user turn and every system, developer,
@@ -129,14 +130,42 @@ class FetchLimits:
         object.__setattr__(self, "_networks", nets)
 
     def address_allowed(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        """Whether the guard may connect to ``ip`` (IPv4-mapped IPv6 judged as IPv4)."""
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if any(ip in net for net in self._networks):  # type: ignore[attr-defined]
-            return True
+        """Whether the guard may connect to ``ip``: the address and every IPv4 address it
+        carries (:func:`_reaches`) must each be public or in ``allowed_networks``."""
         if self.allow_private:
             return True
-        return ip.is_global and not ip.is_multicast
+        nets = self._networks  # type: ignore[attr-defined]
+
+        def public(a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+            return a.is_global and not a.is_multicast and not any(a in n for n in _NEVER_GLOBAL)
+
+        return all(any(a in net for net in nets) or public(a) for a in _reaches(ip))
+
+
+_NEVER_GLOBAL = (ipaddress.ip_network("fec0::/10"), ipaddress.ip_network("64:ff9b:1::/48"))
+"""Refused whatever this Python's ``ipaddress`` tables say: deprecated site-local addresses,
+and the local-use NAT64 prefix, whose IPv4 address sits where the gateway's prefix length
+puts it (RFC 6052), so the guard cannot read it."""
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _reaches(ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+             ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses a connection to ``ip`` reaches: an IPv6 address that carries an IPv4
+    one (NAT64, 6to4, Teredo, IPv4-compatible) reaches it through a gateway or tunnel, so
+    both are judged; IPv4-mapped IPv6 is the IPv4 address itself."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return [ip]
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if ip in _NAT64 or int(ip) >> 32 == 0:  # 64:ff9b::a.b.c.d, ::a.b.c.d
+        out.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip.sixtofour is not None:
+        out.append(ip.sixtofour)
+    if ip.teredo is not None:
+        out += ip.teredo  # (server, client)
+    return out
 
 
 @dataclass(frozen=True)
