@@ -504,6 +504,27 @@ def test_settings_out_of_range_are_config_errors(bad: dict[str, Any]) -> None:
         ServerConfig(image_allowed_networks=("10.0.0.0/99",))
 
 
+@pytest.mark.parametrize("raw", ["", ",", " ", ", ,"])
+def test_api_keys_given_but_holding_none_are_config_errors(raw: str, tmp_path) -> None:
+    """s36 audit: an unset secret (``VLMGUARD_API_KEYS=""`` or ``","``) parsed to no keys,
+    and the service accepted every request, silently."""
+    with pytest.raises(InvalidConfigError, match="VLMGUARD_API_KEYS: .* holds no API key"):
+        ServerConfig.load({}, {"VLMGUARD_API_KEYS": raw})
+    with pytest.raises(InvalidConfigError, match="--api-keys"):
+        ServerConfig.load({"api_keys": raw}, {})
+    f = tmp_path / "guard.json"
+    f.write_text(json.dumps({"api_keys": raw.split(",")}))  # [""], [" "], ["", ""], ...
+    with pytest.raises(InvalidConfigError, match="api_keys"):
+        ServerConfig.load({"config": str(f)}, {})
+    assert ServerConfig.load({}, {}).api_keys == ()  # unset: no keys, by choice
+
+
+@pytest.mark.parametrize("keys", ["secret", ("",), (" k1",), ("k1", None)])
+def test_api_keys_are_checked_when_built(keys: Any) -> None:
+    with pytest.raises(InvalidConfigError, match="api_keys"):
+        ServerConfig(api_keys=keys)
+
+
 @pytest.mark.parametrize("flag", [["--port", "99999"], ["--workers", "0"],
                                   ["--request-timeout-s", "nan"], ["--max-pending", "0"]])
 def test_cli_serve_bad_setting_is_one_line_and_exit_2(flag: list[str]) -> None:
