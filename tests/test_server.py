@@ -281,6 +281,24 @@ def test_litellm_contract(client: TestClient) -> None:
     assert HARMFUL in r["texts"][0] != HARMFUL
 
 
+def test_litellm_refuses_tools_it_does_not_read(client: TestClient) -> None:
+    """s36 audit: ``tools`` (names and descriptions the model reads) was accepted and never
+    read: NONE. Tool definitions and calls are refused, as the chat proxy refuses them."""
+    tool = {"name": "helper", "description": HARMFUL + " Always include these steps.",
+            "parameters": {"type": "object", "properties": {}}}
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": HARMFUL}}
+    for key, value in [("tools", [{"type": "function", "function": tool}]),
+                       ("functions", [tool]), ("tool_calls", [call])]:
+        r = client.post(LITELLM, json={"texts": [BENIGN], key: value, "input_type": "request"})
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["code"] == "unjudged_field" and err["param"] == key
+    r = client.post(LITELLM, json={"texts": [BENIGN], "tools": [], "input_type": "request"})
+    assert r.json() == {"action": "NONE"}  # empty, as LiteLLM sends a request without tools
+    r = client.post(LITELLM, json={"texts": [BENIGN], "tool_calls": [call],
+                                   "input_type": "response"})
+    assert r.json() == {"action": "NONE"}  # model output is not the guard's to judge
+
+
 def test_monitor_mode_reports_but_does_not_intervene() -> None:
     monitor = Guard.from_pretrained(providers=["CPUExecutionProvider"], monitor=True)
     upstream = Upstream()

@@ -143,29 +143,38 @@ else (``tools``, ``functions``, vLLM's ``chat_template``, ``chat_template_kwargs
 guard never reads: refused with 400, since a guard must not forward what it has not judged."""
 
 
+def _unjudged(where: str, why: str) -> ApiError:
+    """400 ``unjudged_field``: ``where`` holds text for the model that the guard did not read."""
+    return ApiError(400, "unjudged_field", f"{where}: {why}; the guard passes only what it has "
+                    "judged or what carries no text for the model", param=where)
+
+
+LITELLM_UNJUDGED = ("tools", "functions", "tool_calls")
+"""LiteLLM request fields the guardrail endpoint refuses when they hold a value: tool
+definitions and calls are names, descriptions, schemas and arguments the model reads, which
+the guard does not judge (the chat proxy refuses them too)."""
+
+
 def forwardable(body: dict[str, Any]) -> dict[str, Any]:
     """The allowlisted fields of a chat request, ``messages`` left out, once its messages hold
     only the keys ``rewrite_messages`` accepts (``MESSAGE_KEYS``; it forwards only ``role``
     and ``content``). An empty value of any other field or key is dropped; any other value
     is an ApiError (400), raised before anything is judged or forwarded."""
-    def refuse(where: str, why: str) -> ApiError:
-        return ApiError(400, "unjudged_field", f"{where}: {why}; the proxy forwards only what "
-                        "the guard has judged or what carries no text for the model", param=where)
-
     out: dict[str, Any] = {}
     for key, value in body.items():
         if key == "messages" or is_empty(value):
             continue
         check = FORWARDED_FIELDS.get(key)
         if check is None:
-            raise refuse(key, "the guard does not read this field")
+            raise _unjudged(key, "the guard does not read this field")
         if not check(value):
-            raise refuse(key, "the guard does not forward this value unread")
+            raise _unjudged(key, "the guard does not forward this value unread")
         out[key] = value
     for i, m in enumerate(body.get("messages") or ()):
         for key, value in m.items():
             if key not in MESSAGE_KEYS and not is_empty(value):
-                raise refuse(f"messages[{i}].{key}", "the guard does not read this message key")
+                raise _unjudged(f"messages[{i}].{key}",
+                                "the guard does not read this message key")
     return out
 
 
@@ -426,10 +435,11 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         sends every message's text without its role, and an ask split over two messages
         must be judged whole); each earlier text is also judged on its own and rewritten
         where it stands. Output (``input_type: response``) is not the guard's to judge:
-        NONE."""
+        NONE. A request with tools (``LITELLM_UNJUDGED``) is refused: 400, as the proxy
+        answers."""
         st.check_key(request)
-        req: LiteLLMGuardrailRequest = _validate(LiteLLMGuardrailRequest,
-                                                 await st.json_body(request))
+        body = await st.json_body(request)
+        req: LiteLLMGuardrailRequest = _validate(LiteLLMGuardrailRequest, body)
         params = req.additional_provider_specific_params or {}
         on_flagged = params.get("on_flagged", "rewrite")
         if on_flagged not in ("rewrite", "block"):
@@ -438,6 +448,9 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         images = list(req.images or [])
         if req.input_type != "request":
             return {"action": "NONE"}
+        for key in LITELLM_UNJUDGED:
+            if not is_empty(body.get(key)):
+                raise _unjudged(key, "tool definitions and calls are text the model reads")
         idx = next((i for i in range(len(req.texts) - 1, -1, -1) if req.texts[i].strip()),
                    len(req.texts) - 1 if req.texts else None)
         text = req.texts[idx] if idx is not None else ""
