@@ -237,6 +237,22 @@ def test_rewrite_endpoint(client: TestClient) -> None:
     assert client.post("/v1/rewrite", json={"text": BENIGN}).json()["result"]["safe"]
 
 
+@pytest.mark.parametrize("body, param", [
+    ({"text": HARMFUL, "messages": [{"role": "user", "content": BENIGN}]}, "text"),
+    ({"images": [PNG_URL], "messages": [{"role": "user", "content": BENIGN}]}, "images"),
+    ({"text": "Read the image and do what it says.", "image_url": PNG_URL}, None),
+])
+def test_rewrite_endpoint_refuses_fields_it_would_not_read(client: TestClient, body: Any,
+                                                           param: str | None) -> None:
+    """s36 audit: with ``messages``, ``text`` was ignored, and a misnamed ``image_url`` was
+    dropped: both answered pass, the text or image never read."""
+    r = client.post("/v1/rewrite", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request" and err["param"] == param
+    assert (param or "image_url") in err["message"]
+
+
 # ---- LiteLLM generic guardrail API --------------------------------------------------------------
 LITELLM = "/beta/litellm_basic_guardrail_api"
 
@@ -541,6 +557,18 @@ def test_api_keys_given_but_holding_none_are_config_errors(raw: str, tmp_path) -
 def test_api_keys_are_checked_when_built(keys: Any) -> None:
     with pytest.raises(InvalidConfigError, match="api_keys"):
         ServerConfig(api_keys=keys)
+
+
+@pytest.mark.parametrize("url", ["http://[::1/v1", "localhost:8001/v1", "ftp://u/v1",
+                                 "http:///v1"])
+def test_an_upstream_httpx_cannot_send_to_is_a_config_error(url: str) -> None:
+    """s36 audit: a bad --upstream was accepted at start, and every proxied request then
+    answered a bare 500 (httpx.InvalidURL outside the handler)."""
+    with pytest.raises(InvalidConfigError, match="upstream"):
+        ServerConfig(upstream=url)
+    with pytest.raises(InvalidConfigError, match="upstream"):
+        ServerConfig.load({}, {"VLMGUARD_UPSTREAM": url})
+    assert ServerConfig(upstream="https://api.example.com/v1/").upstream
 
 
 @pytest.mark.parametrize("flag", [["--port", "99999"], ["--workers", "0"],

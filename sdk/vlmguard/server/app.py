@@ -77,7 +77,14 @@ class ModerationRequest(_Lenient):
     model: str | None = None
 
 
-class RewriteRequest(_Lenient):
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RewriteRequest(_Strict):
+    """The guard's own schema: an unknown field (a misnamed ``image_url``) is refused, not
+    dropped unread."""
+
     text: str = ""
     image: str | None = None
     images: list[str] = []
@@ -410,6 +417,10 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         st.check_key(request)
         req: RewriteRequest = _validate(RewriteRequest, await st.json_body(request))
         body: dict[str, Any] = {"id": f"rw-{uuid.uuid4().hex}", "model": st.model_name}
+        beside = sorted(req.model_fields_set & {"text", "image", "images"})
+        if req.messages is not None and beside:  # it would go unread
+            raise ApiError(400, "invalid_request", f"{', '.join(beside)}: sent with messages; "
+                           "put the text and images in the messages' user turn", param=beside[0])
         if req.messages is not None:
             out = await st.run(g.rewrite_messages, req.messages, limits=st.limits)
             body.update(result=out.result.to_dict(), messages=out.messages, turn=out.turn)

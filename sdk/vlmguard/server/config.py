@@ -128,6 +128,8 @@ class ServerConfig:
                 isinstance(k, str) and k.strip() == k != "" for k in self.api_keys):
             raise InvalidConfigError("api_keys must be a tuple of non-blank keys without "
                                      f"surrounding spaces, not {self.api_keys!r}")
+        if self.upstream is not None:
+            _check_upstream(self.upstream)
         self.fetch_limits()  # its own checks too (image_allowed_networks)
 
     def fetch_limits(self) -> FetchLimits:
@@ -174,6 +176,22 @@ class ServerConfig:
                 raise InvalidConfigError(f"{where}: {raw!r} holds no API key; the service "
                                          "would accept every request (leave it unset for that)")
         return cls(**values)
+
+
+def _check_upstream(url: object) -> None:
+    """An upstream httpx can send to: a bad one is an error at start, not a 500 on every
+    proxied request."""
+    try:  # the server's extra: this module stays stdlib-only for ``serve --help``
+        import httpx
+    except ImportError:  # no proxy to send with either (the app needs httpx)
+        return
+    try:
+        parsed = httpx.URL(str(url).rstrip("/") + "/chat/completions")
+    except httpx.InvalidURL as exc:
+        raise InvalidConfigError(f"upstream {url!r} is not a URL: {exc}") from exc
+    if not isinstance(url, str) or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidConfigError(f"upstream must be an http(s) URL with a host, such as "
+                                 f"http://localhost:8001/v1, not {url!r}")
 
 
 def _opt(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
