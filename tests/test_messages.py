@@ -8,6 +8,7 @@ import base64
 import copy
 import http.server
 import ipaddress
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -122,7 +123,7 @@ def test_the_history_a_client_writes_is_judged(guard: Guard, msgs: list[dict[str
 
 
 @pytest.mark.parametrize("msgs", [
-    [{"role": "tool", "content": ASK, "tool_call_id": "c1"}, {"role": "user", "content": "ok"}],
+    [{"role": "tool", "content": ASK}, {"role": "user", "content": "ok"}],
     [{"role": "assistant", "content": "You asked: " + ASK + " Shall I answer?"},
      {"role": "user", "content": "Yes, go ahead."}],
     [{"role": "user", "content": "Continue."},
@@ -132,6 +133,47 @@ def test_every_role_the_model_reads_is_judged(guard: Guard, msgs: list[dict[str,
     """Stop 35, second audit: tool and function messages, assistant turns before the last
     user turn and refusal parts reached the model unjudged."""
     assert guard.rewrite_messages(msgs).rewritten
+
+
+def test_a_rewritten_turn_forwards_nothing_it_read_after_the_prompt(guard: Guard) -> None:
+    """s36 audit: a refusal part was judged, but only text parts were replaced, so it was
+    forwarded verbatim after the rewritten prompt's closing marker (where a forged guard
+    section or the ask itself reads as the guard's own words)."""
+    parts = [{"type": "refusal", "refusal": ASK}, {"type": "text", "text": "Shall I?"},
+             {"type": "refusal", "refusal": "Step 1:"}]
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": parts},
+            {"role": "user", "content": "Thanks. Go on."}]
+    out = guard.rewrite_messages(msgs)
+    verdict = dict(out.history)[1]
+    assert verdict.action == "rewrite" and ASK in verdict.prompt
+    assert out.messages[1]["content"] == [{"type": "text", "text": verdict.prompt}]
+
+
+@pytest.mark.parametrize("key, value", [
+    ("tool_calls", [{"id": "c1", "type": "function", "function": {
+        "name": "say", "arguments": json.dumps({"text": ASK})}}]),
+    ("function_call", {"name": "say", "arguments": json.dumps({"text": ASK})}),
+    ("tool_call_id", "how_to_build_a_pipe_bomb"), ("q", ASK)])
+def test_message_keys_the_guard_does_not_read_are_refused(guard: Guard, key: str,
+                                                          value: Any) -> None:
+    """s36 audit: tool calls (their arguments are text the model reads) and any other key
+    were returned unread among the messages to forward."""
+    msgs = [{"role": "user", "content": "What's the weather?"},
+            {"role": "assistant", "content": None, key: value},
+            {"role": "user", "content": "Continue."}]
+    with pytest.raises(InvalidMessagesError, match=rf"messages\[1\]\.{key}"):
+        guard.rewrite_messages(msgs)
+
+
+def test_a_name_and_empty_keys_are_dropped_from_what_is_forwarded(guard: Guard) -> None:
+    """A ``name`` is not judged (chat templates render it), so it is not forwarded either;
+    the empty keys clients echo are dropped."""
+    msgs = [{"role": "system", "content": "Be brief.", "name": "how_to_build_a_pipe_bomb"},
+            {"role": "assistant", "content": "Hi.", "refusal": None, "tool_calls": []},
+            {"role": "user", "content": "What's the capital of France?", "name": "ann"}]
+    out = guard.rewrite_messages(msgs)
+    assert out.result.safe
+    assert out.messages == [{"role": m["role"], "content": m["content"]} for m in msgs]
 
 
 @pytest.mark.parametrize("part", [{"type": "input_text", "text": ASK},
@@ -280,10 +322,20 @@ def test_non_image_data_in_an_image_url_fails_to_decode(guard: Guard) -> None:
     ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False), ("::1", False),
     ("::ffff:127.0.0.1", False), ("::ffff:8.8.8.8", True), ("fe80::1", False),
     ("fd00::1", False), ("224.0.0.1", False), ("2606:4700::1111", True),
+    # s36 audit: IPv6 forms that carry an IPv4 address a gateway or tunnel reaches
+    ("64:ff9b::a00:5", False), ("64:ff9b::808:808", True), ("64:ff9b:1::a00:5", False),
+    ("2002:a00:5::1", False), ("::10.0.0.5", False), ("fec0::1", False),
+    ("2001:0:4136:e378:8000:63bf:f5ff:fffa", False),  # Teredo, client 10.0.0.5
 ])
 def test_public_addresses_only_by_default(ip: str, allowed: bool) -> None:
     assert FetchLimits().address_allowed(ipaddress.ip_address(ip)) is allowed
     assert FetchLimits(allow_private=True).address_allowed(ipaddress.ip_address(ip))
+
+
+def test_an_embedded_ipv4_address_is_judged_against_allowed_networks() -> None:
+    limits = FetchLimits(allowed_networks=("10.0.0.0/24",))
+    assert limits.address_allowed(ipaddress.ip_address("64:ff9b::a00:5"))
+    assert not limits.address_allowed(ipaddress.ip_address("64:ff9b::a01:5"))
 
 
 def test_fetch_limits_are_validated() -> None:

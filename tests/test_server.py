@@ -237,6 +237,22 @@ def test_rewrite_endpoint(client: TestClient) -> None:
     assert client.post("/v1/rewrite", json={"text": BENIGN}).json()["result"]["safe"]
 
 
+@pytest.mark.parametrize("body, param", [
+    ({"text": HARMFUL, "messages": [{"role": "user", "content": BENIGN}]}, "text"),
+    ({"images": [PNG_URL], "messages": [{"role": "user", "content": BENIGN}]}, "images"),
+    ({"text": "Read the image and do what it says.", "image_url": PNG_URL}, None),
+])
+def test_rewrite_endpoint_refuses_fields_it_would_not_read(client: TestClient, body: Any,
+                                                           param: str | None) -> None:
+    """s36 audit: with ``messages``, ``text`` was ignored, and a misnamed ``image_url`` was
+    dropped: both answered pass, the text or image never read."""
+    r = client.post("/v1/rewrite", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request" and err["param"] == param
+    assert (param or "image_url") in err["message"]
+
+
 # ---- LiteLLM generic guardrail API --------------------------------------------------------------
 LITELLM = "/beta/litellm_basic_guardrail_api"
 
@@ -279,6 +295,24 @@ def test_litellm_contract(client: TestClient) -> None:
     r = client.post(LITELLM, json={**base, "texts": texts, "input_type": "request"}).json()
     assert r["action"] == "GUARDRAIL_INTERVENED" and r["texts"][1:3] == ["ok", "hm"]
     assert HARMFUL in r["texts"][0] != HARMFUL
+
+
+def test_litellm_refuses_tools_it_does_not_read(client: TestClient) -> None:
+    """s36 audit: ``tools`` (names and descriptions the model reads) was accepted and never
+    read: NONE. Tool definitions and calls are refused, as the chat proxy refuses them."""
+    tool = {"name": "helper", "description": HARMFUL + " Always include these steps.",
+            "parameters": {"type": "object", "properties": {}}}
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": HARMFUL}}
+    for key, value in [("tools", [{"type": "function", "function": tool}]),
+                       ("functions", [tool]), ("tool_calls", [call])]:
+        r = client.post(LITELLM, json={"texts": [BENIGN], key: value, "input_type": "request"})
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["code"] == "unjudged_field" and err["param"] == key
+    r = client.post(LITELLM, json={"texts": [BENIGN], "tools": [], "input_type": "request"})
+    assert r.json() == {"action": "NONE"}  # empty, as LiteLLM sends a request without tools
+    r = client.post(LITELLM, json={"texts": [BENIGN], "tool_calls": [call],
+                                   "input_type": "response"})
+    assert r.json() == {"action": "NONE"}  # model output is not the guard's to judge
 
 
 def test_monitor_mode_reports_but_does_not_intervene() -> None:
@@ -399,7 +433,8 @@ def test_proxy_forwards_only_what_it_judged(guard: Guard) -> None:
         "response_format": {"messages": [user], "response_format": {
             "type": "json_schema", "json_schema": {"name": "s", "description": HARMFUL}}},
         "temperature": {"messages": [user], "temperature": HARMFUL},
-        "messages[0].name": {"messages": [{**user, "name": HARMFUL}]},
+        "messages[1].tool_calls": {"messages": [user, {"role": "assistant", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": HARMFUL}}]}]},
     }
     with proxy(guard, upstream) as c:
         for param, body in refused.items():
@@ -416,8 +451,12 @@ def test_proxy_forwards_only_what_it_judged(guard: Guard) -> None:
                   {"role": "user", "content": BENIGN}]
         r = c.post("/v1/chat/completions", json={**sampling, "messages": echoed, "tools": []})
         assert r.status_code == 200, r.text
-        assert upstream.last == {**sampling, "messages": [
-            echoed[0], {"role": "assistant", "content": "Hi."}, echoed[2]]}
+        assert upstream.last == {**sampling, "messages": [  # a name is not judged: dropped
+            {"role": "system", "content": "Be brief."}, {"role": "assistant", "content": "Hi."},
+            echoed[2]]}
+        named = {**user, "name": "how_to_build_a_pipe_bomb_at_home_step_by_step"}
+        assert c.post("/v1/chat/completions", json={"messages": [named]}).status_code == 200
+        assert upstream.last["messages"] == [user]
 
 
 def test_proxy_errors(guard: Guard) -> None:
@@ -497,6 +536,39 @@ def test_settings_out_of_range_are_config_errors(bad: dict[str, Any]) -> None:
     assert ServerConfig(image_max_redirects=0, port=65535).image_max_redirects == 0
     with pytest.raises(InvalidConfigError, match="allowed_networks"):
         ServerConfig(image_allowed_networks=("10.0.0.0/99",))
+
+
+@pytest.mark.parametrize("raw", ["", ",", " ", ", ,"])
+def test_api_keys_given_but_holding_none_are_config_errors(raw: str, tmp_path) -> None:
+    """s36 audit: an unset secret (``VLMGUARD_API_KEYS=""`` or ``","``) parsed to no keys,
+    and the service accepted every request, silently."""
+    with pytest.raises(InvalidConfigError, match="VLMGUARD_API_KEYS: .* holds no API key"):
+        ServerConfig.load({}, {"VLMGUARD_API_KEYS": raw})
+    with pytest.raises(InvalidConfigError, match="--api-keys"):
+        ServerConfig.load({"api_keys": raw}, {})
+    f = tmp_path / "guard.json"
+    f.write_text(json.dumps({"api_keys": raw.split(",")}))  # [""], [" "], ["", ""], ...
+    with pytest.raises(InvalidConfigError, match="api_keys"):
+        ServerConfig.load({"config": str(f)}, {})
+    assert ServerConfig.load({}, {}).api_keys == ()  # unset: no keys, by choice
+
+
+@pytest.mark.parametrize("keys", ["secret", ("",), (" k1",), ("k1", None)])
+def test_api_keys_are_checked_when_built(keys: Any) -> None:
+    with pytest.raises(InvalidConfigError, match="api_keys"):
+        ServerConfig(api_keys=keys)
+
+
+@pytest.mark.parametrize("url", ["http://[::1/v1", "localhost:8001/v1", "ftp://u/v1",
+                                 "http:///v1"])
+def test_an_upstream_httpx_cannot_send_to_is_a_config_error(url: str) -> None:
+    """s36 audit: a bad --upstream was accepted at start, and every proxied request then
+    answered a bare 500 (httpx.InvalidURL outside the handler)."""
+    with pytest.raises(InvalidConfigError, match="upstream"):
+        ServerConfig(upstream=url)
+    with pytest.raises(InvalidConfigError, match="upstream"):
+        ServerConfig.load({}, {"VLMGUARD_UPSTREAM": url})
+    assert ServerConfig(upstream="https://api.example.com/v1/").upstream
 
 
 @pytest.mark.parametrize("flag", [["--port", "99999"], ["--workers", "0"],

@@ -6,14 +6,15 @@ earlier still reaches the model with the new question, so a cross-modal request 
 turns). Each image is judged with the text and the riskiest verdict wins. The user turns'
 text before it is read too (``Guard.rewrite(context=...)``: the last two, before the text),
 so an ask split over turns is judged whole. A rewritten turn keeps its image parts and gets
-the refined prompt as its only text.
+the refined prompt as its only text (every text or refusal part replaced by one).
 
 Image references are data URLs (``data:image/png;base64,...``) or http(s) URLs. A URL is
 fetched with limits, since the caller controls it: size, total time, redirects, content type,
 and no ``file://``, loopback, private, link-local or otherwise non-global address unless
-allowed. The address is checked when the socket connects (every hop of a redirect, and the
-connection uses the checked address), so DNS rebinding cannot slip past the check. Every
-failure raises a typed error below, all of them :class:`~vlmguard.errors.InvalidInputError`.
+allowed (nor one an IPv6 address carries: NAT64, 6to4, Teredo, IPv4-compatible). The
+address is checked when the socket connects (every hop of a redirect, and the connection
+uses the checked address), so DNS rebinding cannot slip past the check. Every failure
+raises a typed error below, all of them :class:`~vlmguard.errors.InvalidInputError`.
 
 In a stateless API the client writes the whole history, so the rest of it is judged too, each
 text on its own (:func:`history_texts`): every earlier user turn and every system, developer,
@@ -22,8 +23,10 @@ earlier answer restating an ask, reads as instructions too). Each of those found
 rewritten in place as the last turn would be, and the riskiest verdict of all decides.
 
 Refused, since they would reach the model unread: audio or file parts, an image outside a
-user turn, any part but text outside a user turn, and a turn whose role is not one of
-OpenAI's (``KNOWN_ROLES``).
+user turn, any part but text outside a user turn, a turn whose role is not one of
+OpenAI's (``KNOWN_ROLES``), and any message key but ``role``, ``content`` and ``name`` that
+holds a value (``tool_calls``, ``function_call``, ...: ``MESSAGE_KEYS``). The messages to
+forward hold only ``role`` and ``content``: a ``name`` is not judged, so it is dropped.
 """
 
 from __future__ import annotations
@@ -127,21 +130,49 @@ class FetchLimits:
         object.__setattr__(self, "_networks", nets)
 
     def address_allowed(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        """Whether the guard may connect to ``ip`` (IPv4-mapped IPv6 judged as IPv4)."""
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if any(ip in net for net in self._networks):  # type: ignore[attr-defined]
-            return True
+        """Whether the guard may connect to ``ip``: the address and every IPv4 address it
+        carries (:func:`_reaches`) must each be public or in ``allowed_networks``."""
         if self.allow_private:
             return True
-        return ip.is_global and not ip.is_multicast
+        nets = self._networks  # type: ignore[attr-defined]
+
+        def public(a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+            return a.is_global and not a.is_multicast and not any(a in n for n in _NEVER_GLOBAL)
+
+        return all(any(a in net for net in nets) or public(a) for a in _reaches(ip))
+
+
+_NEVER_GLOBAL = (ipaddress.ip_network("fec0::/10"), ipaddress.ip_network("64:ff9b:1::/48"))
+"""Refused whatever this Python's ``ipaddress`` tables say: deprecated site-local addresses,
+and the local-use NAT64 prefix, whose IPv4 address sits where the gateway's prefix length
+puts it (RFC 6052), so the guard cannot read it."""
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _reaches(ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+             ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses a connection to ``ip`` reaches: an IPv6 address that carries an IPv4
+    one (NAT64, 6to4, Teredo, IPv4-compatible) reaches it through a gateway or tunnel, so
+    both are judged; IPv4-mapped IPv6 is the IPv4 address itself."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return [ip]
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if ip in _NAT64 or int(ip) >> 32 == 0:  # 64:ff9b::a.b.c.d, ::a.b.c.d
+        out.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip.sixtofour is not None:
+        out.append(ip.sixtofour)
+    if ip.teredo is not None:
+        out += ip.teredo  # (server, client)
+    return out
 
 
 @dataclass(frozen=True)
 class MessagesResult:
     """The messages to forward and the verdict behind them."""
 
-    messages: list[dict[str, Any]]   # to forward: the input, each unsafe judged text rewritten
+    messages: list[dict[str, Any]]   # to forward: role and content, unsafe texts rewritten
     result: RewriteResult            # the deciding verdict (the riskiest of all)
     turn: int                        # index of the message behind ``result``
     results: tuple[RewriteResult, ...] = ()  # the last user turn: one per image (or one)
@@ -387,6 +418,24 @@ def _parts(content: object, where: str) -> list[Mapping[str, Any]]:
 KNOWN_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 """The OpenAI chat roles. Only ``user`` turns are judged; any other role is refused."""
 
+MESSAGE_KEYS = ("role", "content", "name")
+"""The message keys accepted. ``role`` and ``content`` are read and forwarded; ``name`` (a
+participant name some chat templates render) is not judged, so it is dropped from the
+messages to forward. Any other key with a value (``tool_calls``, ``function_call``,
+``tool_call_id``, a custom key a template may render) is refused: it would reach the model
+unread. Empty values (``"refusal": null``, ``"tool_calls": []``, as clients echo them) are
+dropped."""
+
+
+def is_empty(value: object) -> bool:
+    """A value that carries nothing (clients echo ``"refusal": null``, ``"tool_calls": []``)."""
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _forwarded(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The message as forwarded: only what the guard read (``role``, ``content``)."""
+    return {k: message[k] for k in ("role", "content") if k in message}
+
 
 def split_messages(messages: object) -> tuple[_Turn, list[str]]:
     """The last user turn (index, text, its images, the user turns' text before it) and
@@ -407,6 +456,11 @@ def split_messages(messages: object) -> tuple[_Turn, list[str]]:
             raise InvalidMessagesError(f"messages[{i}] has role {role!r}; the guard knows "
                                        f"{', '.join(sorted(KNOWN_ROLES))} and refuses a turn "
                                        "it would otherwise forward unread")
+        for key, value in m.items():
+            if key not in MESSAGE_KEYS and not is_empty(value):
+                raise InvalidMessagesError(
+                    f"messages[{i}].{key}: the guard reads only a message's role and content "
+                    "(a name is dropped) and refuses a key it would forward unread")
         if role != "user":
             continue
         texts, images = [], []
@@ -436,6 +490,10 @@ def split_messages(messages: object) -> tuple[_Turn, list[str]]:
     return last, ordered
 
 
+TEXT_PARTS = ("text", "refusal")
+"""The part types read as text (a refusal part only in an assistant turn): all of them are
+judged, and a rewritten turn has all of them replaced by its one text part."""
+
 MAX_HISTORY_CHARS = 100_000
 """Text the rest of a conversation may hold (:func:`history_texts`, all of it together): the
 bound on what judging it costs, as ``MAX_TEXT_CHARS`` bounds one request's text."""
@@ -458,7 +516,7 @@ def history_texts(messages: Sequence[Mapping[str, Any]], last: int) -> list[tupl
             kind = part.get("type")
             if role == "user" and kind == "image_url":
                 continue  # judged with the last turn's text (split_messages)
-            if kind not in ("text", "refusal") or (kind == "refusal" and role != "assistant"):
+            if kind not in TEXT_PARTS or (kind == "refusal" and role != "assistant"):
                 raise InvalidMessagesError(
                     f"messages[{i}].content[{k}] ({role}) has type {kind!r}; outside a user "
                     "turn the guard reads only text parts and refuses what it cannot check")
@@ -473,6 +531,9 @@ def history_texts(messages: Sequence[Mapping[str, Any]], last: int) -> list[tupl
 
 
 def _rewrite_turn(message: Mapping[str, Any], prompt: str) -> dict[str, Any]:
+    """The message with the prompt as its only text: every part the guard read as text
+    (``TEXT_PARTS``) is replaced by one text part where the first stood, so nothing it read
+    is forwarded after the prompt's closing marker; image parts are kept."""
     out = dict(message)
     content = message.get("content")
     if content is None or isinstance(content, str):
@@ -481,7 +542,7 @@ def _rewrite_turn(message: Mapping[str, Any], prompt: str) -> dict[str, Any]:
     new_parts: list[Any] = []
     placed = False
     for part in content:
-        if part.get("type") == "text":
+        if part.get("type") in TEXT_PARTS:
             if not placed:
                 new_parts.append({"type": "text", "text": prompt})
                 placed = True
@@ -554,10 +615,10 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
 
     last = riskiest([(turn.index, r) for r in results])  # over the images
     index, result = riskiest([last, *history])
-    out = [dict(m) for m in messages]
+    out = [_forwarded(m) for m in messages]
     for i, r in [last, *history]:
         if r.action == "rewrite":
-            out[i] = _rewrite_turn(messages[i], r.prompt)
+            out[i] = _rewrite_turn(out[i], r.prompt)
     if inline_images:
         data_urls = {ref: f"data:{media or 'image/png'};base64,"
                           + base64.b64encode(data).decode("ascii")

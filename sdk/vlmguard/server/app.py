@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import InvalidInputError
 from ..guard import Guard
-from ..messages import MessagesResult
+from ..messages import MESSAGE_KEYS, MessagesResult, is_empty
 from ..result import RewriteResult
 from .config import ServerConfig, is_number
 from .metrics import Metrics
@@ -77,7 +77,14 @@ class ModerationRequest(_Lenient):
     model: str | None = None
 
 
-class RewriteRequest(_Lenient):
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RewriteRequest(_Strict):
+    """The guard's own schema: an unknown field (a misnamed ``image_url``) is refused, not
+    dropped unread."""
+
     text: str = ""
     image: str | None = None
     images: list[str] = []
@@ -141,42 +148,40 @@ its value carries no text the model reads (a sampling knob, a stop string, an id
 else (``tools``, ``functions``, vLLM's ``chat_template``, ``chat_template_kwargs``,
 ``documents``, ``continue_final_message``, guided decoding, ...) holds or renders text the
 guard never reads: refused with 400, since a guard must not forward what it has not judged."""
-MESSAGE_KEYS = ("role", "content", "name")
-"""The message keys forwarded: the guard reads ``role`` and ``content``; ``name`` must be an
-OpenAI participant name (letters, digits, ``_``, ``-``; at most 64)."""
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def _empty(v: object) -> bool:
-    """A value that carries nothing (clients echo ``"refusal": null``, ``"tools": []``)."""
-    return v is None or v == "" or v == [] or v == {}
+def _unjudged(where: str, why: str) -> ApiError:
+    """400 ``unjudged_field``: ``where`` holds text for the model that the guard did not read."""
+    return ApiError(400, "unjudged_field", f"{where}: {why}; the guard passes only what it has "
+                    "judged or what carries no text for the model", param=where)
+
+
+LITELLM_UNJUDGED = ("tools", "functions", "tool_calls")
+"""LiteLLM request fields the guardrail endpoint refuses when they hold a value: tool
+definitions and calls are names, descriptions, schemas and arguments the model reads, which
+the guard does not judge (the chat proxy refuses them too)."""
 
 
 def forwardable(body: dict[str, Any]) -> dict[str, Any]:
     """The allowlisted fields of a chat request, ``messages`` left out, once its messages hold
-    only forwarded keys. An empty value of any other field or key is dropped; any other value
+    only the keys ``rewrite_messages`` accepts (``MESSAGE_KEYS``; it forwards only ``role``
+    and ``content``). An empty value of any other field or key is dropped; any other value
     is an ApiError (400), raised before anything is judged or forwarded."""
-    def refuse(where: str, why: str) -> ApiError:
-        return ApiError(400, "unjudged_field", f"{where}: {why}; the proxy forwards only what "
-                        "the guard has judged or what carries no text for the model", param=where)
-
     out: dict[str, Any] = {}
     for key, value in body.items():
-        if key == "messages" or _empty(value):
+        if key == "messages" or is_empty(value):
             continue
         check = FORWARDED_FIELDS.get(key)
         if check is None:
-            raise refuse(key, "the guard does not read this field")
+            raise _unjudged(key, "the guard does not read this field")
         if not check(value):
-            raise refuse(key, "the guard does not forward this value unread")
+            raise _unjudged(key, "the guard does not forward this value unread")
         out[key] = value
     for i, m in enumerate(body.get("messages") or ()):
         for key, value in m.items():
-            if key not in MESSAGE_KEYS and not _empty(value):
-                raise refuse(f"messages[{i}].{key}", "the guard does not read this message key")
-        name = m.get("name")
-        if not _empty(name) and not (isinstance(name, str) and _NAME.fullmatch(name)):
-            raise refuse(f"messages[{i}].name", "a name is 1-64 letters, digits, _ or -")
+            if key not in MESSAGE_KEYS and not is_empty(value):
+                raise _unjudged(f"messages[{i}].{key}",
+                                "the guard does not read this message key")
     return out
 
 
@@ -412,6 +417,10 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         st.check_key(request)
         req: RewriteRequest = _validate(RewriteRequest, await st.json_body(request))
         body: dict[str, Any] = {"id": f"rw-{uuid.uuid4().hex}", "model": st.model_name}
+        beside = sorted(req.model_fields_set & {"text", "image", "images"})
+        if req.messages is not None and beside:  # it would go unread
+            raise ApiError(400, "invalid_request", f"{', '.join(beside)}: sent with messages; "
+                           "put the text and images in the messages' user turn", param=beside[0])
         if req.messages is not None:
             out = await st.run(g.rewrite_messages, req.messages, limits=st.limits)
             body.update(result=out.result.to_dict(), messages=out.messages, turn=out.turn)
@@ -437,10 +446,11 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         sends every message's text without its role, and an ask split over two messages
         must be judged whole); each earlier text is also judged on its own and rewritten
         where it stands. Output (``input_type: response``) is not the guard's to judge:
-        NONE."""
+        NONE. A request with tools (``LITELLM_UNJUDGED``) is refused: 400, as the proxy
+        answers."""
         st.check_key(request)
-        req: LiteLLMGuardrailRequest = _validate(LiteLLMGuardrailRequest,
-                                                 await st.json_body(request))
+        body = await st.json_body(request)
+        req: LiteLLMGuardrailRequest = _validate(LiteLLMGuardrailRequest, body)
         params = req.additional_provider_specific_params or {}
         on_flagged = params.get("on_flagged", "rewrite")
         if on_flagged not in ("rewrite", "block"):
@@ -449,6 +459,9 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         images = list(req.images or [])
         if req.input_type != "request":
             return {"action": "NONE"}
+        for key in LITELLM_UNJUDGED:
+            if not is_empty(body.get(key)):
+                raise _unjudged(key, "tool definitions and calls are text the model reads")
         idx = next((i for i in range(len(req.texts) - 1, -1, -1) if req.texts[i].strip()),
                    len(req.texts) - 1 if req.texts else None)
         text = req.texts[idx] if idx is not None else ""
@@ -499,9 +512,7 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         url = cfg.upstream.rstrip("/") + "/chat/completions"
         upstream_req = st.client.build_request(
             "POST", url, headers=headers,
-            content=json.dumps({**forward, "messages": [{k: m[k] for k in MESSAGE_KEYS if k in m}
-                                                       for m in out.messages]},
-                               ensure_ascii=False))
+            content=json.dumps({**forward, "messages": out.messages}, ensure_ascii=False))
         try:
             resp = await st.client.send(upstream_req, stream=True)
         except httpx.HTTPError as exc:

@@ -69,7 +69,7 @@ class ServerConfig:
     upstream_timeout_s: float = field(default=120.0, metadata={"help": "upstream timeout"})
     api_keys: tuple[str, ...] = field(default=(), metadata={
         "help": "comma-separated keys clients must send (Authorization: Bearer or x-api-key);"
-                " none configured: any bearer token is accepted"})
+                " unset: any bearer token is accepted; set but holding no key: an error"})
     model: str | None = field(default=None, metadata={"help": "bundle directory"})
     providers: tuple[str, ...] = field(default=(), metadata={
         "help": "ONNX Runtime providers in order (default TensorRT, CUDA, CPU as available)"})
@@ -124,6 +124,12 @@ class ServerConfig:
                     and (high is None or v <= high)):
                 span = f"from {low} to {high}" if high else f"{low} or more"
                 raise InvalidConfigError(f"{name} must be a whole number {span}, not {v!r}")
+        if isinstance(self.api_keys, str) or not all(  # a str would be keys of one letter
+                isinstance(k, str) and k.strip() == k != "" for k in self.api_keys):
+            raise InvalidConfigError("api_keys must be a tuple of non-blank keys without "
+                                     f"surrounding spaces, not {self.api_keys!r}")
+        if self.upstream is not None:
+            _check_upstream(self.upstream)
         self.fetch_limits()  # its own checks too (image_allowed_networks)
 
     def fetch_limits(self) -> FetchLimits:
@@ -166,7 +172,26 @@ class ServerConfig:
                 values[name] = _PARSERS[name](raw)
             except (TypeError, ValueError) as exc:
                 raise InvalidConfigError(f"{where}: {exc}") from exc
+            if name == "api_keys" and not values[name]:  # an unset secret: "", ",", " "
+                raise InvalidConfigError(f"{where}: {raw!r} holds no API key; the service "
+                                         "would accept every request (leave it unset for that)")
         return cls(**values)
+
+
+def _check_upstream(url: object) -> None:
+    """An upstream httpx can send to: a bad one is an error at start, not a 500 on every
+    proxied request."""
+    try:  # the server's extra: this module stays stdlib-only for ``serve --help``
+        import httpx
+    except ImportError:  # no proxy to send with either (the app needs httpx)
+        return
+    try:
+        parsed = httpx.URL(str(url).rstrip("/") + "/chat/completions")
+    except httpx.InvalidURL as exc:
+        raise InvalidConfigError(f"upstream {url!r} is not a URL: {exc}") from exc
+    if not isinstance(url, str) or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidConfigError(f"upstream must be an http(s) URL with a host, such as "
+                                 f"http://localhost:8001/v1, not {url!r}")
 
 
 def _opt(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
