@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -459,6 +459,41 @@ def test_proxy_forwards_only_what_it_judged(guard: Guard) -> None:
         assert upstream.last["messages"] == [user]
 
 
+class _Trickle(httpx.AsyncByteStream):
+    """An upstream body that keeps sending a little, never quite stopping."""
+
+    async def __aiter__(self) -> Any:
+        import asyncio
+
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            yield b" "
+
+
+def test_proxy_bounds_the_upstream_answer(guard: Guard) -> None:
+    """s36 audit L9: a non-streamed upstream answer was read whole, however big, and a
+    trickling one was never cut off (the timeout applied to each read). Past
+    upstream_max_bytes or upstream_timeout_s in all: 502, and nothing of it is relayed."""
+    body = {"messages": [{"role": "user", "content": BENIGN}]}
+    big = b'{"pad": "' + b"x" * 5000 + b'"}'
+    answers = {
+        "sized": lambda: httpx.Response(200, content=big),
+        "unsized": lambda: httpx.Response(200, stream=_Chunks([big[:2500], big[2500:]])),
+        "trickle": lambda: httpx.Response(200, stream=_Trickle()),
+    }
+    for name, answer in answers.items():
+        def upstream(request: httpx.Request, answer: Any = answer) -> httpx.Response:
+            return cast(httpx.Response, answer())
+
+        with proxy(guard, upstream, upstream_max_bytes=4096, upstream_timeout_s=1.0) as c:
+            r = c.post("/v1/chat/completions", json=body)
+            want = "upstream_timeout" if name == "trickle" else "upstream_too_large"
+            assert r.status_code == 502 and r.json()["error"]["code"] == want, (name, r.text)
+            assert b"xxxx" not in r.content
+    with proxy(guard, Upstream(), upstream_max_bytes=4096) as c:  # a normal answer passes
+        assert c.post("/v1/chat/completions", json=body).status_code == 200
+
+
 def test_proxy_errors(guard: Guard) -> None:
     body = {"messages": [{"role": "user", "content": BENIGN}]}
     with proxy(guard, Upstream(fail=True)) as c:
@@ -474,6 +509,43 @@ def test_a_failing_guard_is_not_ready_and_answers_5xx(guard: Guard) -> None:
         assert r.status_code == 503 and "fail closed" in r.json()["error"]
         assert c.get("/healthz").status_code == 200
         assert c.post("/v1/rewrite", json={"text": BENIGN}).status_code == 500
+
+
+class Stalled:
+    """The real guard, except that ``rewrite_batch`` waits until ``release`` is set and
+    counts the checks that started (the warm-up uses ``rewrite``, so it is not held)."""
+
+    def __init__(self, guard: Guard) -> None:
+        self._guard, self.release, self.started = guard, threading.Event(), 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._guard, name)
+
+    def rewrite_batch(self, *args: Any, **kwargs: Any) -> Any:
+        self.started += 1
+        self.release.wait(60)
+        return self._guard.rewrite_batch(*args, **kwargs)
+
+
+def test_a_timed_out_check_is_abandoned_and_a_queued_one_never_runs(guard: Guard) -> None:
+    """s36 audit H2: checks that got 504 while queued ran anyway once a worker was free,
+    and held their pending slots, so later clients got 503 from a server doing dead work."""
+    stalled = Stalled(guard)
+    app = create_app(cfg(workers=1, request_timeout_s=0.3, max_pending=4), stalled)
+    with TestClient(app) as c:
+        codes = [c.post("/v1/moderations", json={"input": BENIGN}).status_code
+                 for _ in range(6)]
+        # the first check runs (and holds the worker and its slot); the others were
+        # queued behind it, timed out, and gave their slots back: none got 503
+        assert codes == [504] * 6
+        assert c.get("/readyz").json()["pending"] == 1
+        stalled.release.set()
+        deadline = time.monotonic() + 60
+        while c.get("/readyz").json()["pending"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.get("/readyz").json()["pending"] == 0
+        assert stalled.started == 1  # the five queued checks never started
+        assert c.post("/v1/moderations", json={"input": BENIGN}).status_code == 200
 
 
 def test_overload_answers_503(guard: Guard) -> None:
@@ -526,7 +598,7 @@ def test_settings_precedence_flags_env_file(tmp_path) -> None:
     {"request_timeout_s": 0.0}, {"upstream_timeout_s": -1.0}, {"image_timeout_s": float("nan")},
     {"max_body_bytes": 0}, {"max_body_bytes": -1}, {"max_pending": 0}, {"workers": 0},
     {"port": 0}, {"port": 99999}, {"image_max_bytes": 0}, {"max_images": 0},
-    {"image_max_redirects": -1}])
+    {"image_max_redirects": -1}, {"upstream_max_bytes": 0}])
 def test_settings_out_of_range_are_config_errors(bad: dict[str, Any]) -> None:
     name = next(iter(bad))
     with pytest.raises(InvalidConfigError, match=name):

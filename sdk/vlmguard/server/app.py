@@ -11,11 +11,13 @@ models release the GIL), bounded by ``max_pending`` (503 above) and ``request_ti
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import hmac
 import json
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -197,13 +199,32 @@ def _user_turn(text: str, images: list[str]) -> list[dict[str, Any]]:
     return [{"role": "user", "content": parts}]
 
 
+async def _read_capped(resp: httpx.Response, limit: int) -> bytes:
+    """An upstream answer's body, refused (502, nothing forwarded) past ``limit`` bytes, by
+    its Content-Length or as counted while reading."""
+    length = resp.headers.get("content-length", "")
+    too_big = ApiError(502, "upstream_too_large", f"the upstream answer is over {limit:,} "
+                       "bytes (upstream_max_bytes); nothing of it was forwarded",
+                       "server_error")
+    if length.isdigit() and int(length) > limit:
+        raise too_big
+    chunks, total = [], 0
+    async for chunk in resp.aiter_bytes():  # decoded: what is held and relayed
+        total += len(chunk)
+        if total > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 # ---- the app ------------------------------------------------------------------------------------
 class _State:
     def __init__(self, cfg: ServerConfig, guard: Guard) -> None:
         self.cfg, self.guard = cfg, guard
         self.metrics = Metrics()
         self.executor = ThreadPoolExecutor(cfg.workers, thread_name_prefix="vlmguard")
-        self.pending = 0
+        self.pending = 0  # checks queued or running, till each really ends
+        self._lock = threading.Lock()
         self.ready = False
         self.ready_error = "starting"
         self.client: httpx.AsyncClient | None = None
@@ -212,24 +233,41 @@ class _State:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn`` in the guard's thread pool, within the time and queue limits; guard
-        errors become ApiErrors (input → 400, anything else → 500: fail closed)."""
+        errors become ApiErrors (input → 400, anything else → 500: fail closed).
+
+        A check whose caller stops waiting (504 after ``request_timeout_s``, or the request
+        cancelled) is abandoned: one still queued never starts; one already running runs to
+        its end (a thread cannot be stopped; the guard's own per-request budgets bound it),
+        and its ``pending`` slot stays taken till then, so ``max_pending`` counts the work
+        really in the pool."""
         if self.pending >= self.cfg.max_pending:
             raise ApiError(503, "overloaded", f"{self.pending} guard checks already pending; "
                            "retry later", "server_error")
-        loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
-        self.pending += 1
-        self.metrics.pending.inc()
+        call = functools.partial(fn, *args, **kwargs)
+        abandoned = threading.Event()
 
-        def done(f: asyncio.Future[Any]) -> None:
-            self.pending -= 1
+        def job() -> T | None:
+            if abandoned.is_set():  # its client got 504 (or left) while it queued
+                return None
+            return call()
+
+        def done(f: concurrent.futures.Future[Any]) -> None:
+            # runs when the job really ends (or is cancelled before it starts), in whichever
+            # thread that happens: the slot stays taken while a worker is still on it
+            with self._lock:
+                self.pending -= 1
             self.metrics.pending.dec()
             if not f.cancelled():
                 f.exception()  # retrieved, even when the caller timed out
 
-        fut.add_done_callback(done)
+        cf = self.executor.submit(job)
+        with self._lock:
+            self.pending += 1
+        self.metrics.pending.inc()
+        cf.add_done_callback(done)  # called at once if the job has already ended
+        fut = asyncio.wrap_future(cf)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.cfg.request_timeout_s)
+            result = await asyncio.wait_for(fut, self.cfg.request_timeout_s)
         except (asyncio.TimeoutError, TimeoutError) as exc:
             raise ApiError(504, "guard_timeout", "the guard check took longer than "
                            f"{self.cfg.request_timeout_s}s; nothing was forwarded",
@@ -240,6 +278,11 @@ class _State:
             log.exception("guard failure")
             raise ApiError(500, "guard_error", f"the guard failed, so nothing was forwarded "
                            f"(fail closed): {exc}", "server_error") from exc
+        finally:
+            if not cf.done():  # timed out, or the request was cancelled: no one will read it
+                abandoned.set()  # a queued job never starts (cancel() may lose the race)
+                cf.cancel()  # a running one cannot be stopped: it finishes, unread
+        return cast(T, result)
 
     def check_key(self, request: Request) -> None:
         keys = self.cfg.api_keys
@@ -513,9 +556,13 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
         upstream_req = st.client.build_request(
             "POST", url, headers=headers,
             content=json.dumps({**forward, "messages": out.messages}, ensure_ascii=False))
+        # a non-streamed answer has a total deadline (headers and body); a stream's reads
+        # each have upstream_timeout_s (httpx's timeout), since a long stream is expected
+        started = time.monotonic()
         try:
-            resp = await st.client.send(upstream_req, stream=True)
-        except httpx.HTTPError as exc:
+            resp = await asyncio.wait_for(st.client.send(upstream_req, stream=True),
+                                          cfg.upstream_timeout_s)
+        except (httpx.HTTPError, asyncio.TimeoutError, TimeoutError) as exc:
             st.metrics.upstream.labels("unreachable").inc()
             raise ApiError(502, "upstream_unreachable", f"upstream {url}: {exc!r}",
                            "server_error") from exc
@@ -529,7 +576,16 @@ def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,
             return StreamingResponse(resp.aiter_raw(), status_code=resp.status_code,
                                      headers=out_headers, background=BackgroundTask(resp.aclose))
         try:
-            content = await resp.aread()
+            left = cfg.upstream_timeout_s - (time.monotonic() - started)
+            content = await asyncio.wait_for(_read_capped(resp, cfg.upstream_max_bytes),
+                                             max(left, 0.001))
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise ApiError(502, "upstream_timeout", f"upstream {url} did not answer in full "
+                           f"within {cfg.upstream_timeout_s}s; nothing of it was forwarded",
+                           "server_error") from exc
+        except httpx.HTTPError as exc:
+            raise ApiError(502, "upstream_unreachable", f"upstream {url}: {exc!r}",
+                           "server_error") from exc
         finally:
             await resp.aclose()
         return Response(content, status_code=resp.status_code, headers=out_headers)

@@ -66,7 +66,11 @@ class ServerConfig:
     upstream_api_key: str | None = field(default=None, metadata={
         "help": "bearer token sent upstream (default: the client's own Authorization header "
                 "when the service has no API keys of its own)"})
-    upstream_timeout_s: float = field(default=120.0, metadata={"help": "upstream timeout"})
+    upstream_timeout_s: float = field(default=120.0, metadata={
+        "help": "longest the upstream may take to answer a non-streamed request in full, "
+                "and to send each piece of a stream (502 above)"})
+    upstream_max_bytes: int = field(default=32 * 1024 * 1024, metadata={
+        "help": "largest non-streamed upstream answer relayed (502 above)"})
     api_keys: tuple[str, ...] = field(default=(), metadata={
         "help": "comma-separated keys clients must send (Authorization: Bearer or x-api-key);"
                 " unset: any bearer token is accepted; set but holding no key: an error"})
@@ -117,7 +121,8 @@ class ServerConfig:
                                          f"not {v!r}")
         ranges = {"port": (1, 65535), "max_body_bytes": (1, None), "max_pending": (1, None),
                   "workers": (1, None), "image_max_bytes": (1, None), "max_images": (1, None),
-                  "image_max_redirects": (0, None)}
+                  "image_max_redirects": (0, None),
+                  "upstream_max_bytes": (1, None)}
         for name, (low, high) in ranges.items():
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= low
@@ -200,7 +205,8 @@ def _opt(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "host": str, "port": int, "upstream": _opt(str), "upstream_api_key": _opt(str),
-    "upstream_timeout_s": float, "api_keys": _list, "model": _opt(str), "providers": _list,
+    "upstream_timeout_s": float, "upstream_max_bytes": int, "api_keys": _list,
+    "model": _opt(str), "providers": _list,
     "vision_providers": _list, "threads": _opt(int), "threshold": _opt(float),
     "categories": _list,
     "category_thresholds": _thresholds, "monitor": _bool, "precedents": _bool,
