@@ -151,6 +151,39 @@ BREAKAGES = [
 ]
 
 
+def _vision(fn: Callable[[dict], object]) -> Callable[[Path], None]:
+    """An edit of the vision manifest (hashes unchanged: the files stay as shipped)."""
+    def edit(b: Path) -> None:
+        m = _manifest(b / "vision")
+        fn(m)
+        _write_manifest(b / "vision", m)
+    return edit
+
+
+BREAKAGES += [
+    # s36 audit L7: bool("false") is True
+    _edit("batchable a string", lambda b: _write_manifest(
+        b, {**_manifest(b), "config": {**_manifest(b)["config"], "batchable": "false"}})),
+    _edit("batchable a number", lambda b: _write_manifest(
+        b, {**_manifest(b), "config": {**_manifest(b)["config"], "batchable": 1}})),
+    # s36 audit M5: these loaded, then answered garbage or failed every image request
+    _edit("tagger mean huge", _vision(lambda m: m["tagger"]["input"].__setitem__(
+        "mean", [1e30, 0.5, 0.5]))),
+    _edit("tagger mean NaN", _vision(lambda m: m["tagger"]["input"].__setitem__(
+        "mean", [float("nan"), 0.5, 0.5]))),
+    _edit("tagger labels are the ocr dictionary", _vision(
+        lambda m: m["tagger"].__setitem__("labels", "ocr_keys.txt"))),
+    _edit("tagger input size wrong", _vision(lambda m: m["tagger"]["input"].__setitem__(
+        "shape", ["batch", 3, 300, 300]))),
+    _edit("ocr recogniser is the detector", _vision(
+        lambda m: m["ocr"]["rec"].__setitem__("file", "ocr_det.onnx"))),
+    _edit("ocr detector is the recogniser", _vision(
+        lambda m: m["ocr"]["det"].__setitem__("file", "ocr_rec.onnx"))),
+    _edit("ocr angle classifier is the detector", _vision(
+        lambda m: m["ocr"]["cls"].__setitem__("file", "ocr_det.onnx"))),
+]
+
+
 @pytest.mark.parametrize("name, breakage", BREAKAGES, ids=[n for n, _ in BREAKAGES])
 def test_every_broken_bundle_raises_model_load_error(tmp_path: Path, name: str,
                                                      breakage: Callable[[Path], None]) -> None:
@@ -229,3 +262,49 @@ def test_missing_config_fields_take_the_record_defaults(tmp_path: Path) -> None:
     assert b.config == JudgeConfig() and b.config.det_limit_side == DET_LIMIT_SIDE
     assert b.files["f"].bytes is None and b.read("f") == b"x"
     assert b.labels is None and b.name == tmp_path.name
+
+
+def test_a_file_bigger_than_listed_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """s36 audit M4: a 3 GB file in tokenizer.json's place was read whole (14 s, +3 GB)
+    before its size was compared with the manifest's."""
+    import tracemalloc
+
+    b = _copy_bundle(tmp_path / "b")
+    tok = b / "tokenizer.json"
+    tok.unlink()
+    with tok.open("wb") as f:
+        f.truncate(256 * 1024 * 1024)  # sparse: no disk used
+    record = Bundle.load(b)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelLoadError, match="manifest says"):
+            record.read("tokenizer.json")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024
+
+
+def test_only_regular_files_are_read(tmp_path: Path) -> None:
+    """A FIFO or a directory in a listed file's place is refused, not waited on or read."""
+    import os
+
+    b = _copy_bundle(tmp_path / "b")
+    (b / "policy.json").unlink()
+    os.mkfifo(b / "policy.json")
+    (b / "tokenizer.json").unlink()
+    (b / "tokenizer.json").mkdir()
+    record = Bundle.load(b)
+    for name in ("policy.json", "tokenizer.json"):
+        with pytest.raises(ModelLoadError, match="not a regular file"):
+            record.read(name)
+
+
+def test_an_oversized_manifest_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    from vlmguard.bundle import MAX_MANIFEST_BYTES
+
+    b = _copy_bundle(tmp_path / "b")
+    text = (b / "manifest.json").read_text()
+    (b / "manifest.json").write_text(text + " " * MAX_MANIFEST_BYTES)  # still valid JSON
+    with pytest.raises(ModelLoadError, match="over"):
+        Bundle.load(b)

@@ -111,3 +111,20 @@ def test_text_imitating_the_guards_section_is_told_apart(policy: Policy, text: s
                                   "Please treat this request as urgent and answer it above all."])
 def test_ordinary_text_does_not_imitate_the_guard(policy: Policy, text: str) -> None:
     assert not policy.imitates_guard(text)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d.pop("sources"), lambda d: d.pop("strategies"),
+    lambda d: d.__setitem__("sources", ["text"]), lambda d: d.__setitem__("strategies", None),
+    lambda d: d["sources"].__setitem__("image", 3)],
+    ids=["no sources", "no strategies", "sources a list", "strategies null",
+         "a source not text"])
+def test_a_policy_without_sources_or_strategies_does_not_load(policy: Policy, edit) -> None:
+    """s36 audit M6: such a policy loaded, then every flagged request failed with a
+    KeyError('sources') inside the renderer."""
+    import copy
+
+    data = copy.deepcopy(policy.data)
+    edit(data)
+    with pytest.raises(ModelLoadError, match="sources|strategies"):
+        Policy(data)

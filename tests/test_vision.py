@@ -434,8 +434,9 @@ def test_angle_classifier_reads_long_lines_in_pieces(ocr: OCR) -> None:
     assert p.shape == (2,) and p[0] < 0.1 and p[1] > 0.9
 
 
-def test_a_bundle_without_an_angle_classifier_still_reads(tmp_path, ocr: OCR) -> None:
-    """Older vision bundles list no ``cls`` model: level text reads as before."""
+def test_a_bundle_without_an_angle_classifier_still_reads(tmp_path, ocr: OCR, caplog) -> None:
+    """Older vision bundles list no ``cls`` model: level text reads as before, and the load
+    says (a warning) that upside-down text is not read again turned over."""
     import json
     import shutil
 
@@ -447,8 +448,10 @@ def test_a_bundle_without_an_angle_classifier_still_reads(tmp_path, ocr: OCR) ->
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     del manifest["ocr"]["cls"], manifest["files"]["ocr_cls.onnx"]
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    old = OCR(tmp_path, threads=1)
+    with caplog.at_level("WARNING", logger="vlmguard"):
+        old = OCR(tmp_path, threads=1)
     assert old.cls is None
+    assert any("angle classifier" in r.getMessage() for r in caplog.records)
     assert lines_text(old(render("How to make a bomb", 44))) == "How to make a bomb"
 
 

@@ -14,7 +14,10 @@ fields are added, never renamed or removed, so every manifest written so far sti
 A bundle whose bytes differ from what was exported must never load: a model file overwritten
 in place still parses as ONNX and then answers "safe" to everything. So every file the guard
 reads is hashed (sha256) and compared with the manifest, and the bytes that were hashed are
-the bytes that are used (no second read that could see a different file). Every way a bundle
+the bytes that are used (no second read that could see a different file). A file's size is
+compared with the manifest's before it is read, so a huge file in a small one's place costs
+nothing, and only regular files are read (a FIFO or a device is refused, not waited on);
+``manifest.json`` itself is read only up to :data:`MAX_MANIFEST_BYTES`. Every way a bundle
 can be broken (no manifest, a manifest that is not a JSON object, a file missing from the
 manifest or the disk, a size or hash mismatch, a malformed section, a file that does not
 parse) raises :class:`~vlmguard.errors.ModelLoadError`.
@@ -28,7 +31,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +57,12 @@ DEFAULT_PRECEDENT_DIR = DEFAULT_DIR / PRECEDENT_SUBDIR
 judge bundle without ``precedent/`` uses."""
 DET_LIMIT_SIDE = 640
 """OCR detection input: the long side is scaled down to at most this many pixels."""
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+"""Largest ``manifest.json`` read (the shipped ones are under 10 kB): a bigger one is refused
+before it is read or parsed."""
+MAX_FILE_BYTES = 2 * 1024 * 1024 * 1024
+"""Largest bundle file read (ONNX's protobuf limit): the bound on a file whose manifest entry
+gives no size (old manifests); a sized one is read only when it is exactly its size."""
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MALFORMED = (TypeError, ValueError, IndexError, AttributeError)
@@ -108,10 +119,13 @@ class JudgeConfig:
                       max_tokens=int(value.get("max_tokens", d.max_tokens)),
                       model_cpu=str(value.get("model_cpu", d.model_cpu)),
                       model_gpu=str(value.get("model_gpu", d.model_gpu)),
-                      batchable=bool(value.get("batchable", d.batchable)),
+                      batchable=value.get("batchable", d.batchable),
                       det_limit_side=int(value.get("det_limit_side", d.det_limit_side)))
         except (TypeError, ValueError) as exc:
             raise ModelLoadError(f"{where}: malformed config: {exc}") from exc
+        if not isinstance(cfg.batchable, bool):  # bool("false") is True: batched by mistake
+            raise ModelLoadError(f"{where}: config batchable must be true or false, "
+                                 f"not {cfg.batchable!r}")
         if not 0.0 < cfg.threshold < 1.0 or not MIN_TOKENS <= cfg.max_tokens <= 4096 \
                 or not 32 <= cfg.det_limit_side <= 4096:
             raise ModelLoadError(f"{where}: config out of range (threshold in (0, 1), "
@@ -146,9 +160,13 @@ class TaggerSpec:
                        std=tuple(float(v) for v in inp.get("std", d.std)))
         except _MALFORMED as exc:
             raise ModelLoadError(f"{where}: malformed tagger entry: {exc}") from exc
+        # mean is a pixel value scaled to [0, 1]; std likewise, and not zero
         if not 16 <= spec.size <= 1024 or len(spec.mean) != 3 or len(spec.std) != 3 \
+                or not all(0.0 <= v <= 1.0 for v in spec.mean) \
                 or not all(math.isfinite(v) and v != 0 for v in spec.std):
-            raise ModelLoadError(f"{where}: unusable tagger input spec")
+            raise ModelLoadError(f"{where}: unusable tagger input spec (size 16-1024, three "
+                                 f"means in [0, 1], three non-zero stds): size {spec.size}, "
+                                 f"mean {spec.mean}, std {spec.std}")
         return spec
 
 
@@ -206,7 +224,7 @@ class Bundle:
         if not path.is_file():
             raise ModelLoadError(f"{directory} is not a vlmguard bundle (no manifest.json)")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(_read_regular(path, MAX_MANIFEST_BYTES, None).decode("utf-8"))
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ModelLoadError(f"cannot read {path}: {exc}") from exc
         if not isinstance(data, dict):
@@ -277,15 +295,12 @@ class Bundle:
             raise ModelLoadError(f"{name} is not listed in {directory}/manifest.json, so it "
                                  "cannot be verified; re-export the bundle")
         path = directory / name
-        if not path.is_file():
+        if not path.exists():
             raise ModelLoadError(f"bundle file missing: {path}")
         try:
-            data = path.read_bytes()
+            data = _read_regular(path, MAX_FILE_BYTES, entry.bytes)
         except OSError as exc:
             raise ModelLoadError(f"cannot read {path}: {exc}") from exc
-        if entry.bytes is not None and len(data) != entry.bytes:
-            raise ModelLoadError(f"{path} is {len(data):,} bytes; the manifest says "
-                                 f"{entry.bytes:,} (truncated or replaced)")
         if hashlib.sha256(data).hexdigest() != entry.sha256:
             raise ModelLoadError(f"{path} does not match its manifest sha256 (corrupt or "
                                  "modified); refusing to load it")
@@ -298,6 +313,37 @@ class Bundle:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ModelLoadError(f"{self.directory}/{name} is not UTF-8 text: {exc}") from exc
+
+
+def _read_regular(path: Path, limit: int, size: int | None) -> bytes:
+    """The bytes of the regular file ``path``, its size checked before any is read: exactly
+    ``size`` when given, else at most ``limit``. A FIFO, device or directory is refused
+    without blocking on it, and a file bigger than it should be is never read into memory
+    (a 3 GB file in a 466 kB file's place took 14 s and 3 GB before this check)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelLoadError(f"{path} is not a regular file; refusing to read it")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if size is not None and st.st_size != size:
+            raise ModelLoadError(f"{path} is {st.st_size:,} bytes; the manifest says "
+                                 f"{size:,} (truncated or replaced)")
+        if st.st_size > limit:
+            raise ModelLoadError(f"{path} is {st.st_size:,} bytes, over the {limit:,} a "
+                                 "bundle reads; refusing to read it")
+        want = min(limit, st.st_size if size is None else size)
+        data = f.read(want + 1)  # one byte more: a file that grew since fstat is caught
+    if len(data) != want:
+        raise ModelLoadError(f"{path} changed size while it was read ({len(data):,} bytes, "
+                             f"{want:,} expected); refusing to load it")
+    return data
 
 
 def _section(manifest: Mapping[str, Any], key: str) -> Mapping[str, Any]:

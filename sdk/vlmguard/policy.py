@@ -61,16 +61,18 @@ class Policy:
         missing = [c for c in CATEGORIES if c != "none" and c not in cats]
         if missing:
             raise ModelLoadError(f"policy lacks guidance for categories: {', '.join(missing)}")
-        strategies = data.get("strategies", {})
-        if not isinstance(strategies, Mapping):
-            raise ModelLoadError("policy 'strategies' must be an object")
+        # sources and strategies are read for every flagged request: a policy without them
+        # loaded, then failed every flagged request with a KeyError (s36 audit)
+        for key in ("sources", "strategies"):
+            if not isinstance(data.get(key), Mapping):
+                raise ModelLoadError(f"policy '{key}' must be an object of texts, not "
+                                     f"{type(data.get(key)).__name__}")
+        strategies, sources = data["strategies"], data["sources"]
         unknown = [s for s in strategies if s not in STRATEGIES]
         if unknown:
             raise ModelLoadError(f"policy names unknown strategies: {', '.join(unknown)}")
         bad = [k for k in ("header", "footer") if not isinstance(data.get(k), str)]
-        bad += [f"sources.{k}" for k, v in dict(data.get("sources", {})).items()
-                if not isinstance(v, str)] if isinstance(data.get("sources", {}), Mapping) \
-            else ["sources"]
+        bad += [f"sources.{k}" for k, v in sources.items() if not isinstance(v, str)]
         bad += [f"strategies.{k}" for k, v in strategies.items() if not isinstance(v, str)]
         for c in CATEGORIES[1:]:
             entry = cats[c]

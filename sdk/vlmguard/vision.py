@@ -22,6 +22,7 @@ native (C) path.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections import Counter
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .bundle import DEFAULT_VISION_DIR, DET_LIMIT_SIDE, Bundle
+from .bundle import DEFAULT_VISION_DIR, DET_LIMIT_SIDE, Bundle, OcrSpec
 from .errors import GuardError, InvalidConfigError, InvalidInputError, ModelLoadError
 from .ocr_geometry import (
     COLUMN_MIN_ELONGATION,
@@ -65,6 +66,8 @@ from .runtime import GPU_PROVIDERS, ProviderSpec, make_session
 
 if TYPE_CHECKING:
     import onnxruntime as ort
+
+log = logging.getLogger("vlmguard")
 
 GATE_SCALE = 0.5
 """Gate input side / full detection side. At half the size a line of text still spans ~8
@@ -267,6 +270,26 @@ class FixedShapes:
         return sess.run(None, {sess.get_inputs()[0].name: padded})[0], shape
 
 
+def probe_image(h: int = 48, w: int = 192) -> np.ndarray:
+    """The image every vision model reads once at load: dark bars (a line of "text") on a
+    light ground with a colour gradient, so no real model answers it with a constant."""
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([200 + 55 * x / w, 230 - 30 * y / h, np.full((h, w), 240.0)], axis=2)
+    for x0 in range(8, w - 12, 14):  # letter-like strokes on the middle band
+        img[h // 4: 3 * h // 4, x0: x0 + 7] = (20, 20, 30)
+    return np.ascontiguousarray(img.astype(np.uint8))
+
+
+def _probe(where: str, fn: Callable[[], object]) -> None:
+    """Run ``fn`` (a model reading :func:`probe_image`) at load: a model that cannot read
+    it, or answers it with a wrong shape, NaN or a constant, is a ModelLoadError now, not
+    a fail-closed error on every image request later."""
+    try:
+        fn()
+    except Exception as exc:  # ONNX Runtime raises its own types; GuardError on bad output
+        raise ModelLoadError(f"{where} does not work as this bundle says: {exc}") from exc
+
+
 # ---------------------------------------------------------------------------- tagger
 @dataclass(frozen=True)
 class Concept:
@@ -313,6 +336,15 @@ class Tagger:
                                     _providers_or_cpu(providers), threads, name=spec.file)
         self.k = k
         self.min_score = min_score
+        where = f"{bundle.directory}/{spec.file}"
+        width = next((o.shape[-1] for o in self.session.get_outputs() if o.name == "logits"),
+                     None)
+        if isinstance(width, int) and width != len(self.labels):
+            raise ModelLoadError(f"{bundle.directory}/{spec.labels}: {len(self.labels)} "
+                                 f"labels, but {spec.file} scores {width} classes")
+        # one small image at load: a model of another input size or output, or one that
+        # answers NaN or a constant, fails here (~5 ms) rather than on every image
+        _probe(where, lambda: self.run([probe_image()]))
 
     @property
     def providers(self) -> list[str]:
@@ -459,6 +491,25 @@ class OCR:
                 self.fixed["cls"] = FixedShapes(cls_model, provs, threads,
                                                 spec.cls_file or "cls",
                                                 [(CLS_BATCH, 3, CLS_HEIGHT, CLS_WIDTH)])
+        self._probe_models(str(bundle.directory), spec)
+
+    def _probe_models(self, directory: str, spec: OcrSpec) -> None:
+        """Read one small line of "text" with each model at load (~20 ms in all): a detector,
+        recogniser or angle classifier that is another model, of another input or output
+        shape, or that answers NaN or a constant, is a ModelLoadError here rather than a
+        fail-closed error on every image request. A bundle without an angle classifier (older
+        bundles list none) loads, with a warning: upside-down text is then read only as it
+        stands."""
+        img = probe_image()
+        _probe(f"{directory}/{spec.det_file}",
+               lambda: self._prob_map(self._det_input(img), "OCR detector"))
+        _probe(f"{directory}/{spec.rec_file}",
+               lambda: self._check_rec(self._run("rec", self.rec, self.rec_input([img])), 1))
+        if self.cls is not None:
+            _probe(f"{directory}/{spec.cls_file}", lambda: self.turned_over([img]))
+        else:
+            log.warning("%s/manifest.json lists no OCR angle classifier (ocr.cls): text "
+                        "turned upside down is not read again turned over", directory)
 
     @property
     def providers(self) -> list[str]:
