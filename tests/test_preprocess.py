@@ -161,6 +161,30 @@ def test_dispatcher_validates_input() -> None:
         resize_normalize(_img(4, 4), 2, 2, MEAN, (0.0, 1.0, 1.0))
 
 
+BAD_ARGS = {  # s36 audit L8: the C path raised bare ValueError/TypeError for some of these,
+    # the NumPy path accepted them and returned NaN or inf (or raised AttributeError)
+    "height 70000": (70000, 4, MEAN, STD), "height 2.5": (2.5, 4, MEAN, STD),
+    "height True": (True, 4, MEAN, STD), "width '4'": (4, "4", MEAN, STD),
+    "mean NaN": (4, 4, (float("nan"),) * 3, STD), "mean 'abc'": (4, 4, "abc", STD),
+    "std inf": (4, 4, MEAN, (float("inf"),) * 3), "std 1e-46": (4, 4, MEAN, (1e-46,) * 3),
+    "std tiny": (4, 4, MEAN, (1e-40,) * 3), "mean 1e39": (4, 4, (1e39,) * 3, STD),
+}
+
+
+@pytest.mark.parametrize("fn", [resize_normalize, resize_normalize_numpy],
+                         ids=["dispatcher", "numpy"])
+@pytest.mark.parametrize("name", BAD_ARGS)
+def test_both_paths_refuse_the_same_bad_arguments(fn, name: str) -> None:
+    from vlmguard.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError):
+        fn(_img(8, 8), *BAD_ARGS[name])
+    with pytest.raises(InvalidInputError):  # not an AttributeError
+        fn([[[1, 2, 3]]], 4, 4, MEAN, STD)
+    out = fn(_img(8, 8), np.int64(4), 65536 if name == "height 70000" else 5, MEAN, STD)
+    assert np.isfinite(out).all()
+
+
 def test_disable_native_env_forces_numpy() -> None:
     env = dict(os.environ, VLMGUARD_DISABLE_NATIVE="1")
     code = "import vlmguard.preprocess as p; print(p.NATIVE, p._native)"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,8 @@ def _load_native() -> ModuleType | None:
 _native = _load_native()
 
 NATIVE: bool = _native is not None
+MAX_SIDE = 65536
+"""Largest target height or width :func:`resize_normalize` makes."""
 
 
 def _box_reduce(img: np.ndarray, k: int) -> np.ndarray:
@@ -58,10 +61,51 @@ def _bilinear_coords(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return lo, hi, frac
 
 
-def resize_normalize_numpy(
-    rgb: np.ndarray, height: int, width: int, mean: Sequence[float], std: Sequence[float]
-) -> np.ndarray:
-    """Reference implementation; see the module docstring for the exact definition."""
+def _checked(rgb: Any, height: Any, width: Any, mean: Any, std: Any
+             ) -> tuple[np.ndarray, int, int, tuple[float, ...], tuple[float, ...]]:
+    """The arguments of :func:`resize_normalize` after the checks both paths share, or
+    :class:`InvalidInputError`: the C path used to raise bare ValueError/TypeError for some
+    of these and the NumPy path to accept them (a 2.5-pixel side, NaN mean, 1e-46 std) and
+    return NaN or inf."""
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3:
+        raise InvalidInputError(
+            f"expected an HxWx3 uint8 RGB array, got {type(rgb).__name__} "
+            f"{getattr(rgb, 'dtype', '')} {getattr(rgb, 'shape', '')}"
+        )
+    if rgb.shape[2] != 3:
+        raise InvalidInputError(f"expected an HxWx3 uint8 RGB array, got shape {rgb.shape}")
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise InvalidInputError(
+            f"the image is empty (shape {rgb.shape}); it needs at least 1x1 pixel")
+    sides = []
+    for name, v in (("height", height), ("width", width)):
+        if not isinstance(v, int | np.integer) or isinstance(v, bool) \
+                or not 1 <= v <= MAX_SIDE:
+            raise InvalidInputError(f"target size: {name} must be a whole number from 1 to "
+                                    f"{MAX_SIDE}, not {v!r}")
+        sides.append(int(v))
+    try:
+        mean_t = tuple(float(v) for v in mean)
+        std_t = tuple(float(v) for v in std)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"mean and std must be sequences of numbers: {exc}") from exc
+    if len(mean_t) != 3 or len(std_t) != 3:
+        raise InvalidInputError(
+            f"mean and std need 3 values (R, G, B), got {mean_t} and {std_t}")
+    # as both paths compute, in float32 (where 1e-46 is zero): every output value finite
+    with np.errstate(all="ignore"):
+        m = np.asarray(mean_t, np.float32) * np.float32(255.0)
+        s = np.asarray(std_t, np.float32) * np.float32(255.0)
+        span = np.maximum(np.abs(m), np.abs(np.float32(255.0) - m)) / np.abs(s)
+    if not (np.isfinite(m).all() and np.isfinite(s).all() and (s != 0).all()
+            and np.isfinite(span).all()):
+        raise InvalidInputError(f"mean and std must be finite and std non-zero (every output "
+                                f"finite in float32), got {mean_t} and {std_t}")
+    return rgb, sides[0], sides[1], mean_t, std_t
+
+
+def _numpy(rgb: np.ndarray, height: int, width: int, mean: tuple[float, ...],
+           std: tuple[float, ...]) -> np.ndarray:
     k = min(rgb.shape[0] // height, rgb.shape[1] // width)
     img = _box_reduce(rgb, k) if k >= 2 else rgb.astype(np.float32)
     y0, y1, fy = _bilinear_coords(img.shape[0], height)
@@ -75,33 +119,27 @@ def resize_normalize_numpy(
     return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)
 
 
+def resize_normalize_numpy(
+    rgb: np.ndarray, height: int, width: int, mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
+    """Reference implementation; see the module docstring for the exact definition. It takes
+    and refuses the same arguments as :func:`resize_normalize`."""
+    return _numpy(*_checked(rgb, height, width, mean, std))
+
+
 def resize_normalize(
     rgb: np.ndarray, height: int, width: int, mean: Sequence[float], std: Sequence[float]
 ) -> np.ndarray:
     """Resize an HxWx3 uint8 RGB array to ``(3, height, width)`` float32, normalised.
 
-    Uses the C extension when it is importable (same output within one uint8 level).
+    Uses the C extension when it is importable (same output within one uint8 level). Both
+    paths refuse the same arguments with :class:`InvalidInputError`: anything but an HxWx3
+    uint8 array, a target side that is not a whole number from 1 to :data:`MAX_SIDE`, a
+    mean or std that is not three finite numbers, or a std so small (zero in float32) that
+    the output would not be finite.
     """
-    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3:
-        raise InvalidInputError(
-            f"expected an HxWx3 uint8 RGB array, got {type(rgb).__name__} "
-            f"{getattr(rgb, 'dtype', '')} {getattr(rgb, 'shape', '')}"
-        )
-    if rgb.shape[2] != 3:
-        raise InvalidInputError(f"expected an HxWx3 uint8 RGB array, got shape {rgb.shape}")
-    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise InvalidInputError(
-            f"the image is empty (shape {rgb.shape}); it needs at least 1x1 pixel")
-    if height < 1 or width < 1:
-        raise InvalidInputError(f"target size must be positive, got {height}x{width}")
-    mean_t = tuple(float(v) for v in mean)
-    std_t = tuple(float(v) for v in std)
-    if len(mean_t) != 3 or len(std_t) != 3:
-        raise InvalidInputError(
-            f"mean and std need 3 values (R, G, B), got {mean_t} and {std_t}")
-    if any(v == 0.0 for v in std_t):
-        raise InvalidInputError(f"std values must be non-zero, got {std_t}")
+    rgb, height, width, mean_t, std_t = _checked(rgb, height, width, mean, std)
     if _native is not None:
         buf = _native.resize_normalize(np.ascontiguousarray(rgb), height, width, mean_t, std_t)
         return np.frombuffer(buf, dtype=np.float32).reshape(3, height, width)
-    return resize_normalize_numpy(rgb, height, width, mean_t, std_t)
+    return _numpy(rgb, height, width, mean_t, std_t)
