@@ -71,3 +71,17 @@ def test_bad_options_are_config_errors_not_guard_failures(flags: list[str]) -> N
     assert len(lines) == 1 and lines[0].startswith("vlmguard: invalid configuration:"), lines
     if "providers" in flags[0] and flags[1] != ",":
         assert "CPUExecutionProvider" in lines[0] and "unknown execution provider" in lines[0]
+
+
+def test_a_model_that_does_not_load_is_a_config_error(tmp_path, capsys) -> None:
+    """s36 audit L10: --model /nonexistent said "guard failed, fail closed" and exited 3.
+    In-process, so the worktree's code runs."""
+    from vlmguard.cli import main
+
+    (tmp_path / "empty").mkdir()
+    for model in (tmp_path / "nonexistent", tmp_path / "empty"):
+        code = main(["--model", str(model), "rewrite", "--text", "hi"])
+        err = capsys.readouterr()
+        lines = err.err.strip().splitlines()
+        assert code == 2 and err.out == "", err.err
+        assert len(lines) == 1 and lines[0].startswith("vlmguard: cannot load the model:")

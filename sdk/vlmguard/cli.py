@@ -10,7 +10,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from .errors import InvalidConfigError, InvalidInputError, VLMGuardError
+from .errors import InvalidConfigError, InvalidInputError, ModelLoadError, VLMGuardError
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -66,6 +66,19 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     try:
         guard = _guard(args)
+    except ModelLoadError as exc:  # a bad --model (or bundle): configuration, not a failure
+        print(f"vlmguard: cannot load the model: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except InvalidConfigError as exc:  # a bad option, not a guard failure
+        print(f"vlmguard: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except VLMGuardError as exc:
+        print(f"vlmguard: guard failed, fail closed: {exc}", file=sys.stderr)
+        return 3
+    except Exception as exc:  # a bug must still fail closed, with a message, not a traceback
+        print(f"vlmguard: guard failed, fail closed: {exc!r}", file=sys.stderr)
+        return 3
+    try:
         if args.command == "info":
             data = guard.info()
             _emit(json.dumps(data, indent=2) if args.json else
@@ -90,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "SAFE" if result.safe else f"UNSAFE ({result.category}, {result.hazard_code})"
         _emit(f"# {verdict} risk={result.risk:.3f} source={result.source}\n{result.prompt}")
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one line (an ONNX Runtime message can span several)."""
+    return " ".join(str(exc).split())
 
 
 def _emit(text: str) -> None:
@@ -118,9 +136,10 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"vlmguard: {exc}", file=sys.stderr)
         return 2
-    except VLMGuardError as exc:
-        print(f"vlmguard: cannot start the service: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, InvalidInputError | InvalidConfigError) else 3
+    except VLMGuardError as exc:  # a bad setting or --model is configuration: exit 2
+        print(f"vlmguard: cannot start the service: {_one_line(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, InvalidInputError | InvalidConfigError
+                               | ModelLoadError) else 3
     return 0
 
 
