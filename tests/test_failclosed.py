@@ -140,6 +140,88 @@ def test_windows_go_to_the_model_in_bounded_batches(guard: Guard, monkeypatch) -
     assert len(tampered.batches) > 1 and max(tampered.batches) <= MAX_BATCH_WINDOWS
 
 
+def _count_vision(guard: Guard, monkeypatch) -> list[int]:
+    """A list that gets an entry each time the tagger reads an image."""
+    calls: list[int] = []
+    real = guard.tagger.run
+    monkeypatch.setattr(guard.tagger, "run", lambda images: calls.append(1) or real(images))
+    return calls
+
+
+def test_a_batch_is_refused_by_its_total_windows_before_any_model_runs(guard: Guard,
+                                                                       monkeypatch) -> None:
+    """s36 audit (H3): the window budget was per request, so one batch of 256 long texts
+    cost 256 of them (5 minutes). Now a call's texts share MAX_CALL_WINDOWS, counted
+    before the judge runs."""
+    from vlmguard.guard import MAX_BATCH_ITEMS, MAX_CALL_WINDOWS, MAX_WINDOWS
+
+    tampered = _Tampered(guard.session, lambda a: a)
+    monkeypatch.setattr(guard, "session", tampered)
+    texts = [f"Note {k}: " + "We walked along the river and talked about gardens. " * 90
+             for k in range(MAX_BATCH_ITEMS)]
+    per_text = len(guard.encoder.encode("no image.", texts[0]))
+    assert per_text < MAX_WINDOWS and per_text * len(texts) > MAX_CALL_WINDOWS
+    with pytest.raises(BudgetExceededError, match="MAX_CALL_WINDOWS"):
+        guard.rewrite_batch([(None, t) for t in texts])
+    assert tampered.batches == []  # refused before the judge ran
+    some = guard.rewrite_batch([(None, t) for t in texts[:8]])  # a batch within: judged
+    assert all(r.safe for r in some) and sum(tampered.batches) == 8 * per_text
+
+
+def test_every_cheap_check_of_a_batch_comes_before_any_image_is_read(guard: Guard,
+                                                                     monkeypatch) -> None:
+    """A batch whose last text is bad, or that holds more images than a call reads, used to
+    read every image before it (or read them all)."""
+    from vlmguard.guard import MAX_CALL_IMAGES
+
+    calls = _count_vision(guard, monkeypatch)
+    photo = EXAMPLES / "photo.jpg"
+    with pytest.raises(InvalidInputError, match="NUL"):
+        guard.rewrite_batch([(photo, "What is this?"), (photo, "a\x00b")])
+    with pytest.raises(TextTooLongError):
+        guard.rewrite_batch([(photo, "What is this?"), (None, "中文" * 10_000)])
+    with pytest.raises(BudgetExceededError, match="MAX_CALL_IMAGES"):
+        guard.rewrite_batch([(photo, "What is this?")] * (MAX_CALL_IMAGES + 1))
+    assert calls == []
+
+
+def test_a_request_over_its_window_budget_is_refused_before_its_image_is_read(
+        guard: Guard, monkeypatch) -> None:
+    """The per-request window budget used to be counted only after the vision stage."""
+    import vlmguard.guard as guard_module
+
+    calls = _count_vision(guard, monkeypatch)
+    monkeypatch.setattr(guard_module, "MAX_WINDOWS", 4)
+    text = "We walked along the river and talked about gardens. " * 90  # ~10 windows
+    with pytest.raises(BudgetExceededError, match="windows"):
+        guard.rewrite(EXAMPLES / "photo.jpg", text)
+    assert calls == []
+
+
+def test_a_calls_images_share_one_recognition_budget(guard: Guard, monkeypatch) -> None:
+    """s36 audit (H3): REC_BUDGET was per image, so 8 pages of text cost 8 of them. Now a
+    call's images share REC_CALL_BUDGET; an image read after it is spent is read in part and
+    fails closed (``ocr_truncated``), as an image over its own budget does."""
+    import vlmguard.guard as guard_module
+    from vlmguard.vision import RecBudget
+
+    png = EXAMPLES / "typographic_attack.png"
+    one = RecBudget()
+    guard.see(png, rec_budget=one)
+    spent = guard_module.REC_BUDGET - one.left
+    assert spent > 0
+    monkeypatch.setattr(guard_module, "REC_CALL_BUDGET", spent + spent // 2)
+    widths: list[int] = []
+    real = guard.ocr.recognize
+    monkeypatch.setattr(guard.ocr, "recognize", lambda crops: widths.extend(
+        guard.ocr.rec_cost(c) for c in crops) or real(crops))
+    a, b, c = guard.rewrite_batch([(png, "Describe the image.")] * 3)
+    assert sum(widths) <= spent + spent // 2
+    assert not a.evidence.ocr_truncated and b.evidence.ocr_truncated
+    assert c.evidence.ocr_truncated and not c.evidence.ocr_text
+    assert not b.safe and not c.safe  # read in part: fails closed
+
+
 def test_peak_memory_of_a_long_request_is_bounded() -> None:
     """Windows reach the model 16 at a time, so a long request's peak memory does not follow
     its length: half the token budget in CJK (one token a character) adds < 300 MB.

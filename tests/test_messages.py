@@ -202,6 +202,73 @@ def test_the_history_judged_is_bounded(guard: Guard) -> None:
         guard.rewrite_messages(msgs)
 
 
+def test_a_chats_cheap_budgets_are_checked_before_any_image_is_fetched_or_read(
+        guard: Guard, monkeypatch: pytest.MonkeyPatch) -> None:
+    """s36 audit (H3): the history's size, its texts' token budgets and the call's window
+    budget were checked only after every image had been fetched and read (16-19 s for 8
+    pages of text); a history of many short turns was judged whatever its window count."""
+    from vlmguard.errors import TextTooLongError
+    from vlmguard.guard import MAX_CALL_WINDOWS
+    from vlmguard.messages import MAX_HISTORY_CHARS, rewrite_messages
+
+    fetched: list[str] = []
+    seen: list[int] = []
+    real = guard.tagger.run
+    monkeypatch.setattr(guard.tagger, "run", lambda images: seen.append(1) or real(images))
+
+    def load(ref: str, limits: FetchLimits) -> tuple[bytes, str]:
+        fetched.append(ref)
+        return PNG, "image/png"
+
+    last = user("What does the sign say?", data_url(PNG))
+    turn = "Tell me about gardens. " * 2_000  # 46,000 characters
+    too_much = [{"role": "assistant", "content": turn}] * (MAX_HISTORY_CHARS // len(turn) + 1)
+    with pytest.raises(BudgetExceededError, match="history"):
+        rewrite_messages(guard, [*too_much, last], load=load)
+    with pytest.raises(TextTooLongError):
+        rewrite_messages(guard, [{"role": "system", "content": "中文" * 10_000}, last], load=load)
+    many = [{"role": "user", "content": f"Tell me a fact about the number {k}."}
+            for k in range(MAX_CALL_WINDOWS + 1)]
+    with pytest.raises(BudgetExceededError, match="MAX_CALL_WINDOWS"):
+        rewrite_messages(guard, [*many, last], load=load)
+    assert fetched == [] and seen == []
+
+
+def test_a_long_chat_with_photos_is_judged_whole(guard: Guard) -> None:
+    """The per-call budgets leave ordinary use alone: a few photos, a long last turn and
+    90,000 characters of history are judged whole."""
+    history = []
+    for k in range(9):
+        history += [{"role": "user", "content": f"Part {k} of my travel diary, please."},
+                    {"role": "assistant", "content": f"Part {k}: " + "We walked along the "
+                     "river, ate bread in the square and talked about gardens. " * 140}]
+    refs = [data_url(JPG + bytes([i])) for i in range(3)]
+    last = user("What do these photos show? " + "I took them on that trip. " * 300, *refs)
+    out = guard.rewrite_messages([*history, last])
+    assert out.result.safe and len(out.results) == 3 and len(out.history) == len(history)
+
+
+def test_a_chats_images_share_one_recognition_budget(guard: Guard,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """REC_BUDGET was per image, so a chat's 8 pages of text cost 8 of them (s36 audit)."""
+    import vlmguard.guard as guard_module
+    from vlmguard.vision import RecBudget
+
+    one = RecBudget()
+    guard.see(PNG, rec_budget=one)
+    spent = guard_module.REC_BUDGET - one.left
+    monkeypatch.setattr(guard_module, "REC_CALL_BUDGET", spent)
+    widths: list[int] = []
+    real = guard.ocr.recognize
+    monkeypatch.setattr(guard.ocr, "recognize", lambda crops: widths.extend(
+        guard.ocr.rec_cost(c) for c in crops) or real(crops))
+    out = guard.rewrite_messages([user("Describe these.",
+                                       *[data_url(PNG + bytes([i])) for i in range(3)])])
+    assert 0 < sum(widths) <= spent
+    assert [r.evidence.ocr_truncated for r in out.results] == [False, True, True]
+    assert not out.result.safe
+
+
 def test_context_is_checked_and_bounded(guard: Guard) -> None:
     with pytest.raises(UnsupportedInputTypeError):
         guard.rewrite(None, "hi", context="a str, not a list of turns")

@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from .errors import BudgetExceededError, TextTooLongError
+from .errors import BudgetExceededError, InvalidInputError, TextTooLongError
 from .normalise import WordSplitter
 from .normalise import readings as text_readings
 from .taxonomy import CATEGORIES, SOURCES, SPAN_TAGS, STRATEGIES
@@ -30,6 +30,12 @@ EVIDENCE_OVERLAP = 16     # tokens of image text shared by consecutive evidence 
 MIN_TOKENS = EVIDENCE_TOKENS + 3 + 16
 """The shortest window a judge may read: a full evidence segment, three special tokens and
 16 tokens of the request beside them (shorter, an image request would have no room left)."""
+MIN_OCR_TOKENS = 24
+"""Image-text tokens every evidence slice holds at least. The concept head before them
+("image shows: ... text in image: ") is held to ``EVIDENCE_TOKENS - MIN_OCR_TOKENS`` = 40
+tokens (:meth:`SequenceEncoder.fit_concepts`): 40 tags from a caller's own tagger once took
+all 64 and pushed the image text out of every window (s36 audit, H1). The bundled tagger's
+three longest class names make a 34-token head, so its concepts always fit whole."""
 
 HEADS: dict[str, tuple[str, ...]] = {
     "safety": ("safe", "unsafe"),
@@ -138,9 +144,61 @@ class SequenceEncoder:
         """``text`` as tokens without special tokens (how a request is counted and cut)."""
         return self.tokenizer.encode(text, add_special_tokens=False)
 
+    def fit_concepts(self, concepts: Sequence[str]) -> tuple[str, ...]:
+        """The leading ``concepts`` (the tagger's most confident first) whose head fits
+        ``EVIDENCE_TOKENS - MIN_OCR_TOKENS`` tokens, so every evidence slice has room for
+        image text; the rest are left out. A first concept too long to fit on its own is
+        refused (``InvalidInputError``) rather than cut or dropped."""
+        words = tuple(concepts)
+        limit = EVIDENCE_TOKENS - MIN_OCR_TOKENS
+        if self._head_tokens(words) <= limit:
+            return words
+        n = 0
+        while n < len(words) and self._head_tokens(words[:n + 1]) <= limit:
+            n += 1
+        if n == 0:
+            raise InvalidInputError(
+                f"the first concept is too long: the evidence it heads is "
+                f"{self._head_tokens(words[:1])} tokens, and the guard reads concepts within "
+                f"{limit} tokens so that the image text always has room beside them")
+        return words[:n]
+
+    def _head_tokens(self, concepts: Sequence[str]) -> int:
+        """Tokens of the evidence before the image text, with these concepts."""
+        v = verbalise_evidence(concepts, "x", True)
+        return len(self.tokenize(v.text[: v.ocr_offset]).ids)
+
+    def requests(self, request: str, readings: bool = True,
+                 request_tokens: Encoding | None = None, token_budget: int | None = None
+                 ) -> list[tuple[str, Encoding]]:
+        """The texts :meth:`encode` reads for ``request`` (as typed, and each disguised
+        reading with ``readings``), tokenised, each held to ``token_budget`` tokens
+        (``TextTooLongError``). Computed once, it can be passed to :meth:`count` and to
+        :meth:`encode` for every image the request comes with."""
+        texts = [request]
+        if readings:
+            keep_typed, extra = text_readings(request, self.split_words)
+            texts = ([request] if keep_typed else []) + extra
+        out = [(text, request_tokens if request_tokens is not None and text is request
+                else self.tokenize(text)) for text in texts]
+        longest = max((len(req.ids) for _, req in out), default=0)
+        if token_budget is not None and longest > token_budget:
+            raise TextTooLongError(
+                f"a reading of the text (emoji named, disguises undone) is {longest:,} "
+                f"tokens; the guard reads at most {token_budget:,} (max_text_tokens)")
+        return out
+
+    def count(self, requests: Sequence[tuple[str, Encoding]], n_ev: int) -> int:
+        """Windows ``requests`` take beside one evidence slice of ``n_ev`` tokens (fewer
+        evidence tokens, fewer windows: ``n_ev`` of the shortest evidence is a lower bound
+        for an image whose text is not read yet)."""
+        return sum(len(self._request_starts(len(req.ids), min(n_ev, EVIDENCE_TOKENS))[1])
+                   for _, req in requests)
+
     def encode(self, evidence: str, request: str, ocr_offset: int = -1,
                readings: bool = True, request_tokens: Encoding | None = None,
-               token_budget: int | None = None, max_windows: int | None = None
+               token_budget: int | None = None, max_windows: int | None = None,
+               requests: Sequence[tuple[str, Encoding]] | None = None
                ) -> list[Window]:
         """Windows covering all of the evidence and all of the request, in every reading.
 
@@ -157,19 +215,12 @@ class SequenceEncoder:
         and 32,000 named, s36 audit), so each reading is held to ``token_budget`` tokens
         (``TextTooLongError``), and the windows are counted before any is built and held to
         ``max_windows`` (``BudgetExceededError``): refused in milliseconds, not after
-        seconds of building.
+        seconds of building. ``requests``: :meth:`requests` of ``request``, when the caller
+        has them already (then ``readings``, ``request_tokens`` and ``token_budget`` are
+        not read again).
         """
-        texts = [request]
-        if readings:
-            keep_typed, extra = text_readings(request, self.split_words)
-            texts = ([request] if keep_typed else []) + extra
-        requests = [(text, request_tokens if request_tokens is not None and text is request
-                     else self.tokenize(text)) for text in texts]
-        longest = max((len(req.ids) for _, req in requests), default=0)
-        if token_budget is not None and longest > token_budget:
-            raise TextTooLongError(
-                f"a reading of the text (emoji named, disguises undone) is {longest:,} "
-                f"tokens; the guard reads at most {token_budget:,} (max_text_tokens)")
+        if requests is None:
+            requests = self.requests(request, readings, request_tokens, token_budget)
         segments = []
         for ev in self._evidence_slices(evidence, ocr_offset):
             ev_tokens = self.tokenizer.encode(ev, add_special_tokens=False)
@@ -193,9 +244,16 @@ class SequenceEncoder:
             return [evidence[: ev.offsets[EVIDENCE_TOKENS - 1][1]]]
         head, ocr = evidence[:ocr_offset], evidence[ocr_offset:]
         n_head = len(self.tokenizer.encode(head, add_special_tokens=False).ids)
+        if n_head > EVIDENCE_TOKENS - MIN_OCR_TOKENS:
+            # each slice would be cut back to EVIDENCE_TOKENS with its image text gone
+            # (s36 audit, H1): refused, never read without the text
+            raise InvalidInputError(
+                f"the concepts before the image text take {n_head} tokens; at most "
+                f"{EVIDENCE_TOKENS - MIN_OCR_TOKENS} leave the image text room in every "
+                "window (SequenceEncoder.fit_concepts)")
         toks = self.tokenizer.encode(ocr, add_special_tokens=False)
         offsets = toks.offsets  # a new Python list on every access: read it once
-        budget = max(EVIDENCE_TOKENS - n_head, 8)
+        budget = EVIDENCE_TOKENS - n_head
         n = len(toks.ids)
         return [head + ocr[offsets[s][0]: offsets[min(s + budget, n) - 1][1]]
                 for s in _window_starts(n, budget, max(budget - EVIDENCE_OVERLAP, 1))]

@@ -23,6 +23,7 @@ from tokenizers import Encoding, Tokenizer
 
 from .bundle import DEFAULT_DIR, Bundle
 from .encoder import (
+    EVIDENCE_TOKENS,
     SequenceEncoder,
     Verbalised,
     Window,
@@ -50,7 +51,15 @@ from .runtime import GPU_PROVIDERS, ProviderSpec, make_session, resolve_provider
 from .seeing import NOTHING, Seen, ms_since, see
 from .taxonomy import HAZARD_CODES
 from .verdict import Decision, Rule, argmax_named, decide, flagged, span_text
-from .vision import MAX_OCR_BOXES, OCR, Tagger, check_not_constant, check_output
+from .vision import (
+    MAX_OCR_BOXES,
+    OCR,
+    REC_BUDGET,
+    RecBudget,
+    Tagger,
+    check_not_constant,
+    check_output,
+)
 
 if TYPE_CHECKING:
     from .messages import FetchLimits, MessagesResult
@@ -76,6 +85,25 @@ MAX_BATCH_ITEMS = 256
 """Requests one :meth:`Guard.rewrite_batch` call takes: each may cost up to ``MAX_WINDOWS``
 windows, so an unbounded list (one small HTTP body holds millions of short strings) would be
 an unbounded cost."""
+MAX_CALL_WINDOWS = 4 * MAX_WINDOWS
+"""Encoder windows one call may cost over all its items (``rewrite_batch``'s requests,
+``rewrite_messages``' images and history): ``MAX_WINDOWS`` bounds one request, but 256 of
+them in one batch, or a request judged against 8 images, multiplied it (the s36 audit's
+chat: 56 s; its batch: 5 minutes). 2,048 windows are ~18 s on two cores; a chat with an
+~8,000-token last turn, 100,000 characters of history and 3 photos needs about 750 (8
+photos: 1,600). Counted before any image is read or model runs (each image counted at its
+least), then exactly once the image text is read, before the judge runs
+(``BudgetExceededError``)."""
+MAX_CALL_IMAGES = 16
+"""Images one call decodes and reads (``rewrite_batch``; ``rewrite_messages`` also holds to
+``FetchLimits.max_images``): each costs a decode, the tagger and text detection whatever
+the recognition budget left. Counted before any is decoded (``BudgetExceededError``)."""
+REC_CALL_BUDGET = 2 * REC_BUDGET
+"""OCR recognition one call may spend over all its images (line width, as ``REC_BUDGET``,
+which still bounds each image): 80,000 is about two pages of small text, 4-5 s on two cores.
+The benchmark's typographic renders spend 1,800 each (p50) and its photos 0 (p90 860), so
+a chat of 8 such images stays well inside. An image read after it is spent is read in part
+or not at all, and says so (``ocr_truncated``): it fails closed as any image read in part."""
 MAX_CONTEXT_TURNS = 2
 """Earlier user turns read before a request (``Guard.rewrite(context=...)``): enough for an
 ask split over turns, few enough that a harmful turn long ago does not flag every reply."""
@@ -97,6 +125,9 @@ class _Pending:
     evidence: Verbalised = Verbalised("", -1)
     windows: list[Window] = field(default_factory=list)
     logits: list[np.ndarray] = field(default_factory=list)
+    requests: list[tuple[str, Encoding]] = field(default_factory=list)  # text, readings
+    context_requests: list[tuple[str, Encoding]] = field(default_factory=list)
+    reserved: int = 0  # windows counted for it before its image was read (a lower bound)
 
     ocr_readings: list[str] = field(default_factory=list)
 
@@ -114,6 +145,39 @@ class _Pending:
                 seen.add(text)
                 out.append((text, from_image))
         return out
+
+
+class CallBudget:
+    """What one call (``rewrite``, ``rewrite_batch``, ``rewrite_seen``, ``rewrite_messages``)
+    may still spend over all its items: encoder windows (``MAX_CALL_WINDOWS``), images
+    (``MAX_CALL_IMAGES``) and OCR recognition width (``REC_CALL_BUDGET``)."""
+
+    def __init__(self) -> None:
+        self.windows = MAX_CALL_WINDOWS
+        self.images = MAX_CALL_IMAGES
+        self.rec_width = REC_CALL_BUDGET
+
+    def take_images(self, n: int) -> None:
+        if n > self.images:
+            raise BudgetExceededError(
+                f"this call holds {n} images; the guard reads at most {self.images} a call "
+                "(MAX_CALL_IMAGES). Split the batch.")
+        self.images -= n
+
+    def take_windows(self, n: int) -> None:
+        if n > self.windows:
+            raise BudgetExceededError(
+                f"this call needs at least {n:,} more encoder windows (texts x readings x "
+                f"images), and has {max(self.windows, 0):,} of its {MAX_CALL_WINDOWS:,} left "
+                "(MAX_CALL_WINDOWS). Shorten the texts or split the call.")
+        self.windows -= n
+
+    def rec_budget(self) -> RecBudget:
+        """One image's recognition budget: ``REC_BUDGET``, or what the call has left."""
+        return RecBudget(max(min(REC_BUDGET, self.rec_width), 0))
+
+    def spent(self, given: int, budget: RecBudget) -> None:
+        self.rec_width -= given - budget.left
 
 
 def _require_bool(name: str, value: object) -> None:
@@ -340,10 +404,12 @@ class Guard:
         return Rule(self.threshold, self.categories, self.category_thresholds)
 
     # ---- the pipeline --------------------------------------------------------------------
-    def see(self, image: ImageInput, timings: dict[str, float] | None = None) -> Seen:
+    def see(self, image: ImageInput, timings: dict[str, float] | None = None,
+            rec_budget: RecBudget | None = None) -> Seen:
         """The vision stage alone: decode ``image`` and return what the guard sees in it.
 
         ``timings`` (if given) receives the milliseconds of decode and each vision model.
+        ``rec_budget``: the OCR recognition it may spend (default a fresh ``REC_BUDGET``).
         Bad input raises its typed error; any other failure a GuardError (fail closed).
         """
         timings = {} if timings is None else timings
@@ -354,7 +420,7 @@ class Guard:
             if views is None:
                 return NOTHING
             return see(views[0], self.tagger, self.ocr, timings, pool=self._tagger_pool,
-                       also_read=views[1:])
+                       also_read=views[1:], budget=rec_budget)
         except VLMGuardError:
             raise
         except Exception as exc:
@@ -577,7 +643,9 @@ class Guard:
     def rewrite_batch(self, items: Iterable[tuple[ImageInput, str | bytes | None]], *,
                       context: Sequence[str] = ()) -> list[RewriteResult]:
         """Check many requests (at most ``MAX_BATCH_ITEMS``); the rewriter model runs once
-        over all of them.
+        over all of them. They share one call's budgets (``MAX_CALL_WINDOWS``,
+        ``MAX_CALL_IMAGES``, ``REC_CALL_BUDGET``), and every text is checked and counted
+        before any image is decoded.
 
         ``context`` (earlier user turns, see :meth:`rewrite`) is read with every item."""
         earlier = _check_context(context)
@@ -592,23 +660,29 @@ class Guard:
         if len(items) > MAX_BATCH_ITEMS:
             raise BudgetExceededError(f"rewrite_batch takes at most {MAX_BATCH_ITEMS} requests "
                                       "a call; split the list")
-        pending = []
+        pairs = []
         for item in items:
             if not isinstance(item, tuple | list) or len(item) != 2:
                 raise UnsupportedInputTypeError("rewrite_batch takes (image, text) pairs")
-            image, text = item
-            t0 = time.perf_counter()
-            # the text is checked first: a request that cannot be judged costs no vision
-            checked = _check_text(text, has_image=image is not None)
-            timings: dict[str, float] = {}
-            pending.append(_Pending(checked, self.see(image, timings), timings, t0, earlier))
-        return self._judge_all(pending)
+            pairs.append((item[0], item[1]))
+        # Every cheap check first, for every item: the texts, the image count, each text's
+        # tokens and the windows they need (a lower bound per image). A call that cannot be
+        # judged is refused before any image is decoded or any model runs.
+        call = CallBudget()
+        call.take_images(sum(image is not None for image, _ in pairs))
+        pending = self._prepare([(image is not None, text) for image, text in pairs], earlier,
+                                call)
+        self._see_all(pending, [image for image, _ in pairs], call)
+        return self._judge_all(pending, call)
 
     def rewrite_seen(self, text: str, concepts: Sequence[str] = (), ocr_text: str = "",
                      has_image: bool = True) -> RewriteResult:
         """Judge a request from evidence found elsewhere (your own tagger/OCR, or a dataset).
 
         ``concepts`` are visual concept words, best first; ``ocr_text`` the text in the image.
+        Only the first concepts that fit ``EVIDENCE_TOKENS - MIN_OCR_TOKENS`` tokens are read
+        (``result.evidence.concepts`` says which), so the image text always has room beside
+        them in every window (:meth:`SequenceEncoder.fit_concepts`).
         """
         if not isinstance(has_image, bool | np.bool_):
             raise UnsupportedInputTypeError(
@@ -624,24 +698,85 @@ class Guard:
         if evidence_chars > MAX_TEXT_CHARS:
             raise TextTooLongError(f"concepts and ocr_text hold {evidence_chars:,} characters; "
                                    f"at most {MAX_TEXT_CHARS:,} are read")
-        seen = Seen(bool(has_image), words, (), ocr if has_image else "")
-        t0 = time.perf_counter()
-        return self._judge_all([_Pending(_check_text(text, seen.has_image), seen, {}, t0)])[0]
+        call = CallBudget()
+        p = self._prepare([(bool(has_image), text)], "", call)[0]
+        p.seen = Seen(bool(has_image), words, (), ocr if has_image else "")
+        return self._judge_all([p], call)[0]
 
-    def _judge_all(self, pending: Sequence[_Pending]) -> list[RewriteResult]:
+    def _prepare(self, items: Sequence[tuple[bool, object]], context: str, call: CallBudget
+                 ) -> list[_Pending]:
+        """Requests (whether an image comes with it, its text) checked and counted before any
+        image is decoded or model runs: every text first (type, size), then each text's
+        tokens and readings (computed once per distinct text) and the windows they need
+        beside the shortest evidence, taken from ``call`` (``BudgetExceededError``).
+
+        An image's windows are counted here at their least (its text unread); its exact
+        count is taken in :meth:`_judge_all`, once it is read."""
+        t0 = time.perf_counter()
+        texts = [_check_text(text, has_image) for has_image, text in items]
+        pending = [_Pending(text, NOTHING, {}, t0, context) for text in texts]
+        try:
+            self._count(pending, context, call)
+        except VLMGuardError:
+            raise
+        except Exception as exc:
+            raise GuardError(f"tokenising failed ({exc!r}); fail closed") from exc
+        return pending
+
+    def _count(self, pending: Sequence[_Pending], context: str, call: CallBudget) -> None:
+        """Each request's readings and the windows they need at least, taken from ``call``."""
+        least = len(self.encoder.tokenize(verbalise_evidence((), "", False).text).ids)
+        least = min(least, EVIDENCE_TOKENS)  # "no image." is the shortest evidence
+        cache: dict[str, tuple[list[tuple[str, Encoding]], list[tuple[str, Encoding]]]] = {}
+        for p in pending:
+            t = time.perf_counter()
+            if p.text not in cache:
+                tokens = self._check_tokens(p.text)
+                requests = self.encoder.requests(p.text, request_tokens=tokens,
+                                                 token_budget=self.max_text_tokens)
+                with_context = (self.encoder.requests(f"{context}\n{p.text}", readings=False)
+                                if context else [])
+                cache[p.text] = requests, with_context
+            p.requests, p.context_requests = cache[p.text]
+            p.reserved = (self.encoder.count(p.requests, least)
+                          + self.encoder.count(p.context_requests, least))
+            if p.reserved > MAX_WINDOWS:
+                raise BudgetExceededError(
+                    f"this request needs at least {p.reserved:,} encoder windows (text x its "
+                    f"readings); the per-request budget is {MAX_WINDOWS}. Shorten the text.")
+            call.take_windows(p.reserved)
+            p.timings["tokenise"] = ms_since(t)
+
+    def _see_all(self, pending: Sequence[_Pending], images: Sequence[ImageInput],
+                 call: CallBudget) -> None:
+        """The vision stage of each request with an image, its recognition taken from the
+        call's (``REC_CALL_BUDGET``, at most ``REC_BUDGET`` an image)."""
+        for p, image in zip(pending, images, strict=True):
+            if image is not None:
+                budget = call.rec_budget()
+                given = budget.left
+                p.t0 = time.perf_counter()  # its total: its own vision, then the judge
+                p.seen = self.see(image, p.timings, rec_budget=budget)
+                call.spent(given, budget)
+
+    def _judge_all(self, pending: Sequence[_Pending], call: CallBudget
+                   ) -> list[RewriteResult]:
         try:
             for p in pending:
+                words = self.encoder.fit_concepts(p.seen.concepts)
+                if words != p.seen.concepts:  # the rest would push the image text out
+                    p.seen = replace(p.seen, concepts=words,
+                                     scores=p.seen.scores[:len(words)])
                 ev = verbalise_evidence(p.seen.concepts, p.seen.ocr_text, p.seen.has_image)
                 t = time.perf_counter()
-                tokens = self._check_tokens(p.text)
+                # what is left to this request: the call's, with what was counted for it
+                left = min(MAX_WINDOWS, call.windows + p.reserved)
                 windows = self.encoder.encode(ev.text, p.text, ev.ocr_offset,
-                                              request_tokens=tokens,
-                                              token_budget=self.max_text_tokens,
-                                              max_windows=MAX_WINDOWS)
+                                              requests=p.requests, max_windows=left)
                 if p.context:  # the request read after the conversation's last user turns
-                    windows += self.encoder.encode(ev.text, f"{p.context}\n{p.text}",
-                                                   ev.ocr_offset, readings=False,
-                                                   max_windows=MAX_WINDOWS - len(windows))
+                    windows += self.encoder.encode(ev.text, "", ev.ocr_offset,
+                                                   requests=p.context_requests,
+                                                   max_windows=left - len(windows))
                 # Image text is read as typed text is (normalise.readings, line by line):
                 # spaces the OCR lost, disguises, another tense, an ask put as others'. These
                 # extra readings stop at half the window budget, so a long request beside a
@@ -651,8 +786,8 @@ class Guard:
                     again = verbalise_evidence(p.seen.concepts, reading, p.seen.has_image)
                     try:
                         windows += self.encoder.encode(
-                            again.text, p.text, again.ocr_offset, request_tokens=tokens,
-                            max_windows=MAX_WINDOWS // 2 - len(windows))
+                            again.text, p.text, again.ocr_offset, requests=p.requests,
+                            max_windows=min(MAX_WINDOWS // 2, left) - len(windows))
                     except BudgetExceededError:  # counted before built: nothing was added
                         break
                 if not windows:
@@ -661,7 +796,9 @@ class Guard:
                     raise BudgetExceededError(
                         f"this request needs {len(windows):,} encoder windows (text x image "
                         f"text); the per-request budget is {MAX_WINDOWS}. Shorten the text.")
-                p.timings["tokenise"] = ms_since(t)
+                call.windows -= len(windows) - p.reserved
+                p.reserved = len(windows)
+                p.timings["tokenise"] = p.timings.get("tokenise", 0.0) + ms_since(t)
                 p.evidence, p.windows = ev, windows
             if not pending:
                 return []

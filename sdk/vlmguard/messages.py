@@ -22,6 +22,11 @@ assistant, tool or function message (an assistant "prefill" the model would cont
 earlier answer restating an ask, reads as instructions too). Each of those found unsafe is
 rewritten in place as the last turn would be, and the riskiest verdict of all decides.
 
+One call shares one budget (``guard.MAX_CALL_WINDOWS`` encoder windows, ``MAX_CALL_IMAGES``
+images, ``REC_CALL_BUDGET`` of OCR recognition), and every cheap check (the history's size,
+the image count, each text's size and tokens, the windows they need) runs before any image
+is fetched or decoded and before any model runs (``BudgetExceededError``).
+
 Refused, since they would reach the model unread: audio or file parts, an image outside a
 user turn, any part but text outside a user turn, a turn whose role is not one of
 OpenAI's (``KNOWN_ROLES``), and any message key but ``role``, ``content`` and ``name`` that
@@ -592,23 +597,26 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
     if len(refs) > limits.max_images:
         raise BudgetExceededError(f"the conversation holds {len(refs)} images; the guard "
                                   f"judges at most {limits.max_images} (FetchLimits.max_images)")
-    images = [load(ref, limits) for ref in refs]
-    if images:
-        results = guard.rewrite_batch([(data, turn.text) for data, _ in images],
-                                      context=turn.earlier)
-    else:
-        results = [guard.rewrite(None, turn.text, context=turn.earlier)]
     others = history_texts(messages, turn.index)
     chars = sum(len(t) for _, t in others)
     if chars > MAX_HISTORY_CHARS:  # judging it would cost minutes; passing it unread, a hole
         raise BudgetExceededError(
             f"the conversation's history holds {chars:,} characters of text; the guard judges "
             f"at most {MAX_HISTORY_CHARS:,} besides the last user turn. Send less history.")
-    from .guard import MAX_BATCH_ITEMS  # guard imports this module
+    from .guard import CallBudget, _check_context  # guard imports this module
 
-    verdicts: list[RewriteResult] = []
-    for k in range(0, len(others), MAX_BATCH_ITEMS):  # a long chat in several batches
-        verdicts += guard.rewrite_batch([(None, t) for _, t in others[k:k + MAX_BATCH_ITEMS]])
+    # One budget for the whole call (MAX_CALL_WINDOWS, MAX_CALL_IMAGES, REC_CALL_BUDGET),
+    # and every cheap check (history size, image count, each text and its tokens, the
+    # windows they need) before any image is fetched or decoded, or any model runs.
+    call = CallBudget()
+    call.take_images(len(refs))
+    earlier = _check_context(turn.earlier)
+    asks = guard._prepare([(bool(refs), turn.text)] * max(len(refs), 1), earlier, call)
+    told = guard._prepare([(False, t) for _, t in others], "", call)
+    images = [load(ref, limits) for ref in refs]
+    guard._see_all(asks, [data for data, _ in images] or [None], call)
+    judged = guard._judge_all(asks + told, call)
+    results, verdicts = judged[:len(asks)], judged[len(asks):]
     history = list(zip([i for i, _ in others], verdicts, strict=True))
     def riskiest(judged: Sequence[tuple[int, RewriteResult]]) -> tuple[int, RewriteResult]:
         return max(judged, key=lambda ir: (not ir[1].safe, ir[1].risk))
