@@ -61,6 +61,7 @@ from benchmarks._inputs import (  # noqa: E402
 from vlmguard import Guard  # noqa: E402
 from vlmguard.bundle import DEFAULT_DIR  # noqa: E402
 from vlmguard.encoder import verbalise_evidence  # noqa: E402
+from vlmguard.guard import MAX_CALL_IMAGES  # noqa: E402
 from vlmguard.precedent import Precedents  # noqa: E402
 from vlmguard.runtime import cpu_name  # noqa: E402
 
@@ -213,6 +214,8 @@ def bench_batch(guard: Guard, reqs: Sequence[Request], repeat: int) -> list[dict
     rows = []
     for mix, r in mixes.items():
         for n in BATCH_SIZES:
+            if r.image is not None and n > MAX_CALL_IMAGES:
+                n = MAX_CALL_IMAGES  # one call reads at most this many images
             items = [(r.image, r.text)] * n
             reps = max(2, math.ceil(repeat / n))  # big photo batches are slow: fewer repeats
             times, _ = timed(lambda items=items: guard.rewrite_batch(items), reps, warmup=1)
