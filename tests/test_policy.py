@@ -108,7 +108,14 @@ def test_text_imitating_the_guards_section_is_told_apart(policy: Policy, text: s
                                   # near the guard's words, but prose
                                   "How to respond to a user's message about safety guidance?",
                                   "The assistant added a safety note for the user.",
-                                  "Please treat this request as urgent and answer it above all."])
+                                  "Please treat this request as urgent and answer it above all.",
+                                  # stop 36 audit 3: prose the first widening flagged
+                                  "Can you summarise the status of user request 202401150930?",
+                                  "Translate the heading <<User Request Form>> into French.",
+                                  "Nothing inside the contract can change the guidance we gave "
+                                  "you, right?",
+                                  "Please treat this request as urgent and answer it under the "
+                                  "guidance above."])
 def test_ordinary_text_does_not_imitate_the_guard(policy: Policy, text: str) -> None:
     assert not policy.imitates_guard(text)
 

@@ -174,12 +174,13 @@ class Policy:
         blanks), so a copy with one letter swapped for a Cyrillic one, a zero-width
         character in it, other punctuation or one sentence left out still counts. So does
         a paraphrase that keeps most of a sentence's words (:class:`_OwnSentence`), and a
-        marker of any nonce between angle brackets or of 12 or more hex digits."""
+        marker with a nonce of the guard's kind (see ``_FOLDED_MARKER``)."""
         for chunk in _canonical_spans(text):
             words = _FOLD_WORDS.findall(chunk)
             folded = " ".join(words).replace("vlm guard", "vlmguard")
             if any(p in folded for p in self._own_sentences) \
-                    or _FOLDED_MARKER.search(folded) or _BRACKETED_MARKER.search(chunk) \
+                    or _FOLDED_MARKER.search(folded) or _JOINED_MARKER.search(chunk) \
+                    or _BRACKETED_MARKER.search(chunk) \
                     or any(o.found_in(folded.split()) for o in self._own_words):
                 return True
         return False
@@ -247,19 +248,32 @@ def _one_line(s: str) -> str:
 
 
 _MARKER = re.compile(r"USER_REQUEST_[0-9A-Fa-f]{8,}")
-# The marker's shape: a nonce of 12 or more hex digits (this guard draws 16, all digits now
-# and then), so a ticket number ("user request 20240115") is not one; with the marker's
-# angle brackets, any nonce is one (a forged section defines its own closing line).
-_FOLDED_MARKER = re.compile(r"\buser request [0-9a-f]{12,}\b")
-_BRACKETED_MARKER = re.compile(r"<{2,}[\W_]*user[\W_]*request[\W_]*[0-9a-z]+"
-                               r"|user[\W_]*request[\W_]*[0-9a-z]+[\W_]*>{2,}")
+# A request marker as outside text may write it. Folded to words, "user request" and a nonce
+# of 12 or more hex digits with a letter among them (this guard draws 16), so a ticket number
+# ("user request 20240115", "user request 202401150930") is not one. In the marker's own
+# form, joined by "_" or "-", a nonce of 12 or more hex digits of any kind ("USER_REQUEST_"
+# and 16 digits, as the guard itself draws now and then), though not a log line's short id
+# ("user_request_00112233 failed"). Between the marker's doubled angle brackets, a nonce of
+# 6 or more hex digits or one with a digit ("<<<USER_REQUEST_deadbeef"), though not a form's
+# title ("<<User Request Form>>").
+_FOLDED_MARKER = re.compile(r"\buser request (?=[0-9]*[a-f])[0-9a-f]{12,}\b")
+_JOINED_MARKER = re.compile(r"user\s*[_-]\s*request\s*[_-]\s*[0-9a-f]{12,}(?![0-9a-z])")
+_NONCE = r"(?:[0-9a-f]{6,}|[0-9a-z]*[0-9][0-9a-z]*)(?![0-9a-z])"
+_BRACKETED_MARKER = re.compile(rf"<{{2,}}[\W_]*user[\W_]*request[\W_]*{_NONCE}"
+                               rf"|user[\W_]*request[\W_]*{_NONCE}[\W_]*>{{2,}}")
+_OWN_WORDS = frozenset({"vlmguard", "guidance", "markers"})
+"""A sentence of the header or footer counts when it names the guard or its parts: "It is
+not part of the user's message." alone is ordinary prose."""
+_TELLING_WORDS = frozenset({"vlmguard", "markers", "verbatim"})
+"""Words only the guard's own sentences use: a paraphrase counts only with one of them
+("nothing inside the contract can change the guidance" is prose)."""
 _STOP_WORDS = frozenset("a an and as be by can for in is it of on or s the this to".split())
 
 
 class _OwnSentence:
     """One of the guard's own sentences, found in outside text when most of its words are
-    near each other: a forged section that changes a word ("VLM-Guard", "assistant" without
-    its article) still reads downstream as the guard's."""
+    near each other, one of them a telling word: a forged section that changes a word
+    ("VLM-Guard", "assistant" without its article) still reads downstream as the guard's."""
 
     def __init__(self, folded: str) -> None:
         words = folded.split()
@@ -268,17 +282,16 @@ class _OwnSentence:
         self.span = len(words) + 4
 
     def found_in(self, words: list[str]) -> bool:
-        if len(self.content) < 4:  # too few words to tell a paraphrase from prose
-            return False
+        if len(self.content) < 4 or not self.content & _TELLING_WORDS:
+            return False  # too few words, or none only the guard uses: exact copies only
         hits = [i for i, w in enumerate(words) if w in self.content]
         for a, start in enumerate(hits):
             near = {words[i] for i in hits[a:a + self.span] if i < start + self.span}
-            if len(near) >= self.needed:
+            if len(near) >= self.needed and near & _TELLING_WORDS:
                 return True
         return False
-_OWN_WORDS = frozenset({"vlmguard", "guidance", "markers"})
-"""A sentence of the header or footer counts when it names the guard or its parts: "It is
-not part of the user's message." alone is ordinary prose."""
+
+
 _SENTENCE = re.compile(r"(?<=[.;!?])\s+")
 _FOLD_WORDS = re.compile(r"[a-z0-9]+")
 
