@@ -618,3 +618,27 @@ def test_monitor_mode_reports_without_rewriting(typo_result: Any) -> None:
     out = monitor.rewrite_messages([user(TYPO, data_url(PNG))])
     assert not out.rewritten and out.messages[0]["content"][0]["text"] == TYPO
     assert monitor.info()["monitor"] is True
+
+
+def test_an_assistant_refusal_string_is_read_and_forwarded_as_a_refusal_part(
+        guard: Guard) -> None:
+    """s36 audit 3: OpenAI's SDK returns a refused answer as ``refusal`` (content None); an
+    app echoing it back was refused. It is read as a refusal part: judged, and forwarded as
+    one when safe; rewritten (the refusal not forwarded) when not."""
+    sorry = "I'm sorry, I can't help with that."
+    msgs = [{"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "refusal": sorry},
+            {"role": "user", "content": "What's the capital of France?"}]
+    out = guard.rewrite_messages(msgs)
+    assert out.result.safe
+    assert out.messages[1] == {"role": "assistant",
+                               "content": [{"type": "refusal", "refusal": sorry}]}
+    msgs[1] = {"role": "assistant", "content": None, "refusal": ASK}
+    out = guard.rewrite_messages(msgs)
+    verdict = dict(out.history)[1]
+    assert verdict.action == "rewrite" and ASK in verdict.prompt
+    assert out.messages[1]["content"] == [{"type": "text", "text": verdict.prompt}]
+    for bad in ({"role": "user", "content": "hi", "refusal": ASK},  # read only as an answer
+                {"role": "assistant", "content": None, "refusal": {"text": ASK}}):
+        with pytest.raises(InvalidMessagesError):
+            guard.rewrite_messages([bad, {"role": "user", "content": "ok"}])

@@ -49,7 +49,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import (
     BudgetExceededError,
@@ -423,13 +423,31 @@ def _parts(content: object, where: str) -> list[Mapping[str, Any]]:
 KNOWN_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 """The OpenAI chat roles. Only ``user`` turns are judged; any other role is refused."""
 
-MESSAGE_KEYS = ("role", "content", "name")
-"""The message keys accepted. ``role`` and ``content`` are read and forwarded; ``name`` (a
-participant name some chat templates render) is not judged, so it is dropped from the
-messages to forward. Any other key with a value (``tool_calls``, ``function_call``,
-``tool_call_id``, a custom key a template may render) is refused: it would reach the model
-unread. Empty values (``"refusal": null``, ``"tool_calls": []``, as clients echo them) are
-dropped."""
+MESSAGE_KEYS = ("role", "content", "name", "refusal")
+"""The message keys accepted. ``role`` and ``content`` are read and forwarded; a
+``refusal`` string (an assistant's refused answer, as OpenAI's SDK returns it) is read and
+forwarded as a refusal part of the content; ``name`` (a participant name some chat
+templates render) is not judged, so it is dropped from the messages to forward. Any other
+key with a value (``tool_calls``, ``function_call``, ``tool_call_id``, a custom key a
+template may render) is refused: it would reach the model unread. Empty values
+(``"refusal": null``, ``"tool_calls": []``, as clients echo them) are dropped."""
+
+
+def _refusal_as_part(message: object) -> object:
+    """An assistant message with a ``refusal`` string (as OpenAI's SDK returns a refused
+    answer and clients echo it back) as the same message with that refusal as a refusal
+    content part: read, judged and rewritten as one (``TEXT_PARTS``). Anything else as is."""
+    if not isinstance(message, Mapping) or is_empty(message.get("refusal")):
+        return message
+    if not isinstance(message["refusal"], str):
+        raise InvalidMessagesError("a message's refusal must be a str")
+    content = message.get("content")
+    parts: list[Any] = ([] if is_empty(content) else [{"type": "text", "text": content}]
+                        if isinstance(content, str) else list(content)
+                        if isinstance(content, Sequence) else [content])
+    out = {k: v for k, v in message.items() if k != "refusal"}
+    out["content"] = parts + [{"type": "refusal", "refusal": message["refusal"]}]
+    return out
 
 
 def is_empty(value: object) -> bool:
@@ -450,7 +468,8 @@ def split_messages(messages: object) -> tuple[_Turn, list[str]]:
     last = None
     per_turn: list[list[str]] = []
     user_texts: list[str] = []
-    for i, m in enumerate(messages):
+    for i, raw in enumerate(messages):
+        m = _refusal_as_part(raw)
         if not isinstance(m, Mapping):
             raise InvalidMessagesError(f"messages[{i}] must be an object, "
                                        f"not {type(m).__name__}")
@@ -464,8 +483,8 @@ def split_messages(messages: object) -> tuple[_Turn, list[str]]:
         for key, value in m.items():
             if key not in MESSAGE_KEYS and not is_empty(value):
                 raise InvalidMessagesError(
-                    f"messages[{i}].{key}: the guard reads only a message's role and content "
-                    "(a name is dropped) and refuses a key it would forward unread")
+                    f"messages[{i}].{key}: the guard reads only a message's role, content and "
+                    "refusal (a name is dropped) and refuses a key it would forward unread")
         if role != "user":
             continue
         texts, images = [], []
@@ -512,7 +531,8 @@ def history_texts(messages: Sequence[Mapping[str, Any]], last: int) -> list[tupl
     outside a user turn or any other part is refused, since it would reach the model
     unjudged."""
     out = []
-    for i, m in enumerate(messages):
+    for i, raw in enumerate(messages):
+        m = cast(Mapping[str, Any], _refusal_as_part(raw))
         role = m["role"]
         if role == "user" and i >= last:
             continue
@@ -593,6 +613,8 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
     """
     limits = limits or FetchLimits()
     load = load or load_image_ref
+    if isinstance(messages, Sequence) and not isinstance(messages, str | bytes):
+        messages = [cast(Mapping[str, Any], _refusal_as_part(m)) for m in messages]
     turn, refs = split_messages(messages)
     if len(refs) > limits.max_images:
         raise BudgetExceededError(f"the conversation holds {len(refs)} images; the guard "
