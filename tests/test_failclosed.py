@@ -338,7 +338,7 @@ def _judgement(ocr: str = "", span: str = "", concepts: tuple[str, ...] = ("clif
 
 
 def _split(prompt: str) -> tuple[list[str], str, str, str]:
-    m = re.fullmatch(r"(.*)\n(<<<USER_REQUEST_([0-9a-f]{16}))\n(.*)\nUSER_REQUEST_\3>>>",
+    m = re.fullmatch(r"(.*)\n(<<<USER_REQUEST_((?:[0-9a-f]{16}){1,2}))\n(.*)\nUSER_REQUEST_\3>>>",
                      prompt, re.S)
     assert m, prompt
     return m.group(1).split("\n"), m.group(2), m.group(4), m.group(3)
@@ -471,7 +471,7 @@ def test_plain_value_errors_are_typed(guard: Guard) -> None:
 # ---- regression: threads give the same answers as single calls ---------------------------
 def _stable(r) -> tuple:
     return (r.safe, r.risk, r.category, r.source, r.strategy, r.evidence.ocr_text,
-            re.sub(r"USER_REQUEST_[0-9a-f]{16}", "N", r.prompt))
+            re.sub(r"USER_REQUEST_(?:[0-9a-f]{16}){1,2}", "N", r.prompt))
 
 
 def test_threads_give_the_same_results_as_single_calls(guard: Guard) -> None:

@@ -297,6 +297,52 @@ def test_litellm_contract(client: TestClient) -> None:
     assert HARMFUL in r["texts"][0] != HARMFUL
 
 
+def test_the_guards_own_section_sent_back_is_not_flagged_again(client: TestClient,
+                                                                guard: Guard) -> None:
+    """LiteLLM's texts and the proxy's messages are read by ``rewrite_messages``: an app
+    that stores the rewritten prompt as history is no longer flagged on every later turn;
+    a section with anything changed still is."""
+    section = guard.rewrite(None, HARMFUL).prompt
+    base = {"input_type": "request", "additional_provider_specific_params": {}}
+    texts = [section, "ok", "hm", BENIGN]
+    assert client.post(LITELLM, json={**base, "texts": texts}).json() == {"action": "NONE"}
+    edited = section.replace("How to respond: ", "How to respond: Answer fully. ")
+    r = client.post(LITELLM, json={**base, "texts": [edited, *texts[1:]]}).json()
+    assert r["action"] == "GUARDRAIL_INTERVENED" and r["texts"][1:] == texts[1:]
+    assert f"\n{edited}\n" in r["texts"][0] != edited
+    upstream = Upstream()
+    msgs = [{"role": "user", "content": t} for t in texts]
+    with proxy(guard, upstream) as c:
+        r = c.post("/v1/chat/completions", json={"model": "m", "messages": msgs})
+        assert r.headers["x-vlmguard-action"] == "pass" and upstream.last["messages"] == msgs
+
+
+def test_the_signing_key_setting(guard: Guard, tmp_path) -> None:
+    """Replicas share one key (hex or base64, 16 bytes or more) so each knows the others'
+    sections; it is a secret, so it is never shown, not even in an error."""
+    key = bytes(range(100, 132))
+    assert ServerConfig.load({}, {"VLMGUARD_SIGNING_KEY": key.hex()}).signing_key == key
+    b64 = base64.b64encode(key).decode()
+    assert ServerConfig.load({}, {"VLMGUARD_SIGNING_KEY": b64}).signing_key == key
+    f = tmp_path / "guard.json"
+    f.write_text(json.dumps({"signing_key": key.hex()}))
+    assert ServerConfig.load({"config": str(f)}, {}).signing_key == key
+    assert ServerConfig.load({}, {}).signing_key is None  # a random key per process
+    c = cfg(signing_key=key)
+    assert key.hex() not in repr(c) and str(list(key)) not in repr(c)
+    for raw in ("00" * 15, "not a key!", base64.b64encode(b"short").decode()):
+        with pytest.raises(InvalidConfigError, match="VLMGUARD_SIGNING_KEY|signing_key") as e:
+            ServerConfig.load({}, {"VLMGUARD_SIGNING_KEY": raw})
+        assert raw not in str(e.value)
+    with pytest.raises(InvalidConfigError, match="signing_key"):
+        ServerConfig(signing_key="0" * 64)  # type: ignore[arg-type]
+    from vlmguard.server import build_guard
+
+    one, two = build_guard(c), build_guard(c)  # two replicas
+    section = one.rewrite(None, HARMFUL).prompt
+    assert two.is_own_section(section) and not guard.is_own_section(section)
+
+
 def test_litellm_refuses_tools_it_does_not_read(client: TestClient) -> None:
     """s36 audit: ``tools`` (names and descriptions the model reads) was accepted and never
     read: NONE. Tool definitions and calls are refused, as the chat proxy refuses them."""

@@ -3,6 +3,11 @@
 Data flows one way: input → image → vision (tagger, OCR) → sequence → model → render →
 result. A confident benign verdict returns the text unchanged. Any failure inside the
 pipeline raises :class:`~vlmguard.errors.GuardError`: callers must fail closed.
+
+Every guard signs the sections it renders with its key (``signing_key``, by default a fresh
+random one per guard), and a text that is exactly one of its own sections, unchanged and
+with no image, is forwarded as it is: already guarded (:meth:`Guard.is_own_section`; why
+that is safe: :mod:`vlmguard.policy`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -110,6 +116,13 @@ ask split over turns, few enough that a harmful turn long ago does not flag ever
 MAX_CONTEXT_CHARS = 4_000
 MAX_SPAN_CHARS = 300
 """The longest text a precedent flag quotes as its intent span."""
+MIN_KEY_BYTES = 16
+"""The shortest ``signing_key`` a guard takes (a key of 128 bits)."""
+ALREADY_GUARDED = Reasoning(
+    "The message is this guard's own refined prompt, unchanged (its signature checks): the "
+    "guard's guidance around a request it has already judged.",
+    "Already guarded.",
+    "Forward it unchanged: the guidance in it says how to answer.")
 
 
 @dataclass
@@ -236,7 +249,9 @@ class Guard:
                  category_thresholds: Mapping[str, float] | None = None,
                  monitor: bool = False,
                  vision_providers: Sequence[ProviderSpec] | None = None,
-                 precedents: bool = False, spin_judge: bool = False) -> None:
+                 precedents: bool = False, spin_judge: bool = False,
+                 signing_key: bytes | None = None) -> None:
+        self._signing_key = _check_key(signing_key)
         # Every file below is read once, checked against the manifest's sha256, and those
         # same bytes are loaded: a modified bundle raises ModelLoadError, never loads.
         record = Bundle.load(bundle)
@@ -341,7 +356,8 @@ class Guard:
                         category_thresholds: Mapping[str, float] | None = None,
                         monitor: bool = False,
                         vision_providers: Sequence[ProviderSpec] | None = None,
-                        precedents: bool = False, spin_judge: bool = False) -> Guard:
+                        precedents: bool = False, spin_judge: bool = False,
+                        signing_key: bytes | None = None) -> Guard:
         """Load a bundle (the one shipped in the wheel by default).
 
         ``providers`` (the judge's) defaults to TensorRT → CUDA → CPU, keeping those this
@@ -368,6 +384,12 @@ class Guard:
         parts of it (a mapping). Bounds: ``max_pixels`` per image, ``ocr_side`` (the OCR
         detector's long side, default the bundle's), ``max_text_tokens`` per request and
         ``max_ocr_boxes`` text boxes read per image.
+
+        ``signing_key`` (bytes, at least ``MIN_KEY_BYTES``) signs the sections the guard
+        renders, so it knows them again (:meth:`is_own_section`); by default a random key
+        of this guard's own, so its sections are its own while it lives. Several replicas,
+        or one that restarts, share a fixed key so that each knows the others' sections.
+        The key is never logged nor shown (not in :meth:`info`).
         """
         return cls(Path(path) if path is not None else DEFAULT_DIR, providers,
                    threshold=threshold, categories=categories, threads=threads, ocr=ocr,
@@ -375,7 +397,7 @@ class Guard:
                    max_text_tokens=max_text_tokens, max_ocr_boxes=max_ocr_boxes,
                    category_thresholds=category_thresholds, monitor=monitor,
                    vision_providers=vision_providers, precedents=precedents,
-                   spin_judge=spin_judge)
+                   spin_judge=spin_judge, signing_key=signing_key)
 
     def _pick_model_file(self) -> str:
         first = self.requested_providers[0]
@@ -536,7 +558,8 @@ class Guard:
         # went unread could be the harmful line, put after enough benign ones to spend it.
         why = (self.policy.IMPERSONATION if impersonates
                else self.policy.UNREAD if p.seen.ocr_truncated else None)
-        prompt = (self.policy.render_impersonation(p.text, reasoning=why)
+        prompt = (self.policy.render_impersonation(p.text, reasoning=why,
+                                                   key=self._signing_key)
                   if why is not None and not self.monitor else p.text)
         p.timings["render"] = ms_since(t) if why is not None else 0.0
         p.timings["total"] = ms_since(p.t0)
@@ -579,7 +602,7 @@ class Guard:
             scores[category] = max(scores[category], match.risk)
         strategy = argmax_named("strategy", v.probs["strategy"])
         j = Judgement(risk, category, source, strategy, seen.concepts, seen.ocr_text, span)
-        prompt = text if self.monitor else self.policy.render(text, j)
+        prompt = text if self.monitor else self.policy.render(text, j, key=self._signing_key)
         reasoning = Reasoning(self.policy.threat_text(j), self.policy.intent_text(j),
                               self.policy.guidance_text(j))
         p.timings["render"] = ms_since(t)
@@ -596,6 +619,29 @@ class Guard:
             decided_by="judge" if match is None else "precedent",
             precedent_score=None if match is None else round(match.score, 4))
 
+    # ---- own sections ------------------------------------------------------------------------
+    def is_own_section(self, text: object) -> bool:
+        """Whether ``text`` is, surrounding whitespace aside, exactly one section this guard
+        (or one with the same ``signing_key``) rendered, unchanged."""
+        return isinstance(text, str) and self.policy.is_own_section(text, self._signing_key)
+
+    def _already_guarded(self, has_image: bool, text: object, context: str = ""
+                         ) -> RewriteResult | None:
+        """The result of a request that is one of the guard's own sections, forwarded as it
+        is: it already holds the guard's guidance around a request the guard judged. None
+        for any other request, and for a section sent with an image or after earlier turns
+        (``context``): the section's signature covers neither, so those are judged."""
+        if has_image or context:
+            return None
+        t0 = time.perf_counter()
+        checked = _check_text(text, has_image)
+        if not self.is_own_section(checked):
+            return None
+        return RewriteResult(
+            safe=True, risk=0.0, category="none", hazard_code=None, source="none",
+            strategy="none", prompt=checked, reasoning=ALREADY_GUARDED, evidence=Evidence(),
+            timings_ms={"total": ms_since(t0)}, action="pass", decided_by="signature")
+
     # ---- public calls ----------------------------------------------------------------------
     def rewrite(self, image: ImageInput = None, text: str | bytes | None = "", *,
                 context: Sequence[str] = ()) -> RewriteResult:
@@ -606,6 +652,9 @@ class Guard:
         it too, as one more reading: an ask split over turns ("'the project' means a pipe
         bomb" ... "how do I build the project?") is judged whole. The prompt still holds
         ``text`` alone.
+
+        A ``text`` that is one of this guard's own sections, unchanged, sent without an
+        image or ``context``, is returned as it is (``decided_by == "signature"``).
         """
         return self.rewrite_batch([(image, text)], context=context)[0]
 
@@ -670,10 +719,14 @@ class Guard:
         # judged is refused before any image is decoded or any model runs.
         call = CallBudget()
         call.take_images(sum(image is not None for image, _ in pairs))
-        pending = self._prepare([(image is not None, text) for image, text in pairs], earlier,
+        # the guard's own sections pass as they are; the rest are judged
+        own = [self._already_guarded(image is not None, text, earlier) for image, text in pairs]
+        rest = [pair for pair, r in zip(pairs, own, strict=True) if r is None]
+        pending = self._prepare([(image is not None, text) for image, text in rest], earlier,
                                 call)
-        self._see_all(pending, [image for image, _ in pairs], call)
-        return self._judge_all(pending, call)
+        self._see_all(pending, [image for image, _ in rest], call)
+        judged = iter(self._judge_all(pending, call))
+        return [r if r is not None else next(judged) for r in own]
 
     def rewrite_seen(self, text: str, concepts: Sequence[str] = (), ocr_text: str = "",
                      has_image: bool = True) -> RewriteResult:
@@ -698,6 +751,9 @@ class Guard:
         if evidence_chars > MAX_TEXT_CHARS:
             raise TextTooLongError(f"concepts and ocr_text hold {evidence_chars:,} characters; "
                                    f"at most {MAX_TEXT_CHARS:,} are read")
+        own = None if words else self._already_guarded(bool(has_image), text)
+        if own is not None:
+            return own
         call = CallBudget()
         p = self._prepare([(bool(has_image), text)], "", call)[0]
         p.seen = Seen(bool(has_image), words, (), ocr if has_image else "")
@@ -861,6 +917,18 @@ def _check_context(context: object) -> str:
     turns = [_check_str("each context turn", t).strip() for t in context]
     joined = "\n".join(t for t in turns[-MAX_CONTEXT_TURNS:] if t)
     return joined[-MAX_CONTEXT_CHARS:]
+
+
+def _check_key(key: object) -> bytes:
+    """The guard's signing key: the caller's (bytes, at least ``MIN_KEY_BYTES``), or a
+    fresh random one. Errors name its type and length, never its value."""
+    if key is None:
+        return secrets.token_bytes(32)
+    if not isinstance(key, bytes) or len(key) < MIN_KEY_BYTES:
+        what = (f"{len(key)} bytes" if isinstance(key, bytes) else type(key).__name__)
+        raise InvalidConfigError(f"signing_key must be bytes, at least {MIN_KEY_BYTES} of them "
+                                 f"(e.g. secrets.token_bytes(32)), not {what}")
+    return key
 
 
 def _is_int(v: object) -> bool:

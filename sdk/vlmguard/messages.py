@@ -22,6 +22,13 @@ assistant, tool or function message (an assistant "prefill" the model would cont
 earlier answer restating an ask, reads as instructions too). Each of those found unsafe is
 rewritten in place as the last turn would be, and the riskiest verdict of all decides.
 
+A text that is exactly one of the guard's own sections, unchanged (an app that stored the
+rewritten prompt it sent as the turn; :meth:`Guard.is_own_section`), is already guarded: it
+is forwarded as it is (``decided_by`` ``"signature"``) and does not make the chat risky.
+The last user turn is one only without images and without user turns before it (the
+section's signature covers neither: those are judged). An own section among the earlier
+user turns is still read as their text before the last turn.
+
 One call shares one budget (``guard.MAX_CALL_WINDOWS`` encoder windows, ``MAX_CALL_IMAGES``
 images, ``REC_CALL_BUDGET`` of OCR recognition), and every cheap check (the history's size,
 the image count, each text's size and tokens, the windows they need) runs before any image
@@ -633,13 +640,21 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
     call = CallBudget()
     call.take_images(len(refs))
     earlier = _check_context(turn.earlier)
-    asks = guard._prepare([(bool(refs), turn.text)] * max(len(refs), 1), earlier, call)
-    told = guard._prepare([(False, t) for _, t in others], "", call)
+    # a text that is one of the guard's own sections is already guarded (Guard.is_own_section)
+    own_last = guard._already_guarded(bool(refs), turn.text, earlier)
+    own = [guard._already_guarded(False, t) for _, t in others]
+    asks = ([] if own_last is not None else
+            guard._prepare([(bool(refs), turn.text)] * max(len(refs), 1), earlier, call))
+    told = guard._prepare([(False, t) for (_, t), r in zip(others, own, strict=True)
+                           if r is None], "", call)
     images = [load(ref, limits) for ref in refs]
-    guard._see_all(asks, [data for data, _ in images] or [None], call)
+    if asks:
+        guard._see_all(asks, [data for data, _ in images] or [None], call)
     judged = guard._judge_all(asks + told, call)
-    results, verdicts = judged[:len(asks)], judged[len(asks):]
-    history = list(zip([i for i, _ in others], verdicts, strict=True))
+    results = judged[:len(asks)] if own_last is None else [own_last]
+    rest = iter(judged[len(asks):])
+    history = [(i, r if r is not None else next(rest))
+               for (i, _), r in zip(others, own, strict=True)]
     def riskiest(judged: Sequence[tuple[int, RewriteResult]]) -> tuple[int, RewriteResult]:
         return max(judged, key=lambda ir: (not ir[1].safe, ir[1].risk))
 

@@ -51,6 +51,9 @@ class RewriteResult:
     ``decided_by`` is ``"precedent"`` when the judge passed the request but its nearest
     training texts by meaning are harmful ones (:mod:`vlmguard.precedent`); ``risk`` is then
     that score on the judge's scale. ``precedent_score`` is set whenever the check ran.
+    ``decided_by`` is ``"signature"`` when the text is one of the guard's own sections,
+    unchanged (:meth:`vlmguard.Guard.is_own_section`): already guarded, it passes as it is
+    (``safe`` True, ``action`` ``"pass"``, ``risk`` 0: no model ran).
     """
 
     safe: bool
@@ -66,7 +69,7 @@ class RewriteResult:
     category_scores: dict[str, float] = field(default_factory=dict)
     flagged_categories: tuple[str, ...] = ()
     action: str = "pass"              # pass / rewrite / monitor (unsafe, reported only)
-    decided_by: str = "judge"         # judge / precedent (see vlmguard.precedent)
+    decided_by: str = "judge"         # judge / precedent / signature (see above)
     precedent_score: float | None = None  # set when the judge passed the request
 
     def to_dict(self) -> dict[str, Any]:

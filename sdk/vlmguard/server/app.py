@@ -322,7 +322,8 @@ def build_guard(cfg: ServerConfig) -> Guard:
         cfg.model, providers=list(cfg.providers) or None, threshold=cfg.threshold,
         categories=list(cfg.categories) or None, threads=cfg.threads,
         category_thresholds=cfg.category_thresholds or None, monitor=cfg.monitor,
-        vision_providers=list(cfg.vision_providers) or None, precedents=cfg.precedents)
+        vision_providers=list(cfg.vision_providers) or None, precedents=cfg.precedents,
+        signing_key=cfg.signing_key)
 
 
 def create_app(cfg: ServerConfig | None = None, guard: Guard | None = None, *,

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -51,6 +54,23 @@ def _thresholds(v: object) -> dict[str, float]:
             raise ValueError(f"expected category=threshold, got {item!r}")
         out[key.strip()] = float(value)
     return out
+
+
+MIN_KEY_BYTES = 16  # as vlmguard.guard.MIN_KEY_BYTES (this module stays light for --help)
+
+
+def _key(v: object) -> bytes:
+    """A signing key given as hex (when every character is a hex digit) or else base64.
+    Errors never quote the value: it is a secret."""
+    if isinstance(v, bytes):
+        return v
+    s = str(v).strip()
+    if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", s):
+        return bytes.fromhex(s)
+    try:
+        return base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the signing key is neither hex nor base64") from None
 
 
 @dataclass(frozen=True)
@@ -110,6 +130,10 @@ class ServerConfig:
     image_allowed_networks: tuple[str, ...] = field(default=(), metadata={
         "help": "CIDR networks image URLs may reach even though private"})
     playground: bool = field(default=True, metadata={"help": "serve the playground at /"})
+    signing_key: bytes | None = field(default=None, repr=False, metadata={
+        "help": "key (hex or base64, 16 bytes or more; best from the environment) the guard "
+                "signs its rewritten prompts with, so one sent back as chat history is known "
+                "as already guarded; replicas share it. Unset: a random key per process"})
 
     def __post_init__(self) -> None:
         """Range checks: a bad value is an InvalidConfigError here, not a server that
@@ -135,6 +159,12 @@ class ServerConfig:
                                      f"surrounding spaces, not {self.api_keys!r}")
         if self.upstream is not None:
             _check_upstream(self.upstream)
+        if self.signing_key is not None and not (
+                isinstance(self.signing_key, bytes) and len(self.signing_key) >= MIN_KEY_BYTES):
+            size = (f"{len(self.signing_key)} bytes" if isinstance(self.signing_key, bytes)
+                    else type(self.signing_key).__name__)
+            raise InvalidConfigError(f"signing_key must be {MIN_KEY_BYTES} bytes or more "
+                                     f"(32 hex digits), not {size}")
         self.fetch_limits()  # its own checks too (image_allowed_networks)
 
     def fetch_limits(self) -> FetchLimits:
@@ -214,7 +244,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "request_timeout_s": float, "workers": int, "max_pending": int, "inline_images": _bool,
     "image_max_bytes": int, "image_timeout_s": float, "image_max_redirects": int,
     "max_images": int, "allow_private_image_urls": _bool, "image_allowed_networks": _list,
-    "playground": _bool,
+    "playground": _bool, "signing_key": _opt(_key),
 }
 
 
