@@ -30,6 +30,7 @@ from tokenizers import Encoding, Tokenizer
 from .bundle import DEFAULT_DIR, Bundle
 from .encoder import (
     EVIDENCE_TOKENS,
+    MIN_OCR_TOKENS,
     SequenceEncoder,
     Verbalised,
     Window,
@@ -733,9 +734,10 @@ class Guard:
         """Judge a request from evidence found elsewhere (your own tagger/OCR, or a dataset).
 
         ``concepts`` are visual concept words, best first; ``ocr_text`` the text in the image.
-        Only the first concepts that fit ``EVIDENCE_TOKENS - MIN_OCR_TOKENS`` tokens are read
-        (``result.evidence.concepts`` says which), so the image text always has room beside
-        them in every window (:meth:`SequenceEncoder.fit_concepts`).
+        They must fit ``EVIDENCE_TOKENS - MIN_OCR_TOKENS`` tokens, so the image text always
+        has room beside them in every window (:meth:`SequenceEncoder.fit_concepts`); more is
+        refused (``InvalidInputError``), not read in part: a concept left out could be the
+        one that makes the request harmful. The bundled tagger's three always fit.
         """
         if not isinstance(has_image, bool | np.bool_):
             raise UnsupportedInputTypeError(
@@ -751,6 +753,13 @@ class Guard:
         if evidence_chars > MAX_TEXT_CHARS:
             raise TextTooLongError(f"concepts and ocr_text hold {evidence_chars:,} characters; "
                                    f"at most {MAX_TEXT_CHARS:,} are read")
+        if has_image and len(self.encoder.fit_concepts(words)) < len(words):
+            raise InvalidInputError(
+                f"the {len(words)} concepts do not fit the {EVIDENCE_TOKENS - MIN_OCR_TOKENS} "
+                f"tokens the guard reads them in (beside the image text); "
+                f"{len(self.encoder.fit_concepts(words))} do: send fewer, the best first")
+        if not has_image:
+            words = ()  # without an image there is nothing they describe: not read
         own = None if words else self._already_guarded(bool(has_image), text)
         if own is not None:
             return own
@@ -833,19 +842,6 @@ class Guard:
                     windows += self.encoder.encode(ev.text, "", ev.ocr_offset,
                                                    requests=p.context_requests,
                                                    max_windows=left - len(windows))
-                # Image text is read as typed text is (normalise.readings, line by line):
-                # spaces the OCR lost, disguises, another tense, an ask put as others'. These
-                # extra readings stop at half the window budget, so a long request beside a
-                # page of text is still judged (as read) rather than refused.
-                p.ocr_readings = line_readings(p.seen.ocr_text, self.encoder.split_words)
-                for reading in p.ocr_readings:
-                    again = verbalise_evidence(p.seen.concepts, reading, p.seen.has_image)
-                    try:
-                        windows += self.encoder.encode(
-                            again.text, p.text, again.ocr_offset, requests=p.requests,
-                            max_windows=min(MAX_WINDOWS // 2, left) - len(windows))
-                    except BudgetExceededError:  # counted before built: nothing was added
-                        break
                 if not windows:
                     raise GuardError("the encoder produced no windows; fail closed")
                 if len(windows) > MAX_WINDOWS:
@@ -856,6 +852,26 @@ class Guard:
                 p.reserved = len(windows)
                 p.timings["tokenise"] = p.timings.get("tokenise", 0.0) + ms_since(t)
                 p.evidence, p.windows = ev, windows
+            # Only then the extra readings of image text, so what one request needs is never
+            # spent on another's extras, whatever the items' order: the fewest first, each
+            # within an equal share of what the call has left. A request whose readings do
+            # not all fit is marked read in part (``ocr_truncated``), which fails closed as
+            # any image read in part: the reading left out could be the harmful one.
+            t = time.perf_counter()
+            extras = sorted(((p, *self._image_text_windows(p)) for p in pending
+                             if p.seen.ocr_text.strip()), key=lambda e: len(e[1]))
+            for n, (p, extra, complete) in enumerate(extras):
+                share = max(call.windows // (len(extras) - n), 0)
+                if len(extra) > share or not complete:
+                    p.seen = replace(p.seen, ocr_truncated=True)
+                    extra = extra[:share]
+                call.windows -= len(extra)
+                p.reserved += len(extra)
+                p.windows = p.windows + extra
+            if extras:
+                spent = ms_since(t) / len(extras)
+                for p, _, _ in extras:
+                    p.timings["tokenise"] = p.timings.get("tokenise", 0.0) + spent
             if not pending:
                 return []
             if self.batch_encoder:
@@ -874,6 +890,23 @@ class Guard:
             raise
         except Exception as exc:
             raise GuardError(f"rewriter model failed ({exc!r}); fail closed") from exc
+
+    def _image_text_windows(self, p: _Pending) -> tuple[list[Window], bool]:
+        """Windows for ``p``'s image text read as typed text is (normalise.readings, line by
+        line: spaces the OCR lost, disguises, another tense, an ask put as others'), within
+        half the per-request budget, and whether every reading fit."""
+        p.ocr_readings = line_readings(p.seen.ocr_text, self.encoder.split_words)
+        room = MAX_WINDOWS // 2 - len(p.windows)
+        extra: list[Window] = []
+        for reading in p.ocr_readings:
+            again = verbalise_evidence(p.seen.concepts, reading, p.seen.has_image)
+            try:
+                extra += self.encoder.encode(again.text, p.text, again.ocr_offset,
+                                             requests=p.requests,
+                                             max_windows=room - len(extra))
+            except BudgetExceededError:  # counted before built: nothing was added
+                return extra, False
+        return extra, True
 
     def info(self) -> dict[str, Any]:
         from . import __version__, preprocess
