@@ -678,7 +678,9 @@ def test_api_keys_are_checked_when_built(keys: Any) -> None:
 
 
 @pytest.mark.parametrize("url", ["http://[::1/v1", "localhost:8001/v1", "ftp://u/v1",
-                                 "http:///v1"])
+                                 "http:///v1",
+                                 # audit 3: /chat/completions would land in the query
+                                 "http://h:8001/v1?api-version=2024-06-01", "http://h/v1#x"])
 def test_an_upstream_httpx_cannot_send_to_is_a_config_error(url: str) -> None:
     """s36 audit: a bad --upstream was accepted at start, and every proxied request then
     answered a bare 500 (httpx.InvalidURL outside the handler)."""

@@ -227,6 +227,9 @@ def _check_upstream(url: object) -> None:
     if not isinstance(url, str) or parsed.scheme not in ("http", "https") or not parsed.host:
         raise InvalidConfigError(f"upstream must be an http(s) URL with a host, such as "
                                  f"http://localhost:8001/v1, not {url!r}")
+    if "?" in url or "#" in url:  # the proxy appends /chat/completions: it would land in them
+        raise InvalidConfigError(f"upstream must be a base URL without a query or fragment "
+                                 f"(the proxy appends /chat/completions), not {url!r}")
 
 
 def _opt(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
