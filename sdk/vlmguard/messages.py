@@ -36,9 +36,10 @@ is fetched or decoded and before any model runs (``BudgetExceededError``).
 
 Refused, since they would reach the model unread: audio or file parts, an image outside a
 user turn, any part but text outside a user turn, a turn whose role is not one of
-OpenAI's (``KNOWN_ROLES``), and any message key but ``role``, ``content`` and ``name`` that
-holds a value (``tool_calls``, ``function_call``, ...: ``MESSAGE_KEYS``). The messages to
-forward hold only ``role`` and ``content``: a ``name`` is not judged, so it is dropped.
+OpenAI's (``KNOWN_ROLES``), and any message key but ``role``, ``content``, ``name`` and
+``refusal`` that holds a value (``tool_calls``, ``function_call``, ...: ``MESSAGE_KEYS``). The
+messages to forward hold only ``role`` and ``content``: a ``name`` is not judged, so it is
+dropped; an assistant's ``refusal`` string becomes a refusal part of its content.
 """
 
 from __future__ import annotations
