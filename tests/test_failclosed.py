@@ -161,7 +161,9 @@ def test_a_batch_is_refused_by_its_total_windows_before_any_model_runs(guard: Gu
              for k in range(MAX_BATCH_ITEMS)]
     per_text = len(guard.encoder.encode("no image.", texts[0]))
     assert per_text < MAX_WINDOWS and per_text * len(texts) > MAX_CALL_WINDOWS
-    with pytest.raises(BudgetExceededError, match="MAX_CALL_WINDOWS"):
+    fit = MAX_CALL_WINDOWS // per_text
+    with pytest.raises(BudgetExceededError, match=rf"MAX_CALL_WINDOWS.*The first {fit} of "
+                                                  rf"these {len(texts)} texts fit"):
         guard.rewrite_batch([(None, t) for t in texts])
     assert tampered.batches == []  # refused before the judge ran
     some = guard.rewrite_batch([(None, t) for t in texts[:8]])  # a batch within: judged

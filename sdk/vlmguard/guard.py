@@ -793,7 +793,7 @@ class Guard:
         least = len(self.encoder.tokenize(verbalise_evidence((), "", False).text).ids)
         least = min(least, EVIDENCE_TOKENS)  # "no image." is the shortest evidence
         cache: dict[str, tuple[list[tuple[str, Encoding]], list[tuple[str, Encoding]]]] = {}
-        for p in pending:
+        for k, p in enumerate(pending):
             t = time.perf_counter()
             if p.text not in cache:
                 tokens = self._check_tokens(p.text)
@@ -809,7 +809,11 @@ class Guard:
                 raise BudgetExceededError(
                     f"this request needs at least {p.reserved:,} encoder windows (text x its "
                     f"readings); the per-request budget is {MAX_WINDOWS}. Shorten the text.")
-            call.take_windows(p.reserved)
+            try:
+                call.take_windows(p.reserved)
+            except BudgetExceededError as exc:  # say how much of the call would fit
+                raise BudgetExceededError(f"{exc} The first {k} of these {len(pending)} texts "
+                                          "fit.") from None
             p.timings["tokenise"] = ms_since(t)
 
     def _see_all(self, pending: Sequence[_Pending], images: Sequence[ImageInput],
