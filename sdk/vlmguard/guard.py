@@ -190,7 +190,9 @@ class CallBudget:
         """One image's recognition budget: ``REC_BUDGET``, or what the call has left."""
         return RecBudget(max(min(REC_BUDGET, self.rec_width), 0))
 
-    def spent(self, given: int, budget: RecBudget) -> None:
+    def take_recognition(self, budget: RecBudget, given: int) -> None:
+        """Take from the call what one image used of the ``budget`` it was given (``given``
+        wide, :meth:`rec_budget`)."""
         self.rec_width -= given - budget.left
 
 
@@ -826,7 +828,7 @@ class Guard:
                 given = budget.left
                 p.t0 = time.perf_counter()  # its total: its own vision, then the judge
                 p.seen = self.see(image, p.timings, rec_budget=budget)
-                call.spent(given, budget)
+                call.take_recognition(budget, given)
 
     def _judge_all(self, pending: Sequence[_Pending], call: CallBudget
                    ) -> list[RewriteResult]:
