@@ -50,7 +50,7 @@ from .errors import (
     VLMGuardError,
 )
 from .image import DEFAULT_MAX_PIXELS, ImageInput, load_views
-from .normalise import line_readings, named_growth
+from .normalise import line_readings, named_growth, reads_every_line
 from .policy import Judgement, Policy
 from .precedent import Match, Precedents
 from .result import Evidence, Reasoning, RewriteResult
@@ -900,7 +900,8 @@ class Guard:
     def _image_text_windows(self, p: _Pending) -> tuple[list[Window], bool]:
         """Windows for ``p``'s image text read as typed text is (normalise.readings, line by
         line: spaces the OCR lost, disguises, another tense, an ask put as others'), within
-        half the per-request budget, and whether every reading fit."""
+        half the per-request budget, and whether every line got its readings, all of them
+        fitting."""
         p.ocr_readings = line_readings(p.seen.ocr_text, self.encoder.split_words)
         room = MAX_WINDOWS // 2 - len(p.windows)
         extra: list[Window] = []
@@ -912,7 +913,7 @@ class Guard:
                                              max_windows=room - len(extra))
             except BudgetExceededError:  # counted before built: nothing was added
                 return extra, False
-        return extra, True
+        return extra, reads_every_line(p.seen.ocr_text)
 
     def info(self) -> dict[str, Any]:
         from . import __version__, preprocess

@@ -849,7 +849,18 @@ def _long_readings(text: str, split_words: WordSplitter | None) -> tuple[bool, l
     return True, alt
 
 
-MAX_READ_LINES = 32  # image text: lines given their own readings (bounded work per request)
+MAX_READ_LINES = 48
+"""Image text: lines given their own readings (bounded work per request). As many as the OCR
+reads boxes (``vision.MAX_OCR_BOXES``), so the bundled reader's text is always read whole;
+text with more (``rewrite_seen``) is read in part, and says so (:func:`reads_every_line`)."""
+
+
+def reads_every_line(text: str) -> bool:
+    """Whether :func:`line_readings` gives every line of ``text`` its readings: none past
+    ``MAX_VARIANT_CHARS`` characters or ``MAX_READ_LINES`` lines. A line left without them
+    could be the disguised harmful one (audit 4: a leetspeak ask on line 33 of 40 passed)."""
+    return len(text) <= MAX_VARIANT_CHARS and not any(
+        ln.strip() for ln in text.split("\n")[MAX_READ_LINES:])
 
 
 def line_readings(text: str, split_words: WordSplitter) -> list[str]:
