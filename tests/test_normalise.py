@@ -7,6 +7,7 @@ import base64
 import pytest
 
 from vlmguard.normalise import (
+    MAX_READ_LINES,
     MAX_SPLIT_RUN,
     WordSplitter,
     canonical,
@@ -362,7 +363,7 @@ def test_image_text_is_read_line_by_line_as_typed_text_is(splitter: WordSplitter
 def test_image_text_readings_are_bounded(splitter: WordSplitter) -> None:
     text = "\n".join(["How were bombs made?"] * 500)
     out = line_readings(text, splitter)
-    assert out and all(r.count("How do I make bombs?") <= 32 for r in out)
+    assert out and all(r.count("How do I make bombs?") <= MAX_READ_LINES for r in out)
 
 
 def test_should_i_is_read_as_the_ask_to_do_it() -> None:
