@@ -285,15 +285,20 @@ _MARKER = re.compile(r"USER_REQUEST_[0-9A-Fa-f]{8,}")
 # of 12 or more hex digits with a letter among them (this guard draws 16), so a ticket number
 # ("user request 20240115", "user request 202401150930") is not one. In the marker's own
 # form, joined by "_" or "-", a nonce of 12 or more hex digits of any kind ("USER_REQUEST_"
-# and 16 digits, as the guard itself draws now and then), though not a log line's short id
-# ("user_request_00112233 failed"). Between the marker's doubled angle brackets, a nonce of
-# 6 or more hex digits or one with a digit ("<<<USER_REQUEST_deadbeef"), though not a form's
-# title ("<<User Request Form>>").
+# and 16 digits, as the guard itself draws now and then), or of 8 or more with a letter,
+# though not a log line's short numeric id ("user_request_00112233 failed"). Between
+# doubled angle brackets, a nonce of 6 or more hex digits or one with a digit
+# ("<<USER_REQUEST_deadbeef"), though not a form's title ("<<User Request Form>>"); between
+# the marker's own triple brackets, any nonce or none ("<<<USER_REQUEST_BEGIN",
+# "USER_REQUEST>>>": a forged section defines its own).
 _FOLDED_MARKER = re.compile(r"\buser request (?=[0-9]*[a-f])[0-9a-f]{12,}\b")
-_JOINED_MARKER = re.compile(r"user\s*[_-]\s*request\s*[_-]\s*[0-9a-f]{12,}(?![0-9a-z])")
+_JOINED_MARKER = re.compile(r"user\s*[_-]\s*request\s*[_-]\s*"
+                            r"(?:[0-9a-f]{12,}|(?=[0-9]*[a-f])[0-9a-f]{8,})(?![0-9a-z])")
 _NONCE = r"(?:[0-9a-f]{6,}|[0-9a-z]*[0-9][0-9a-z]*)(?![0-9a-z])"
-_BRACKETED_MARKER = re.compile(rf"<{{2,}}[\W_]*user[\W_]*request[\W_]*{_NONCE}"
-                               rf"|user[\W_]*request[\W_]*{_NONCE}[\W_]*>{{2,}}")
+_BRACKETED_MARKER = re.compile(r"<<<+[\W_]*user[\W_]*request"
+                               r"|user[\W_]*request[\W_]*[0-9a-z]*[\W_]*>>>"
+                               rf"|<<[\W_]*user[\W_]*request[\W_]*{_NONCE}"
+                               rf"|user[\W_]*request[\W_]*{_NONCE}[\W_]*>>")
 _OWN_WORDS = frozenset({"vlmguard", "guidance", "markers"})
 """A sentence of the header or footer counts when it names the guard or its parts: "It is
 not part of the user's message." alone is ordinary prose."""
