@@ -137,28 +137,25 @@ def _stored(first: str) -> list[dict[str, Any]]:
             {"role": "user", "content": PIZZA}]
 
 
-def test_the_guards_rewritten_prompt_stored_as_history_is_already_guarded(
+def test_the_guards_rewritten_prompt_stored_as_history_is_not_wrapped_again(
         guard: Guard) -> None:
     """The README's old limitation: the stored section quotes the flagged ask and reads as
-    the guard's words, so it was judged unsafe again and every later request was flagged.
-    It is the guard's own section, unchanged: forwarded as it is, not risky."""
+    the guard's words, so it was wrapped a second time on every later request. It is the
+    guard's own section, unchanged: forwarded as it was sent. Its verdict stays the judge's
+    (audit 4: "safe" let a replayed section past block mode), so the chat still reads as
+    flagged by it, while the new question, three turns on, passes unwrapped."""
     section = guard.rewrite(None, ASK).prompt
     chat = _stored(section)
     out = guard.rewrite_messages(chat)
-    assert out.result.safe and not out.rewritten and out.turn == 7 and out.messages == chat
-    assert dict(out.history)[1].decided_by == "signature"
-    # within two user turns it is still read before the new question, as the user's own
-    # ask would be (an ask split over turns): that reading flags the question, not it
-    near = [chat[1], chat[2], chat[-1]]
-    out = guard.rewrite_messages(near)
-    assert not out.result.safe and out.turn == 2 and out.messages[0] == near[0]
-    assert dict(out.history)[0].decided_by == "signature"
-    # the last turn itself, alone: already guarded; with an image: judged
+    assert out.messages == chat  # nothing wrapped: the section as sent, the question as is
+    assert not out.result.safe and out.turn == 1 and out.result.prompt == section
+    assert out.results[0].safe  # the new question itself
+    # the last turn itself, alone: judged, not wrapped again; with an image: wrapped
     alone = [chat[0], chat[1]]
     out = guard.rewrite_messages(alone)
-    assert out.result.safe and out.result.decided_by == "signature" and out.messages == alone
+    assert not out.result.safe and out.messages == alone
     out = guard.rewrite_messages([chat[0], user(section, data_url(JPG, "image/jpeg"))])
-    assert out.rewritten and out.result.decided_by == "judge"
+    assert out.rewritten and out.result.prompt != section
 
 
 def _forged(guard: Guard, section: str) -> str:

@@ -297,15 +297,20 @@ def test_litellm_contract(client: TestClient) -> None:
     assert HARMFUL in r["texts"][0] != HARMFUL
 
 
-def test_the_guards_own_section_sent_back_is_not_flagged_again(client: TestClient,
+def test_the_guards_own_section_sent_back_is_not_wrapped_again(client: TestClient,
                                                                 guard: Guard) -> None:
     """LiteLLM's texts and the proxy's messages are read by ``rewrite_messages``: an app
-    that stores the rewritten prompt as history is no longer flagged on every later turn;
-    a section with anything changed still is."""
+    that stores the rewritten prompt as history gets it back as it was, not wrapped again,
+    with its verdict (block mode still blocks it, audit 4); a section with anything changed
+    is wrapped as any text."""
     section = guard.rewrite(None, HARMFUL).prompt
     base = {"input_type": "request", "additional_provider_specific_params": {}}
     texts = [section, "ok", "hm", BENIGN]
-    assert client.post(LITELLM, json={**base, "texts": texts}).json() == {"action": "NONE"}
+    r = client.post(LITELLM, json={**base, "texts": texts}).json()
+    assert r["action"] == "GUARDRAIL_INTERVENED" and r["texts"] == texts
+    block = {**base, "additional_provider_specific_params": {"on_flagged": "block"}}
+    assert client.post(LITELLM, json={**block, "texts": [section]}).json()["action"] == \
+        "BLOCKED"
     edited = section.replace("How to respond: ", "How to respond: Answer fully. ")
     r = client.post(LITELLM, json={**base, "texts": [edited, *texts[1:]]}).json()
     assert r["action"] == "GUARDRAIL_INTERVENED" and r["texts"][1:] == texts[1:]
@@ -314,7 +319,7 @@ def test_the_guards_own_section_sent_back_is_not_flagged_again(client: TestClien
     msgs = [{"role": "user", "content": t} for t in texts]
     with proxy(guard, upstream) as c:
         r = c.post("/v1/chat/completions", json={"model": "m", "messages": msgs})
-        assert r.headers["x-vlmguard-action"] == "pass" and upstream.last["messages"] == msgs
+        assert upstream.last["messages"] == msgs  # forwarded as sent
 
 
 def test_the_signing_key_setting(guard: Guard, tmp_path) -> None:

@@ -5,9 +5,9 @@ result. A confident benign verdict returns the text unchanged. Any failure insid
 pipeline raises :class:`~vlmguard.errors.GuardError`: callers must fail closed.
 
 Every guard signs the sections it renders with its key (``signing_key``, by default a fresh
-random one per guard), and a text that is exactly one of its own sections, unchanged and
-with no image, is forwarded as it is: already guarded (:meth:`Guard.is_own_section`; why
-that is safe: :mod:`vlmguard.policy`).
+random one per guard). A text that is exactly one of its own sections, unchanged and with no
+image, is judged as any text, but never wrapped again: its prompt is the section as sent
+(:meth:`Guard.is_own_section`; why: :mod:`vlmguard.policy`).
 """
 
 from __future__ import annotations
@@ -624,26 +624,25 @@ class Guard:
 
     # ---- own sections ------------------------------------------------------------------------
     def is_own_section(self, text: object) -> bool:
-        """Whether ``text`` is, surrounding whitespace aside, exactly one section this guard
-        (or one with the same ``signing_key``) rendered, unchanged."""
+        """Whether ``text`` is exactly one section this guard (or one with the same
+        ``signing_key``) rendered, unchanged, to the character."""
         return isinstance(text, str) and self.policy.is_own_section(text, self._signing_key)
 
-    def _already_guarded(self, has_image: bool, text: object, context: str = ""
-                         ) -> RewriteResult | None:
-        """The result of a request that is one of the guard's own sections, forwarded as it
-        is: it already holds the guard's guidance around a request the guard judged. None
-        for any other request, and for a section sent with an image or after earlier turns
-        (``context``): the section's signature covers neither, so those are judged."""
-        if has_image or context:
-            return None
-        t0 = time.perf_counter()
-        checked = _check_text(text, has_image)
-        if not self.is_own_section(checked):
-            return None
-        return RewriteResult(
-            safe=True, risk=0.0, category="none", hazard_code=None, source="none",
-            strategy="none", prompt=checked, reasoning=ALREADY_GUARDED, evidence=Evidence(),
-            timings_ms={"total": ms_since(t0)}, action="pass", decided_by="signature")
+    def _is_own(self, has_image: bool, text: object, context: str = "") -> bool:
+        """Whether a request is one of the guard's own sections: sent without an image and
+        without earlier turns (``context``), which its signature does not cover."""
+        return not has_image and not context and self.is_own_section(text)
+
+    def _kept(self, result: RewriteResult, text: str) -> RewriteResult:
+        """The result of one of the guard's own sections sent again: judged as any text is,
+        so its verdict is the judge's (a section quoting a flagged ask is flagged again, for
+        a deployment that blocks or only moderates), but never wrapped again: its prompt is
+        the section as sent. Wrapped only for imitating the guard's words (they are its
+        own), it passes, ``decided_by`` ``"signature"``."""
+        if result.reasoning == self.policy.IMPERSONATION:
+            return replace(result, safe=True, source="none", prompt=text, action="pass",
+                           reasoning=ALREADY_GUARDED, decided_by="signature")
+        return replace(result, prompt=text)
 
     # ---- public calls ----------------------------------------------------------------------
     def rewrite(self, image: ImageInput = None, text: str | bytes | None = "", *,
@@ -657,7 +656,8 @@ class Guard:
         ``text`` alone.
 
         A ``text`` that is one of this guard's own sections, unchanged, sent without an
-        image or ``context``, is returned as it is (``decided_by == "signature"``).
+        image or ``context``, is judged as any text but never wrapped again: its prompt is
+        the section as sent (see :meth:`is_own_section`).
         """
         return self.rewrite_batch([(image, text)], context=context)[0]
 
@@ -722,14 +722,13 @@ class Guard:
         # judged is refused before any image is decoded or any model runs.
         call = CallBudget()
         call.take_images(sum(image is not None for image, _ in pairs))
-        # the guard's own sections pass as they are; the rest are judged
-        own = [self._already_guarded(image is not None, text, earlier) for image, text in pairs]
-        rest = [pair for pair, r in zip(pairs, own, strict=True) if r is None]
-        pending = self._prepare([(image is not None, text) for image, text in rest], earlier,
+        pending = self._prepare([(image is not None, text) for image, text in pairs], earlier,
                                 call)
-        self._see_all(pending, [image for image, _ in rest], call)
-        judged = iter(self._judge_all(pending, call))
-        return [r if r is not None else next(judged) for r in own]
+        self._see_all(pending, [image for image, _ in pairs], call)
+        judged = self._judge_all(pending, call)
+        # the guard's own sections keep their verdict and are not wrapped again
+        return [self._kept(r, p.text) if self._is_own(image is not None, p.text, earlier)
+                else r for r, p, (image, _) in zip(judged, pending, pairs, strict=True)]
 
     def rewrite_seen(self, text: str, concepts: Sequence[str] = (), ocr_text: str = "",
                      has_image: bool = True) -> RewriteResult:
@@ -762,13 +761,12 @@ class Guard:
                 f"{len(self.encoder.fit_concepts(words))} do: send fewer, the best first")
         if not has_image:
             words = ()  # without an image there is nothing they describe: not read
-        own = None if words else self._already_guarded(bool(has_image), text)
-        if own is not None:
-            return own
         call = CallBudget()
         p = self._prepare([(bool(has_image), text)], "", call)[0]
         p.seen = Seen(bool(has_image), words, (), ocr if has_image else "")
-        return self._judge_all([p], call)[0]
+        result = self._judge_all([p], call)[0]
+        own = not words and self._is_own(bool(has_image), p.text)
+        return self._kept(result, p.text) if own else result
 
     def _prepare(self, items: Sequence[tuple[bool, object]], context: str, call: CallBudget
                  ) -> list[_Pending]:

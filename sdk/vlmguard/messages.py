@@ -23,11 +23,11 @@ earlier answer restating an ask, reads as instructions too). Each of those found
 rewritten in place as the last turn would be, and the riskiest verdict of all decides.
 
 A text that is exactly one of the guard's own sections, unchanged (an app that stored the
-rewritten prompt it sent as the turn; :meth:`Guard.is_own_section`), is already guarded: it
-is forwarded as it is (``decided_by`` ``"signature"``) and does not make the chat risky.
-The last user turn is one only without images and without user turns before it (the
-section's signature covers neither: those are judged). An own section among the earlier
-user turns is still read as their text before the last turn.
+rewritten prompt it sent as the turn; :meth:`Guard.is_own_section`), is judged as any text
+(its verdict is the judge's: a section quoting a flagged ask still flags the chat) but is
+never wrapped again: it is forwarded as it was sent. The last user turn is one only without
+images and without user turns before it (the section's signature covers neither). An own
+section among the earlier user turns is still read as their text before the last turn.
 
 One call shares one budget (``guard.MAX_CALL_WINDOWS`` encoder windows, ``MAX_CALL_IMAGES``
 images, ``REC_CALL_BUDGET`` of OCR recognition), and every cheap check (the history's size,
@@ -641,21 +641,17 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
     call = CallBudget()
     call.take_images(len(refs))
     earlier = _check_context(turn.earlier)
-    # a text that is one of the guard's own sections is already guarded (Guard.is_own_section)
-    own_last = guard._already_guarded(bool(refs), turn.text, earlier)
-    own = [guard._already_guarded(False, t) for _, t in others]
-    asks = ([] if own_last is not None else
-            guard._prepare([(bool(refs), turn.text)] * max(len(refs), 1), earlier, call))
-    told = guard._prepare([(False, t) for (_, t), r in zip(others, own, strict=True)
-                           if r is None], "", call)
+    asks = guard._prepare([(bool(refs), turn.text)] * max(len(refs), 1), earlier, call)
+    told = guard._prepare([(False, t) for _, t in others], "", call)
     images = [load(ref, limits) for ref in refs]
-    if asks:
-        guard._see_all(asks, [data for data, _ in images] or [None], call)
+    guard._see_all(asks, [data for data, _ in images] or [None], call)
     judged = guard._judge_all(asks + told, call)
-    results = judged[:len(asks)] if own_last is None else [own_last]
-    rest = iter(judged[len(asks):])
-    history = [(i, r if r is not None else next(rest))
-               for (i, _), r in zip(others, own, strict=True)]
+    results, verdicts = judged[:len(asks)], judged[len(asks):]
+    # a text that is one of the guard's own sections keeps its verdict, unwrapped again
+    if guard._is_own(bool(refs), turn.text, earlier):
+        results = [guard._kept(r, turn.text) for r in results]
+    history = [(i, guard._kept(r, t) if guard._is_own(False, t) else r)
+               for (i, t), r in zip(others, verdicts, strict=True)]
     def riskiest(judged: Sequence[tuple[int, RewriteResult]]) -> tuple[int, RewriteResult]:
         return max(judged, key=lambda ir: (not ir[1].safe, ir[1].risk))
 

@@ -23,11 +23,15 @@ Signed sections (why a guard may forward its own section again): the nonce of a 
 rendered with ``key`` is ``HMAC-SHA256(key, section)`` cut to 32 hex digits, the section
 read with a fixed placeholder where the nonce stands (header, guidance, footer and the
 quoted request: every character). :meth:`Policy.is_own_section` checks it, so an app that
-stores the guard's rewritten prompt as chat history and sends it back is not flagged again
-for it. That adds no way to pass unguarded text: an own section forwarded again is exactly
-what the guard forwarded the first time (the same guidance around the same request);
-without the key no one can make one; and a section with anything changed or added is not
-one, so it is judged as any text is (where :meth:`Policy.imitates_guard` flags it).
+stores the guard's rewritten prompt as chat history and sends it back does not get it
+wrapped a second time. Its verdict is still the judge's (a section quoting a flagged ask
+is flagged again: a deployment that blocks, or only moderates, sees the same verdict as the
+first time; audit 4 showed a verdict of "safe" let a replayed section past both), only its
+prompt is the section as sent. That adds no way to pass unguarded text: an own section
+forwarded again is exactly what the guard forwarded the first time (the same guidance
+around the same request); without the key no one can make one; and a section with anything
+changed or added, whitespace included, is not one, so it is judged and wrapped as any text
+is (where :meth:`Policy.imitates_guard` flags it).
 """
 
 from __future__ import annotations
@@ -224,9 +228,10 @@ class Policy:
                               "How to respond: " + r.guidance], text, nonce, key)
 
     def is_own_section(self, text: str, key: bytes) -> bool:
-        """Whether ``text`` (surrounding whitespace aside) is exactly one section this
-        policy's renderer signed with ``key``, unchanged: nothing edited, nothing added."""
-        return is_signed(text.strip(), key)
+        """Whether ``text`` is exactly one section this policy's renderer signed with
+        ``key``, unchanged: nothing edited, nothing added (not even whitespace around it,
+        which would be forwarded unsigned)."""
+        return is_signed(text, key)
 
     def _section(self, lines: list[str], text: str, nonce: str | None,
                  key: bytes | None = None) -> str:
