@@ -66,43 +66,38 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     try:
         guard = _guard(args)
-    except ModelLoadError as exc:  # a bad --model (or bundle): configuration, not a failure
-        print(f"vlmguard: cannot load the model: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except InvalidConfigError as exc:  # a bad option, not a guard failure
-        print(f"vlmguard: invalid configuration: {exc}", file=sys.stderr)
-        return 2
-    except VLMGuardError as exc:
-        print(f"vlmguard: guard failed, fail closed: {exc}", file=sys.stderr)
-        return 3
-    except Exception as exc:  # a bug must still fail closed, with a message, not a traceback
-        print(f"vlmguard: guard failed, fail closed: {exc!r}", file=sys.stderr)
-        return 3
-    try:
         if args.command == "info":
             data = guard.info()
             _emit(json.dumps(data, indent=2) if args.json else
                   "\n".join(f"{k}: {v}" for k, v in data.items()))
             return 0
         result = guard.rewrite(args.image, args.text)
-    except InvalidInputError as exc:
-        print(f"vlmguard: invalid input: {exc}", file=sys.stderr)
-        return 2
-    except InvalidConfigError as exc:  # a bad option, not a guard failure
-        print(f"vlmguard: invalid configuration: {exc}", file=sys.stderr)
-        return 2
-    except VLMGuardError as exc:
-        print(f"vlmguard: guard failed, fail closed: {exc}", file=sys.stderr)
-        return 3
     except Exception as exc:  # a bug must still fail closed, with a message, not a traceback
-        print(f"vlmguard: guard failed, fail closed: {exc!r}", file=sys.stderr)
-        return 3
+        return _failed(exc)
     if args.json:
         _emit(result.to_json(indent=2))
     else:
         verdict = "SAFE" if result.safe else f"UNSAFE ({result.category}, {result.hazard_code})"
         _emit(f"# {verdict} risk={result.risk:.3f} source={result.source}\n{result.prompt}")
     return 0
+
+
+def _failed(exc: Exception) -> int:
+    """Say why on one line of stderr and return the exit code: 2 for what the caller must
+    fix (a --model that does not load, an option, an input), 3 for a guard failure (fail
+    closed), a bug included."""
+    if isinstance(exc, ModelLoadError):  # a bad --model (or bundle): not a guard failure
+        why, code = f"cannot load the model: {_one_line(exc)}", 2
+    elif isinstance(exc, InvalidInputError):
+        why, code = f"invalid input: {exc}", 2
+    elif isinstance(exc, InvalidConfigError):
+        why, code = f"invalid configuration: {exc}", 2
+    elif isinstance(exc, VLMGuardError):
+        why, code = f"guard failed, fail closed: {exc}", 3
+    else:
+        why, code = f"guard failed, fail closed: {exc!r}", 3
+    print(f"vlmguard: {why}", file=sys.stderr)
+    return code
 
 
 def _one_line(exc: BaseException) -> str:
