@@ -754,11 +754,12 @@ class Guard:
         if evidence_chars > MAX_TEXT_CHARS:
             raise TextTooLongError(f"concepts and ocr_text hold {evidence_chars:,} characters; "
                                    f"at most {MAX_TEXT_CHARS:,} are read")
-        if has_image and len(self.encoder.fit_concepts(words)) < len(words):
+        fit = len(self.encoder.fit_concepts(words)) if has_image else len(words)
+        if fit < len(words):
             raise InvalidInputError(
                 f"the {len(words)} concepts do not fit the {EVIDENCE_TOKENS - MIN_OCR_TOKENS} "
-                f"tokens the guard reads them in (beside the image text); "
-                f"{len(self.encoder.fit_concepts(words))} do: send fewer, the best first")
+                f"tokens the guard reads them in (beside the image text); {fit} do: send "
+                "fewer, the best first")
         if not has_image:
             words = ()  # without an image there is nothing they describe: not read
         call = CallBudget()
@@ -832,10 +833,8 @@ class Guard:
                    ) -> list[RewriteResult]:
         try:
             for p in pending:
-                words = self.encoder.fit_concepts(p.seen.concepts)
-                if words != p.seen.concepts:  # the rest would push the image text out
-                    p.seen = replace(p.seen, concepts=words,
-                                     scores=p.seen.scores[:len(words)])
+                # concepts always fit beside the image text (the bundled tagger's three do;
+                # rewrite_seen refuses more): the encoder refuses a head that does not
                 ev = verbalise_evidence(p.seen.concepts, p.seen.ocr_text, p.seen.has_image)
                 t = time.perf_counter()
                 # what is left to this request: the call's, with what was counted for it
