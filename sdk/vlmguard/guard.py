@@ -321,6 +321,11 @@ class Guard:
             raise ModelLoadError(f"{self.bundle}/tokenizer.json is not a tokenizer: {exc}"
                                  ) from exc
         self.encoder = SequenceEncoder(tokenizer, max_tokens=cfg.max_tokens)
+        # The fewest evidence tokens a window holds ("no image.", the shortest evidence):
+        # each text's windows are counted beside it before its image is read (_count).
+        self._least_evidence = min(
+            len(self.encoder.tokenize(verbalise_evidence((), "", False).text).ids),
+            EVIDENCE_TOKENS)
         self._probe_judge(model_file)
         vision_dir = record.vision_dir()
         # With OCR on, the tagger runs beside text detection (see seeing.see): one thread
@@ -791,8 +796,7 @@ class Guard:
 
     def _count(self, pending: Sequence[_Pending], context: str, call: CallBudget) -> None:
         """Each request's readings and the windows they need at least, taken from ``call``."""
-        least = len(self.encoder.tokenize(verbalise_evidence((), "", False).text).ids)
-        least = min(least, EVIDENCE_TOKENS)  # "no image." is the shortest evidence
+        least = self._least_evidence
         cache: dict[str, tuple[list[tuple[str, Encoding]], list[tuple[str, Encoding]]]] = {}
         for k, p in enumerate(pending):
             t = time.perf_counter()
