@@ -18,7 +18,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -162,9 +162,10 @@ class _Pending:
 
 
 class CallBudget:
-    """What one call (``rewrite``, ``rewrite_batch``, ``rewrite_seen``, ``rewrite_messages``)
-    may still spend over all its items: encoder windows (``MAX_CALL_WINDOWS``), images
-    (``MAX_CALL_IMAGES``) and OCR recognition width (``REC_CALL_BUDGET``)."""
+    """What one call (``rewrite``, ``rewrite_batch``, ``rewrite_call``, ``rewrite_seen``,
+    ``rewrite_messages``) may still spend over all its items: encoder windows
+    (``MAX_CALL_WINDOWS``), images (``MAX_CALL_IMAGES``) and OCR recognition width
+    (``REC_CALL_BUDGET``)."""
 
     def __init__(self) -> None:
         self.windows = MAX_CALL_WINDOWS
@@ -722,18 +723,63 @@ class Guard:
             if not isinstance(item, tuple | list) or len(item) != 2:
                 raise UnsupportedInputTypeError("rewrite_batch takes (image, text) pairs")
             pairs.append((item[0], item[1]))
-        # Every cheap check first, for every item: the texts, the image count, each text's
-        # tokens and the windows they need (a lower bound per image). A call that cannot be
-        # judged is refused before any image is decoded or any model runs.
         call = CallBudget()
         call.take_images(sum(image is not None for image, _ in pairs))
-        pending = self._prepare([(image is not None, text) for image, text in pairs], earlier,
-                                call)
-        self._see_all(pending, [image for image, _ in pairs], call)
-        judged = self._judge_all(pending, call)
+        asks = [(image is not None, text) for image, text in pairs]
+        images = [image for image, _ in pairs if image is not None]
+        return self._rewrite_call(call, asks, lambda: images, earlier, ())[0]
+
+    def rewrite_call(self, asks: Sequence[tuple[bool, str | bytes | None]],
+                     images: Callable[[], Sequence[ImageInput]], *,
+                     context: Sequence[str] = (), alone: Sequence[str] = ()
+                     ) -> tuple[list[RewriteResult], list[RewriteResult]]:
+        """Judge requests and texts together under one call's budget (:class:`CallBudget`),
+        for a caller that fetches its images itself (``rewrite_messages`` does;
+        ``rewrite_batch`` is this call with its images in hand).
+
+        ``asks`` are requests as (whether an image comes with it, its text), each read after
+        ``context`` (see :meth:`rewrite`); ``alone`` are texts judged with no image and no
+        context (a chat's history). Every cheap check runs first (the image count, the
+        context, each text and the windows it needs), so a call that cannot be judged is
+        refused (``BudgetExceededError``) before ``images`` is called: it returns the images
+        of the asks that have one, in order, and is where they are fetched.
+
+        Returns the results of ``asks`` and of ``alone``, in order; an own section is judged
+        but not wrapped again (:meth:`is_own_section`).
+        """
+        if any(not isinstance(has_image, bool | np.bool_) for has_image, _ in asks):
+            raise UnsupportedInputTypeError("each ask is (has_image, text): has_image a bool")
+        if isinstance(alone, str | bytes):
+            raise UnsupportedInputTypeError("alone must be a sequence of texts, not one text")
+        call = CallBudget()
+        call.take_images(sum(bool(has_image) for has_image, _ in asks))
+        return self._rewrite_call(call, asks, images, _check_context(context), alone)
+
+    def _rewrite_call(self, call: CallBudget, asks: Sequence[tuple[bool, object]],
+                      images: Callable[[], Sequence[ImageInput]], context: str,
+                      alone: Sequence[object]
+                      ) -> tuple[list[RewriteResult], list[RewriteResult]]:
+        """:meth:`rewrite_call` once ``call`` holds its images and ``context`` is checked
+        (``rewrite_batch`` checks its context before its items, so it starts here)."""
+        # Every text and the windows it needs (a lower bound per image) are counted before
+        # any image is fetched or decoded, or any model runs.
+        pending = self._prepare(asks, context, call)
+        told = self._prepare([(False, text) for text in alone], "", call)
+        fetched = list(images())
+        wanted = sum(bool(has_image) for has_image, _ in asks)
+        if len(fetched) != wanted:
+            raise InvalidInputError(f"images() returned {len(fetched)} images for the "
+                                    f"{wanted} asks that have one")
+        given = iter(fetched)
+        self._see_all(pending, [next(given) if has_image else None for has_image, _ in asks],
+                      call)
+        judged = self._judge_all(pending + told, call)
+        results, verdicts = judged[:len(pending)], judged[len(pending):]
         # the guard's own sections keep their verdict and are not wrapped again
-        return [self._kept(r, p.text) if self._is_own(image is not None, p.text, earlier)
-                else r for r, p, (image, _) in zip(judged, pending, pairs, strict=True)]
+        return ([self._kept(r, p.text) if self._is_own(has_image, p.text, context) else r
+                 for r, p, (has_image, _) in zip(results, pending, asks, strict=True)],
+                [self._kept(r, p.text) if self._is_own(False, p.text) else r
+                 for r, p in zip(verdicts, told, strict=True)])
 
     def rewrite_seen(self, text: str, concepts: Sequence[str] = (), ocr_text: str = "",
                      has_image: bool = True) -> RewriteResult:

@@ -633,25 +633,22 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
         raise BudgetExceededError(
             f"the conversation's history holds {chars:,} characters of text; the guard judges "
             f"at most {MAX_HISTORY_CHARS:,} besides the last user turn. Send less history.")
-    from .guard import CallBudget, _check_context  # guard imports this module
-
     # One budget for the whole call (MAX_CALL_WINDOWS, MAX_CALL_IMAGES, REC_CALL_BUDGET),
     # and every cheap check (history size, image count, each text and its tokens, the
-    # windows they need) before any image is fetched or decoded, or any model runs.
-    call = CallBudget()
-    call.take_images(len(refs))
-    earlier = _check_context(turn.earlier)
-    asks = guard._prepare([(bool(refs), turn.text)] * max(len(refs), 1), earlier, call)
-    told = guard._prepare([(False, t) for _, t in others], "", call)
-    images = [load(ref, limits) for ref in refs]
-    guard._see_all(asks, [data for data, _ in images] or [None], call)
-    judged = guard._judge_all(asks + told, call)
-    results, verdicts = judged[:len(asks)], judged[len(asks):]
-    # a text that is one of the guard's own sections keeps its verdict, unwrapped again
-    if guard._is_own(bool(refs), turn.text, earlier):
-        results = [guard._kept(r, turn.text) for r in results]
-    history = [(i, guard._kept(r, t) if guard._is_own(False, t) else r)
-               for (i, t), r in zip(others, verdicts, strict=True)]
+    # windows they need) before any image is fetched (rewrite_call calls fetch last) or
+    # decoded, or any model runs. The last turn's text is judged with each image (or
+    # alone), the history text by text.
+    images: list[tuple[bytes, str]] = []  # (bytes, media type), for inline_images
+
+    def fetch() -> list[bytes]:
+        images.extend(load(ref, limits) for ref in refs)
+        return [data for data, _ in images]
+
+    results, verdicts = guard.rewrite_call(
+        [(bool(refs), turn.text)] * max(len(refs), 1), fetch, context=turn.earlier,
+        alone=[t for _, t in others])
+    history = [(i, r) for (i, _), r in zip(others, verdicts, strict=True)]
+
     def riskiest(judged: Sequence[tuple[int, RewriteResult]]) -> tuple[int, RewriteResult]:
         return max(judged, key=lambda ir: (not ir[1].safe, ir[1].risk))
 
