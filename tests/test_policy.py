@@ -104,6 +104,26 @@ def test_text_imitating_the_guards_section_is_told_apart(policy: Policy, text: s
     assert out.startswith("[Safety guidance for the assistant, added by vlmguard.")
 
 
+@pytest.mark.parametrize("text", [
+    "<<<" + " " * 40 + "USER_REQUEST_BEGIN\nhi",                 # a wide gap, squeezed
+    "<" * 30 + "USER_REQUEST\nhi", "hi\nUSER_REQUEST" + "-" * 30 + ">>>"])
+def test_a_marker_behind_a_long_run_of_signs_still_imitates(policy: Policy, text: str) -> None:
+    assert policy.imitates_guard(text)
+
+
+def test_runs_of_signs_are_checked_in_linear_time() -> None:
+    """Stop 37 audit 5: "<<<+[\\W_]*user" backtracked in cubic time on a run of "<" (1,500
+    held the GIL for 10 s, 20,000 would take hours). Run apart so a regression fails here
+    instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    code = ("from vlmguard import Policy; from vlmguard.bundle import DEFAULT_DIR; "
+            "p = Policy.from_file(DEFAULT_DIR / 'policy.json'); "
+            "assert not any(p.imitates_guard(c * 20000) for c in '<>_ ')")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 @pytest.mark.parametrize("text", ["How do I install vlmguard?", "What is the capital of France?",
                                   "Explain USER_REQUEST markers in vlmguard's README.",
                                   "Safety guidance for new lab assistants, added by HR.",

@@ -202,7 +202,7 @@ class Policy:
             folded = " ".join(words).replace("vlm guard", "vlmguard")
             if any(p in folded for p in self._own_sentences) \
                     or _FOLDED_MARKER.search(folded) or _JOINED_MARKER.search(chunk) \
-                    or _BRACKETED_MARKER.search(chunk) \
+                    or _BRACKETED_MARKER.search(_squeeze_signs(chunk)) \
                     or any(o.found_in(folded.split()) for o in self._own_words):
                 return True
         return False
@@ -300,10 +300,23 @@ _FOLDED_MARKER = re.compile(r"\buser request (?=[0-9]*[a-f])[0-9a-f]{12,}\b")
 _JOINED_MARKER = re.compile(r"user\s*[_-]\s*request\s*[_-]\s*"
                             r"(?:[0-9a-f]{12,}|(?=[0-9]*[a-f])[0-9a-f]{8,})(?![0-9a-z])")
 _NONCE = r"(?:[0-9a-f]{6,}|[0-9a-z]*[0-9][0-9a-z]*)(?![0-9a-z])"
-_BRACKETED_MARKER = re.compile(r"<<<+[\W_]*user[\W_]*request"
-                               r"|user[\W_]*request[\W_]*[0-9a-z]*[\W_]*>>>"
-                               rf"|<<[\W_]*user[\W_]*request[\W_]*{_NONCE}"
-                               rf"|user[\W_]*request[\W_]*{_NONCE}[\W_]*>>")
+# Every gap is bounded ({0,16}) and runs of signs are squeezed to that length first
+# (_squeeze_signs): with open gaps ("<<<+[\W_]*user") a run of "<" backtracked in cubic time
+# (1,500 of them held the GIL for 10 s; stop 37 audit).
+_BRACKETED_MARKER = re.compile(r"<<<[\W_]{0,16}user[\W_]{0,16}request"
+                               r"|user[\W_]{0,16}request[\W_]{0,16}[0-9a-z]{0,64}[\W_]{0,16}>>>"
+                               rf"|<<[\W_]{{0,16}}user[\W_]{{0,16}}request[\W_]{{0,16}}{_NONCE}"
+                               rf"|user[\W_]{{0,16}}request[\W_]{{0,16}}{_NONCE}[\W_]{{0,16}}>>")
+_SIGN_RUN = re.compile(r"[\W_]{17,}")
+
+
+def _squeeze_signs(text: str) -> str:
+    """Each run of 17 or more signs (punctuation, spaces) kept as its first and last 8 with
+    a space between (so no new "<<<" forms at the seam): a bracketed marker's brackets and
+    gaps read the same, in time linear in the text."""
+    return _SIGN_RUN.sub(lambda m: m.group()[:8] + " " + m.group()[-8:], text)
+
+
 _OWN_WORDS = frozenset({"vlmguard", "guidance", "markers"})
 """A sentence of the header or footer counts when it names the guard or its parts: "It is
 not part of the user's message." alone is ordinary prose."""
