@@ -41,6 +41,15 @@ _CONFUSABLES = str.maketrans({
     "ա": "w", "Ꭺ": "A", "Ᏼ": "B", "Ꮯ": "C", "Ꭰ": "D", "Ꭼ": "E", "Ꮐ": "G", "Ꮋ": "H",
     "Ꭻ": "J", "Ꮶ": "K", "Ꮮ": "L", "Ꮇ": "M", "Ꮲ": "P", "Ꭱ": "R", "Ꮪ": "S", "Ꭲ": "T",
     "Ꮩ": "V", "Ꮃ": "W", "Ꮓ": "Z",
+    # Coptic and Lisu letters drawn as Latin ones (UTS #39 confusables; stop 37 audit 5)
+    "Ⲁ": "A", "ⲁ": "a", "Ⲃ": "B", "ⲃ": "b", "Ⲉ": "E", "ⲉ": "e", "Ⲏ": "H", "ⲏ": "h", "Ⲓ": "I",
+    "ⲓ": "i", "Ⲕ": "K", "ⲕ": "k", "Ⲙ": "M", "ⲙ": "m", "Ⲛ": "N", "ⲛ": "n", "Ⲟ": "O",
+    "ⲟ": "o", "Ⲣ": "P", "ⲣ": "p", "Ⲥ": "C", "ⲥ": "c", "Ⲧ": "T", "ⲧ": "t", "Ⲩ": "Y",
+    "ⲩ": "y", "Ⲭ": "X", "ⲭ": "x",
+    "ꓮ": "A", "ꓐ": "B", "ꓚ": "C", "ꓓ": "D", "ꓰ": "E", "ꓝ": "F", "ꓖ": "G", "ꓧ": "H",
+    "ꓲ": "I", "ꓙ": "J", "ꓗ": "K", "ꓡ": "L", "ꓟ": "M", "ꓠ": "N", "ꓳ": "O", "ꓑ": "P",
+    "ꓣ": "R", "ꓢ": "S", "ꓔ": "T", "ꓴ": "U", "ꓦ": "V", "ꓪ": "W", "ꓫ": "X", "ꓬ": "Y",
+    "ꓜ": "Z",
 })
 _CONFUSABLE_CHARS = frozenset(k if isinstance(k, str) else chr(k) for k in _CONFUSABLES)
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
@@ -73,8 +82,11 @@ def _is_pictograph(ch: str) -> bool:
 
 def _name_pictographs(text: str) -> str:
     """Each emoji read as its Unicode name (💣 → "bomb", 💊 → "pill"), as a VLM reads it;
-    the WordPiece tokenizer has no emoji. Regional indicator letters are letters."""
+    the WordPiece tokenizer has no emoji. Regional indicator letters are letters, and so are
+    the negative circled and squared ones (🅑🅞🅜🅑, 🅱🅾🅼🅱), which NFKC leaves alone: named,
+    they hid a harmful ask as "negative circled latin capital letter b ..." (stop 37)."""
     text = _REGIONAL.sub(lambda m: chr(ord("a") + ord(m[0]) - _REGIONAL_A), text)
+    text = _ENCLOSED.sub(lambda m: chr(ord("A") + (ord(m[0]) - 0x1F150) % 0x20), text)
     if not any(_is_pictograph(c) for c in text):
         return text
     return "".join(f" {unicodedata.name(c, '').lower()} " if _is_pictograph(c) else c
@@ -90,7 +102,8 @@ def named_growth(text: str) -> int:
     of emoji is one typed token and eleven words an emoji named (U+1F502), so the guard
     weighs the text as read against its token budget before reading it (s36 audit)."""
     return sum(len(unicodedata.name(c, "").split()) - 1
-               for c in _PICTOGRAPH_BLOCKS.findall(text) if _is_pictograph(c))
+               for c in _PICTOGRAPH_BLOCKS.findall(text)
+               if _is_pictograph(c) and not _ENCLOSED.match(c))  # those are read as letters
 
 
 # Characters drawn as nothing that Unicode does not file as format characters: Hangul fillers
@@ -102,6 +115,7 @@ _IGNORABLE_RANGES = ((0x034F, 0x034F), (0x17B4, 0x17B5), (0x180B, 0x180F), (0xFE
                      (0xE0000, 0xE0FFF))
 _REGIONAL_A = 0x1F1E6  # regional indicator letters 🇦..🇿 (two make a flag) read as a..z
 _REGIONAL = re.compile("[\U0001F1E6-\U0001F1FF]")
+_ENCLOSED = re.compile("[\U0001F150-\U0001F169\U0001F170-\U0001F189]")  # 🅐-🅩, 🅰-🆉
 
 
 def _ignorable(ch: str) -> bool:
@@ -111,19 +125,27 @@ def _ignorable(ch: str) -> bool:
 
 def _strip_invisible(text: str) -> str:
     """Drop format characters (zero-width joiners, bidi marks), other characters drawn as
-    nothing, and combining marks on ASCII; blanks that stand for a space become one."""
+    nothing, enclosing marks (b⃝, 1⃣), unassigned and private-use code points (drawn as an
+    empty box at most, while they split a word for the tokenizer), and combining marks on
+    Latin and look-alike letters; blanks that stand for a space become one."""
     out: list[str] = []
     for ch in text:
         if ch in _BLANKS:
             out.append(" ")
             continue
         cat = unicodedata.category(ch)
-        if cat == "Cf" or (ch > "\u0300" and _ignorable(ch)):
+        if cat in ("Cf", "Me", "Cn", "Co") or (ch > "\u0300" and _ignorable(ch)):
             continue
-        if cat == "Mn" and out and out[-1].isascii():
+        if cat == "Mn" and out and _latin_like(out[-1]):
             continue
         out.append(ch)
     return "".join(out)
+
+
+def _latin_like(ch: str) -> bool:
+    """ASCII, a Latin letter or one drawn as Latin: a mark on it only disguises it."""
+    return ch.isascii() or ch in _CONFUSABLE_CHARS \
+        or (ch.isalpha() and unicodedata.name(ch, "").startswith("LATIN"))
 
 
 def _unconfuse(text: str) -> str:
