@@ -121,6 +121,25 @@ def test_pil_image() -> None:
     assert np.array_equal(_check(load_image(Image.fromarray(arr)), 12, 20), arr)
 
 
+@pytest.mark.parametrize("fmt", ["PCX", "SGI", "PPM", "TGA", "EPS"])
+def test_pil_image_of_a_format_outside_the_allowlist_is_refused_unloaded(fmt: str) -> None:
+    """s37 audit: these were refused as bytes but decoded when opened by the caller (an EPS
+    runs Ghostscript when loaded)."""
+    data = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n" if fmt == "EPS"
+            else _encode(Image.fromarray(_rgb()), fmt))
+    with pytest.raises(ImageDecodeError):
+        load_image(data)
+    lazy = Image.open(io.BytesIO(data))
+    with pytest.raises(ImageDecodeError, match=f"format '{fmt}'"):
+        load_image(lazy)
+    assert lazy.tile  # never loaded
+    if fmt != "EPS":  # made in memory (format None): no file decoder left to run
+        _check(load_image(Image.open(io.BytesIO(data)).convert("RGB")), 12, 20)
+    still = Image.fromarray(_rgb())
+    mpo = Image.open(io.BytesIO(_encode(still, "MPO", save_all=True, append_images=[still])))
+    assert mpo.format == "MPO" and len(load_views(mpo) or ()) >= 1  # a phone's JPEG: allowed
+
+
 def test_jpeg_bytes_decode() -> None:
     out = _check(load_image(_encode(Image.fromarray(_rgb(32, 48)), "JPEG")), 32, 48)
     assert out.std() > 0

@@ -118,7 +118,9 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
     only for a transparent or high-depth image where the two visibly differ.
 
     ``max_pixels`` caps width*height (checked from the header, before decoding). Pillow's own
-    bomb guard (``Image.MAX_IMAGE_PIXELS``) still applies on top of it.
+    bomb guard (``Image.MAX_IMAGE_PIXELS``) still applies on top of it. A PIL image opened
+    from a file is held to ``FORMATS`` as bytes are; one made in memory (``format`` None:
+    ``Image.new``, ``convert``, ``copy``) has no file decoder behind it and is accepted.
 
     Raises ``UnsupportedInputTypeError`` (wrong Python type or dtype), ``InvalidInputError``
     (missing file, bad array shape), ``ImageDecodeError`` (corrupt, truncated, not an image),
@@ -132,6 +134,12 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
     if isinstance(image, np.ndarray):
         return _from_array(np.asarray(image), max_pixels)
     if isinstance(image, Image.Image):
+        if image.format is not None and image.format not in FORMATS:
+            # an opened file whose decoder is not one the guard runs (EPS runs Ghostscript)
+            raise ImageDecodeError(
+                f"a PIL image of format {image.format!r}: the guard reads only "
+                f"{', '.join(FORMATS)} files; convert it in memory first "
+                "(image.convert('RGB')), or pass the file's bytes")
         _check_size(image.size, max_pixels)
         try:
             _check_scans(image)
