@@ -121,6 +121,25 @@ def test_pil_image() -> None:
     assert np.array_equal(_check(load_image(Image.fromarray(arr)), 12, 20), arr)
 
 
+@pytest.mark.parametrize("fmt", ["PCX", "SGI", "PPM", "TGA", "EPS"])
+def test_pil_image_of_a_format_outside_the_allowlist_is_refused_unloaded(fmt: str) -> None:
+    """s37 audit: these were refused as bytes but decoded when opened by the caller (an EPS
+    runs Ghostscript when loaded)."""
+    data = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n" if fmt == "EPS"
+            else _encode(Image.fromarray(_rgb()), fmt))
+    with pytest.raises(ImageDecodeError):
+        load_image(data)
+    lazy = Image.open(io.BytesIO(data))
+    with pytest.raises(ImageDecodeError, match=f"format '{fmt}'"):
+        load_image(lazy)
+    assert lazy.tile  # never loaded
+    if fmt != "EPS":  # made in memory (format None): no file decoder left to run
+        _check(load_image(Image.open(io.BytesIO(data)).convert("RGB")), 12, 20)
+    still = Image.fromarray(_rgb())
+    mpo = Image.open(io.BytesIO(_encode(still, "MPO", save_all=True, append_images=[still])))
+    assert mpo.format == "MPO" and len(load_views(mpo) or ()) >= 1  # a phone's JPEG: allowed
+
+
 def test_jpeg_bytes_decode() -> None:
     out = _check(load_image(_encode(Image.fromarray(_rgb(32, 48)), "JPEG")), 32, 48)
     assert out.std() > 0
@@ -475,3 +494,53 @@ def test_a_plain_face_that_differs_only_off_a_sampling_grid_is_still_read() -> N
     plain[::2, ::2] = 255           # ...but never on the grid points
     assert len(_with_plain(rgb, plain)) == 2
     assert len(_with_plain(rgb, rgb.copy())) == 1
+
+
+def _jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return struct.pack(">HH", marker, len(payload) + 2) + payload
+
+
+def _scan_bomb(scans: int, before_eoi: bytes = b"") -> bytes:
+    """A 64x64 grey progressive JPEG of one DC scan and ``scans - 1`` empty AC scans (10
+    bytes each): the s37 audit's 78 KiB file of 8,000 decoded for 20 s at 36 MP."""
+    out = b"\xff\xd8" + _jpeg_segment(0xFFDB, b"\x00" + bytes([1] * 64))
+    out += _jpeg_segment(0xFFC2, struct.pack(">BHHB", 8, 64, 64, 1) + b"\x01\x11\x00")
+    out += _jpeg_segment(0xFFC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00")  # DC: one code
+    out += _jpeg_segment(0xFFC4, b"\x10" + bytes([1] + [0] * 15) + b"\x00")  # AC: EOB only
+    out += _jpeg_segment(0xFFDA, b"\x01\x01\x00\x00\x00\x00") + b"\x00" * 8
+    out += _jpeg_segment(0xFFDA, b"\x01\x01\x00\x01\x3f\x00") * (scans - 1)
+    return out + before_eoi + b"\xff\xd9"
+
+
+def test_a_jpeg_with_too_many_scans_is_refused_before_it_is_decoded() -> None:
+    """s37 audit: each scan is a pass over every pixel, and nothing bounded their number."""
+    from vlmguard.image import MAX_SCANS
+
+    assert _check(load_image(_scan_bomb(MAX_SCANS)), 64, 64).min() >= 0
+    with pytest.raises(ImageDecodeError, match="MAX_SCANS"):
+        load_image(_scan_bomb(MAX_SCANS + 1))
+    with pytest.raises(ImageDecodeError, match="MAX_SCANS"):  # lazily opened by the caller
+        load_image(Image.open(io.BytesIO(_scan_bomb(MAX_SCANS + 1))))
+    # an MPO's later frame is walked from its own offset, before it is decoded
+    still = Image.new("RGB", (64, 64), "white")
+    mpo = _frames_bytes("MPO", [still, still.copy()])
+    second = Image.open(io.BytesIO(mpo))
+    second.seek(1)
+    with pytest.raises(ImageDecodeError, match="MAX_SCANS"):
+        load_views(mpo[:second.tile[0][2]] + _scan_bomb(MAX_SCANS + 1))
+
+
+def test_scans_are_counted_by_walking_segments_not_by_searching_bytes() -> None:
+    """An SOS inside a segment's payload (an EXIF thumbnail) or after EOI (a phone's
+    appended video) is not one libjpeg decodes for this frame; real files pass."""
+    from vlmguard.image import MAX_SCANS, _count_scans
+
+    sos = _jpeg_segment(0xFFDA, b"\x01\x01\x00\x01\x3f\x00")
+    in_comment = _scan_bomb(2, _jpeg_segment(0xFFFE, sos * 100))
+    assert _count_scans(io.BytesIO(in_comment + sos * 100), 0, MAX_SCANS) == 2
+    assert _check(load_image(in_comment + sos * 100), 64, 64).shape == (64, 64, 3)
+    photo = Image.effect_mandelbrot((160, 120), (-2, -1.5, 1, 1.5), 50).convert("RGB")
+    for kw in ({}, {"progressive": True}, {"progressive": True, "restart_marker_blocks": 1}):
+        data = _encode(photo, "JPEG", **kw)
+        assert _count_scans(io.BytesIO(data), 0, MAX_SCANS) == (10 if kw else 1)
+        _check(load_image(data), 120, 160)

@@ -9,6 +9,7 @@ import copy
 import http.server
 import ipaddress
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -593,6 +594,48 @@ def test_http_image_urls_in_messages(guard: Guard, server: str) -> None:
     pinned = guard.rewrite_messages(msgs, limits=LOCAL, inline_images=True)
     assert pinned.messages[0]["content"][1]["image_url"]["url"] == data_url(PNG)
     assert msgs[0]["content"][1]["image_url"]["url"] == server + "/img.png"
+
+
+def _dripping_host(first: bytes) -> tuple[str, threading.Event]:
+    """A loopback host that reads the request, sends ``first``, then one zero byte every
+    0.2 s for ~10 s; the event is set when it stops (the client went away, or the drip
+    ended)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def drip() -> None:
+        conn, _ = srv.accept()
+        try:
+            conn.recv(65536)
+            conn.sendall(first)
+            for _ in range(50):
+                time.sleep(0.2)
+                conn.sendall(b"\0")
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            srv.close()
+            done.set()
+
+    threading.Thread(target=drip, daemon=True).start()
+    return f"127.0.0.1:{srv.getsockname()[1]}", done
+
+
+@pytest.mark.parametrize("scheme, first", [
+    ("http", b"HTTP/1.1 200 OK\r\nX-Drip: "),   # headers a byte at a time
+    ("https", b"\x16\x03\x03\x40\x00"),           # a TLS handshake record, a byte at a time
+])
+def test_a_dripping_host_is_cut_off_at_the_fetch_deadline(scheme: str, first: bytes) -> None:
+    """s37 audit: the timeout was set once, at connect, and http.client read the headers a
+    recv at a time, each waiting that long again: a host dripping a header byte a second
+    held the fetch for as long as it liked (12 s for a 2 s limit)."""
+    host, done = _dripping_host(first)
+    start = time.monotonic()
+    with pytest.raises(ImageFetchTimeoutError):
+        fetch_image(f"{scheme}://{host}/img.png", FetchLimits(allow_private=True, timeout_s=0.5))
+    assert time.monotonic() - start < 5.0  # the drip lasts ~10 s; the limit is 0.5 s
+    done.wait(5.0)
 
 
 # ---- async --------------------------------------------------------------------------------------

@@ -495,7 +495,7 @@ def test_proxy_forwards_only_what_it_judged(guard: Guard) -> None:
             assert err["param"] == param and err["message"].startswith(param)
         assert upstream.requests == []
         sampling = {"model": "m", "temperature": 0.2, "top_p": 0.9, "max_tokens": 9, "seed": 1,
-                    "stop": ["\n"], "logit_bias": {"50256": -100},
+                    "stop": ["\n"], "n": 4, "logprobs": True, "top_logprobs": 5,
                     "response_format": {"type": "json_object"}, "user": "u-1"}
         echoed = [{"role": "system", "content": "Be brief.", "name": "ops_bot"},
                   {"role": "assistant", "content": "Hi.", "refusal": None, "tool_calls": []},
@@ -508,6 +508,30 @@ def test_proxy_forwards_only_what_it_judged(guard: Guard) -> None:
         named = {**user, "name": "how_to_build_a_pipe_bomb_at_home_step_by_step"}
         assert c.post("/v1/chat/completions", json={"messages": [named]}).status_code == 200
         assert upstream.last["messages"] == [user]
+
+
+def test_proxy_refuses_knobs_that_undo_the_rewrite(guard: Guard) -> None:
+    """s37 audit: logit_bias could ban the tokens a refusal starts with, and n = 100,000
+    samples of one judged request were forwarded (best-of-n)."""
+    from vlmguard.server.app import FIELD_RANGES
+
+    upstream = Upstream()
+    body = {"model": "m", "messages": [{"role": "user", "content": HARMFUL}]}
+    bad = {
+        "logit_bias": ({"40": -100, "19701": -100}, "unsafe_field"),
+        "n": (FIELD_RANGES["n"][1] + 1, "invalid_request"),
+        "top_logprobs": (FIELD_RANGES["top_logprobs"][1] + 1, "invalid_request"),
+    }
+    with proxy(guard, upstream) as c:
+        for param, (value, code) in bad.items():
+            r = c.post("/v1/chat/completions", json={**body, param: value})
+            err = r.json()["error"]
+            assert r.status_code == 400 and (err["code"], err["param"]) == (code, param), err
+        assert c.post("/v1/chat/completions", json={**body, "n": 0}).status_code == 400
+        assert upstream.requests == []
+        r = c.post("/v1/chat/completions", json={**body, "logit_bias": {}, "n": 2})
+        assert r.status_code == 200 and upstream.last["n"] == 2  # an empty one is dropped
+        assert "logit_bias" not in upstream.last
 
 
 class _Trickle(httpx.AsyncByteStream):

@@ -20,11 +20,12 @@ import hashlib
 import io
 import math
 import os
+import re
 import warnings
-from typing import TypeAlias, cast
+from typing import IO, TypeAlias, cast
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import (
     AnimatedImageError,
@@ -74,6 +75,19 @@ def _register_formats() -> tuple[str, ...]:
 
 
 _OPEN_FORMATS = _register_formats()
+MAX_SCANS = 64
+"""Scans (SOS segments) of one JPEG or MPO frame the guard decodes. libjpeg walks every block
+of the image once per scan, so a 10-byte empty scan costs ~3 ms on a 36 MP image: 8,000 of
+them (78 KiB) decoded for 20 s (s37 audit). Real progressive files have ~10 (libjpeg's
+default script: 10 for colour, 6 for grey), baseline ones 1; 64 leaves room for custom
+scripts and bounds a frame at ~0.2 s of scans. Counted before the frame is decoded."""
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+"""FF then a marker code: never inside valid entropy-coded data, where FF is followed by 00
+(a stuffed byte) or a restart marker RST0-7 (skipped here too, as they carry no length)."""
+_NO_LENGTH = frozenset({0x01, 0xD8})  # TEM, SOI: markers without a length (RSTn are skipped)
+_MAX_SEGMENTS = 65_536
+"""Markers walked while counting scans (real files have a few dozen): 10 MiB of empty
+4-byte segments would otherwise take the walk ~2.5 s."""
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
 VIEW_DIFF_LEVEL = 48
 """A pixel differs between an image's two faces when a channel moves by more than this (of
@@ -104,7 +118,9 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
     only for a transparent or high-depth image where the two visibly differ.
 
     ``max_pixels`` caps width*height (checked from the header, before decoding). Pillow's own
-    bomb guard (``Image.MAX_IMAGE_PIXELS``) still applies on top of it.
+    bomb guard (``Image.MAX_IMAGE_PIXELS``) still applies on top of it. A PIL image opened
+    from a file is held to ``FORMATS`` as bytes are; one made in memory (``format`` None:
+    ``Image.new``, ``convert``, ``copy``) has no file decoder behind it and is accepted.
 
     Raises ``UnsupportedInputTypeError`` (wrong Python type or dtype), ``InvalidInputError``
     (missing file, bad array shape), ``ImageDecodeError`` (corrupt, truncated, not an image),
@@ -118,8 +134,15 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
     if isinstance(image, np.ndarray):
         return _from_array(np.asarray(image), max_pixels)
     if isinstance(image, Image.Image):
+        if image.format is not None and image.format not in FORMATS:
+            # an opened file whose decoder is not one the guard runs (EPS runs Ghostscript)
+            raise ImageDecodeError(
+                f"a PIL image of format {image.format!r}: the guard reads only "
+                f"{', '.join(FORMATS)} files; convert it in memory first "
+                "(image.convert('RGB')), or pass the file's bytes")
         _check_size(image.size, max_pixels)
         try:
+            _check_scans(image)
             image.load()
             views = _to_views(_exif_transpose(image))
             return views + _other_frames(image, max_pixels, views)
@@ -157,6 +180,72 @@ def _check_size(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
+def _check_scans(im: Image.Image) -> None:
+    """Refuse a JPEG or MPO frame with more than ``MAX_SCANS`` scans, before it is decoded;
+    any other image, or one already decoded (no tile left), is not walked."""
+    if not isinstance(im, ImageFile.ImageFile) or im.format not in ("JPEG", "MPO"):
+        return
+    fp = im.fp
+    if not im.tile or fp is None:
+        return
+    where = fp.tell()
+    try:
+        scans = _count_scans(fp, im.tile[0].offset, MAX_SCANS)
+    finally:
+        fp.seek(where)
+    if scans > MAX_SCANS:
+        raise ImageDecodeError(
+            f"the JPEG has over {MAX_SCANS} scans (MAX_SCANS); real ones have about 10, and "
+            "each costs a pass over every pixel: re-save it as a baseline or standard "
+            "progressive JPEG")
+
+
+def _count_scans(fp: IO[bytes], start: int, limit: int) -> int:
+    """The SOS markers of the JPEG at ``start``, up to its EOI, or ``limit + 1`` once over it;
+    ``ImageDecodeError`` past ``_MAX_SEGMENTS`` markers.
+
+    Walks the segments as libjpeg does: a length-delimited segment is skipped whole (an SOS
+    inside an EXIF thumbnail is not this frame's), and elsewhere (entropy-coded data, or
+    garbage libjpeg skips with a warning) the next FF + marker code is the next marker. Data
+    after EOI (a phone's appended video) is not read. Reads through a 1 MiB window, since a
+    path's file may be large; every step moves forward."""
+    window, base = b"", start
+
+    def at(pos: int) -> int:  # pos's index in a window that holds 2 bytes from it unless at EOF
+        nonlocal window, base
+        if not base <= pos <= base + len(window) - 2:
+            fp.seek(pos)
+            window, base = fp.read(1 << 20), pos
+        return pos - base
+
+    i = at(start)
+    if window[i:i + 2] != b"\xff\xd8":  # not at an SOI: the decoder reports what it is
+        return 0
+    pos, scans = start + 2, 0
+    for _ in range(_MAX_SEGMENTS):
+        if scans > limit:
+            return scans
+        i = at(pos)
+        found = _JPEG_MARKER.search(window, i)
+        if found is None:
+            if len(window) - i < 2:  # end of file, no EOI: libjpeg stops here too
+                return scans
+            pos = base + len(window) - 1  # the last byte may be an FF whose code comes next
+            continue
+        code, pos = window[found.start() + 1], base + found.end()
+        if code == 0xD9:  # EOI
+            return scans
+        if code in _NO_LENGTH:
+            continue
+        i = at(pos)
+        if len(window) - i < 2:
+            return scans
+        scans += code == 0xDA
+        pos += int.from_bytes(window[i:i + 2], "big")  # the length counts its own 2 bytes
+    raise ImageDecodeError(f"the JPEG has over {_MAX_SEGMENTS:,} segments; real ones have a "
+                           "few dozen")
+
+
 def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> tuple[np.ndarray, ...]:
     """Open (header only), check the size, then force a full decode inside one try."""
     try:
@@ -165,10 +254,11 @@ def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> tuple[np.nd
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source, formats=_OPEN_FORMATS) as im:
                 _check_size(im.size, max_pixels)
+                _check_scans(im)
                 im.load()  # full decode: truncated/corrupt data fails here, not later
                 views = _to_views(_exif_transpose(im))
                 return views + _other_frames(im, max_pixels, views)
-    except (ImageTooLargeError, ImageSizeError, AnimatedImageError):
+    except (ImageTooLargeError, ImageSizeError, AnimatedImageError, ImageDecodeError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(
@@ -222,6 +312,7 @@ def _other_frames(im: Image.Image, max_pixels: int, shown: tuple[np.ndarray, ...
                     f"the image's {n} frames make over {total:,} pixels together (frame "
                     f"{k + 1} is {im.size[0]}x{im.size[1]}), over the limit of "
                     f"{max_pixels:,} (max_pixels)")
+            _check_scans(im)
             im.load()
             for face in _to_views(_exif_transpose(im)):
                 digest = _digest(face)

@@ -50,6 +50,7 @@ import copy
 import functools
 import http.client
 import ipaddress
+import math
 import socket
 import ssl
 import time
@@ -61,6 +62,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .errors import (
     BudgetExceededError,
+    GuardError,
     ImageDecodeError,
     InvalidConfigError,
     InvalidInputError,
@@ -69,6 +71,8 @@ from .errors import (
 from .result import RewriteResult
 
 if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
     from .guard import Guard
 
 __all__ = [
@@ -238,6 +242,47 @@ def decode_data_url(url: str, limits: FetchLimits) -> tuple[bytes, str]:
     return data, media
 
 
+class _DeadlineSocket(socket.socket):
+    """A socket whose every read and send waits only until ``deadline``, the whole fetch's.
+    http.client reads the status line and headers a ``recv`` at a time, and a timeout set
+    once gave each its own wait: a host that dripped a header byte a second held the fetch
+    for as long as it liked (s37 audit)."""
+
+    deadline = math.inf
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
+        _arm(self)
+        return super().recv_into(buffer, nbytes, flags)
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
+        _arm(self)
+        super().sendall(data, flags)
+
+
+class _DeadlineSSLSocket(ssl.SSLSocket):
+    """:class:`_DeadlineSocket` over TLS (an ``SSLContext.sslsocket_class``)."""
+
+    deadline = math.inf
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int | None = None,
+                  flags: int = 0) -> int:
+        _arm(self)
+        return super().recv_into(buffer, nbytes, flags)
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
+        _arm(self)
+        super().sendall(data, flags)
+
+
+def _arm(sock: socket.socket) -> None:
+    """Set ``sock``'s timeout to the time left before its ``deadline``; TimeoutError once
+    none is left."""
+    remaining = getattr(sock, "deadline", math.inf) - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("the image fetch's deadline has passed")
+    sock.settimeout(remaining)
+
+
 def _connect_checked(address: tuple[str, int], timeout: float | None = None,
                      source_address: Any = None, *, limits: FetchLimits,
                      deadline: float) -> socket.socket:
@@ -258,13 +303,12 @@ def _connect_checked(address: tuple[str, int], timeout: float | None = None,
         addrs.append((family, socktype, proto, sockaddr))
     last: OSError | None = None
     for family, socktype, proto, sockaddr in addrs:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ImageFetchTimeoutError(f"image fetch over {limits.timeout_s}s")
-        sock = socket.socket(family, socktype, proto)
+        sock = _DeadlineSocket(family, socktype, proto)
+        sock.deadline = deadline
         try:
-            sock.settimeout(remaining)
+            _arm(sock)
             sock.connect(sockaddr)
+            _arm(sock)  # a TLS handshake, next, is one operation bounded by what is left
             return sock
         except OSError as exc:
             sock.close()
@@ -284,7 +328,8 @@ def fetch_image(url: str, limits: FetchLimits | None = None) -> tuple[bytes, str
                     else http.client.HTTPConnection)
         kwargs: dict[str, Any] = {"timeout": max(0.001, deadline - time.monotonic())}
         if parts.scheme == "https":
-            kwargs["context"] = ssl.create_default_context()
+            kwargs["context"] = context = ssl.create_default_context()
+            context.sslsocket_class = _DeadlineSSLSocket
         host = parts.hostname or ""
         try:
             port = parts.port
@@ -296,6 +341,10 @@ def fetch_image(url: str, limits: FetchLimits | None = None) -> tuple[bytes, str
         conn._create_connection = functools.partial(  # type: ignore[attr-defined]
             _connect_checked, limits=limits, deadline=deadline)
         try:
+            conn.connect()  # address check, connect and TLS handshake, within the deadline
+            if not isinstance(conn.sock, _DeadlineSocket | _DeadlineSSLSocket):
+                raise GuardError("image fetch: the connection is not bound by the deadline")
+            conn.sock.deadline = deadline  # every later read and send: headers, body
             target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
             conn.request("GET", target, headers={"User-Agent": limits.user_agent,
                                                  "Accept": "image/*",
@@ -318,7 +367,7 @@ def fetch_image(url: str, limits: FetchLimits | None = None) -> tuple[bytes, str
             if length and length.strip().isdigit() and int(length) > limits.max_bytes:
                 raise ImageFetchTooLargeError(
                     f"image is {int(length):,} bytes; the limit is {limits.max_bytes:,}")
-            return _read_capped(conn, resp, limits, deadline), media.split(";", 1)[0]
+            return _read_capped(resp, limits), media.split(";", 1)[0]
         except ImageFetchError:
             raise
         except TimeoutError as exc:
@@ -330,17 +379,11 @@ def fetch_image(url: str, limits: FetchLimits | None = None) -> tuple[bytes, str
     raise ImageFetchRedirectError(f"more than {limits.max_redirects} redirects")
 
 
-def _read_capped(conn: http.client.HTTPConnection, resp: http.client.HTTPResponse,
-                 limits: FetchLimits, deadline: float) -> bytes:
-    """Read the body a chunk at a time: stop at the byte cap or the deadline, whichever first
-    (one ``read1`` waits for at most one network read, so a slow drip cannot stretch it)."""
+def _read_capped(resp: http.client.HTTPResponse, limits: FetchLimits) -> bytes:
+    """Read the body a chunk at a time, to stop at the byte cap (the socket stops each read
+    at the fetch's deadline)."""
     chunks, total = [], 0
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ImageFetchTimeoutError(f"image fetch over {limits.timeout_s}s")
-        if conn.sock is not None:
-            conn.sock.settimeout(remaining)
         chunk = resp.read1(65536)
         if not chunk:
             break

@@ -140,8 +140,6 @@ FORWARDED_FIELDS: dict[str, Callable[[Any], bool]] = {
     "stream_options": lambda v: isinstance(v, dict) and all(
         k in ("include_usage", "continuous_usage_stats") and isinstance(x, bool)
         for k, x in v.items()),
-    "logit_bias": lambda v: isinstance(v, dict) and all(
-        str(k).isdigit() and is_number(x) for k, x in v.items()),
     # json_schema is refused: its names and descriptions are text the model reads
     "response_format": lambda v: v in ({"type": "text"}, {"type": "json_object"}),
 }
@@ -150,6 +148,21 @@ its value carries no text the model reads (a sampling knob, a stop string, an id
 else (``tools``, ``functions``, vLLM's ``chat_template``, ``chat_template_kwargs``,
 ``documents``, ``continue_final_message``, guided decoding, ...) holds or renders text the
 guard never reads: refused with 400, since a guard must not forward what it has not judged."""
+
+
+UNSAFE_FIELDS = {
+    "logit_bias": "it can ban the tokens a refusal starts with (-100 on 'I', 'Sorry', ...), "
+                  "undoing the guidance a flagged request is rewritten with",
+}
+"""Chat request fields that carry no text but can undo the guard's rewrite: refused with 400
+``unsafe_field`` when they hold a value (an empty one is dropped)."""
+FIELD_RANGES = {"n": (1, 4), "top_logprobs": (0, 5)}
+"""Bounds on forwarded integer fields, 400 past them. ``n`` samples one judged request n
+times (best-of-n jailbreaking, and n times the upstream's work): a client that wants more
+sends more requests, each judged. ``logprobs`` and ``top_logprobs`` are forwarded: they show
+the probabilities of the answer the model gave, one token deep and conditioned on it (a
+refusal, for a rewritten request), so they do not recover what it would have said; the
+cap keeps that peek small."""
 
 
 def _unjudged(where: str, why: str) -> ApiError:
@@ -167,17 +180,26 @@ the guard does not judge (the chat proxy refuses them too)."""
 def forwardable(body: dict[str, Any]) -> dict[str, Any]:
     """The allowlisted fields of a chat request, ``messages`` left out, once its messages hold
     only the keys ``rewrite_messages`` accepts (``MESSAGE_KEYS``; it forwards only ``role``
-    and ``content``). An empty value of any other field or key is dropped; any other value
-    is an ApiError (400), raised before anything is judged or forwarded."""
+    and ``content``). An empty value of any other field or key is dropped; any other value,
+    an ``UNSAFE_FIELDS`` value and one outside ``FIELD_RANGES`` are an ApiError (400),
+    raised before anything is judged or forwarded."""
     out: dict[str, Any] = {}
     for key, value in body.items():
         if key == "messages" or is_empty(value):
             continue
+        if key in UNSAFE_FIELDS:
+            raise ApiError(400, "unsafe_field", f"{key}: {UNSAFE_FIELDS[key]}; the guard does "
+                           "not forward it", param=key)
         check = FORWARDED_FIELDS.get(key)
         if check is None:
             raise _unjudged(key, "the guard does not read this field")
         if not check(value):
             raise _unjudged(key, "the guard does not forward this value unread")
+        if key in FIELD_RANGES:
+            low, high = FIELD_RANGES[key]
+            if not low <= value <= high:
+                raise ApiError(400, "invalid_request", f"{key}: {value} is outside "
+                               f"{low}..{high}, the proxy's limit (FIELD_RANGES)", param=key)
         out[key] = value
     for i, m in enumerate(body.get("messages") or ()):
         for key, value in m.items():
