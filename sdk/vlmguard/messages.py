@@ -30,7 +30,8 @@ images and without user turns before it (the section's signature covers neither)
 section among the earlier user turns is still read as their text before the last turn.
 
 One call shares one budget (``guard.MAX_CALL_WINDOWS`` encoder windows, ``MAX_CALL_IMAGES``
-images, ``REC_CALL_BUDGET`` of OCR recognition), and every cheap check (the history's size,
+images, ``REC_CALL_BUDGET`` of OCR recognition, ``ZOOM_CALL_BUDGET`` OCR zoom passes), and
+every cheap check (the history's size,
 the image count, each text's size and tokens, the windows they need) runs before any image
 is fetched or decoded and before any model runs (``BudgetExceededError``).
 
@@ -635,7 +636,8 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
             f"at most {MAX_HISTORY_CHARS:,} besides the last user turn. Send less history.")
     from .guard import CallBudget, _check_context  # guard imports this module
 
-    # One budget for the whole call (MAX_CALL_WINDOWS, MAX_CALL_IMAGES, REC_CALL_BUDGET),
+    # One budget for the whole call (MAX_CALL_WINDOWS, MAX_CALL_IMAGES, REC_CALL_BUDGET,
+    # ZOOM_CALL_BUDGET),
     # and every cheap check (history size, image count, each text and its tokens, the
     # windows they need) before any image is fetched or decoded, or any model runs.
     call = CallBudget()
