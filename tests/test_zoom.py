@@ -139,6 +139,14 @@ def test_zoom_passes_are_budgeted_and_fail_closed(ocr: OCR, large_line: np.ndarr
     assert seen.ocr_truncated and "bomb" in seen.ocr_text.lower()
 
 
+def test_zoom_side_is_checked() -> None:
+    from vlmguard.errors import InvalidConfigError
+
+    for bad in (-1, 1.5, True, "1280"):
+        with pytest.raises(InvalidConfigError, match="zoom_side"):
+            OCR(threads=1, zoom_side=bad)
+
+
 def test_covers() -> None:
     assert covers((0, 0, 9, 9), (5, 0, 14, 9))  # half of b's area
     assert not covers((0, 0, 9, 9), (6, 0, 15, 9))
