@@ -510,7 +510,8 @@ def test_fixed_shapes_only_where_a_gpu_runs_and_read_the_same() -> None:
     alike (forced on here, on the CPU, since CI has no GPU)."""
     assert OCR(threads=1).fixed == {}
     fixed = OCR(threads=1, fixed_shapes=True)
-    assert {k: len(v.sessions) for k, v in fixed.fixed.items()} == {"det": 2, "rec": 6, "cls": 1}
+    assert {k: len(v.sessions) for k, v in fixed.fixed.items()} == {"det": 3, "rec": 6, "cls": 1}
+    assert fixed.fixed["det"].shape_for((1, 3, 960, 1280)) == (1, 3, 1280, 1280)  # the zoom
     rec = fixed.fixed["rec"]
     assert rec.shape_for((3, 3, 48, 320)) == (3, 3, 48, 320)  # three minimum-width lines
     assert rec.shape_for((2, 3, 48, 400)) == (2, 3, 48, 480)

@@ -13,6 +13,7 @@ image, is judged as any text, but never wrapped again: its prompt is the section
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import itertools
 import logging
@@ -60,8 +61,10 @@ from .taxonomy import HAZARD_CODES
 from .verdict import Decision, Rule, argmax_named, decide, flagged, span_text
 from .vision import (
     MAX_OCR_BOXES,
+    MAX_ZOOMS,
     OCR,
     REC_BUDGET,
+    ZOOM_SIDE,
     RecBudget,
     Tagger,
     check_not_constant,
@@ -111,6 +114,11 @@ which still bounds each image): 80,000 is about two pages of small text, 4-5 s o
 The benchmark's typographic renders spend 1,800 each (p50) and its photos 0 (p90 860), so
 a chat of 8 such images stays well inside. An image read after it is spent is read in part
 or not at all, and says so (``ocr_truncated``): it fails closed as any image read in part."""
+ZOOM_CALL_BUDGET = MAX_CALL_IMAGES
+"""OCR zoom passes one call may run over all its images (``vision.MAX_ZOOMS`` still bounds
+each): one per image, ~0.5-1 s each on two cores, so 16 large photos in one batch cost about
+what ``REC_CALL_BUDGET`` does. A large image past them is read at the detection size only,
+and says so (``ocr_truncated``)."""
 MAX_CONTEXT_TURNS = 2
 """Earlier user turns read before a request (``Guard.rewrite(context=...)``): enough for an
 ask split over turns, few enough that a harmful turn long ago does not flag every reply."""
@@ -164,13 +172,14 @@ class _Pending:
 class CallBudget:
     """What one call (``rewrite``, ``rewrite_batch``, ``rewrite_call``, ``rewrite_seen``,
     ``rewrite_messages``) may still spend over all its items: encoder windows
-    (``MAX_CALL_WINDOWS``), images (``MAX_CALL_IMAGES``) and OCR recognition width
-    (``REC_CALL_BUDGET``)."""
+    (``MAX_CALL_WINDOWS``), images (``MAX_CALL_IMAGES``), OCR recognition width
+    (``REC_CALL_BUDGET``) and OCR zoom passes (``ZOOM_CALL_BUDGET``)."""
 
     def __init__(self) -> None:
         self.windows = MAX_CALL_WINDOWS
         self.images = MAX_CALL_IMAGES
         self.rec_width = REC_CALL_BUDGET
+        self.zooms = ZOOM_CALL_BUDGET
 
     def take_images(self, n: int) -> None:
         if n > self.images:
@@ -188,13 +197,16 @@ class CallBudget:
         self.windows -= n
 
     def rec_budget(self) -> RecBudget:
-        """One image's recognition budget: ``REC_BUDGET``, or what the call has left."""
-        return RecBudget(max(min(REC_BUDGET, self.rec_width), 0))
+        """One image's reading budget: ``REC_BUDGET`` and ``MAX_ZOOMS``, or what the call
+        has left of each."""
+        return RecBudget(max(min(REC_BUDGET, self.rec_width), 0),
+                         max(min(MAX_ZOOMS, self.zooms), 0))
 
-    def take_recognition(self, budget: RecBudget, given: int) -> None:
-        """Take from the call what one image used of the ``budget`` it was given (``given``
-        wide, :meth:`rec_budget`)."""
-        self.rec_width -= given - budget.left
+    def take_recognition(self, budget: RecBudget, given: RecBudget) -> None:
+        """Take from the call what one image used of the ``budget`` it was given (as it was
+        then: ``given``, a copy of :meth:`rec_budget`'s)."""
+        self.rec_width -= given.left - budget.left
+        self.zooms -= given.zooms - budget.zooms
 
 
 def _require_bool(name: str, value: object) -> None:
@@ -249,7 +261,7 @@ class Guard:
                  policy: Policy | Mapping[str, Any] | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, ocr_side: int | None = None,
                  max_text_tokens: int = MAX_TEXT_TOKENS,
-                 max_ocr_boxes: int = MAX_OCR_BOXES,
+                 max_ocr_boxes: int = MAX_OCR_BOXES, ocr_zoom_side: int = ZOOM_SIDE,
                  category_thresholds: Mapping[str, float] | None = None,
                  monitor: bool = False,
                  vision_providers: Sequence[ProviderSpec] | None = None,
@@ -339,7 +351,8 @@ class Guard:
         self.tagger = Tagger(vision_dir, providers=self.vision_providers,
                              threads=threads or (1 if ocr else None))
         self.ocr = (OCR(vision_dir, providers=self.vision_providers, threads=threads,
-                        det_limit_side=det_side, max_boxes=max_ocr_boxes)
+                        det_limit_side=det_side, max_boxes=max_ocr_boxes,
+                        zoom_side=ocr_zoom_side)
                     if ocr else None)
         _require_bool("precedents", precedents)
         # A small INT8 encoder: the CPU runs it (its dynamic INT8 ops have no GPU kernels).
@@ -361,7 +374,7 @@ class Guard:
                         policy: Policy | Mapping[str, Any] | None = None,
                         max_pixels: int = DEFAULT_MAX_PIXELS, ocr_side: int | None = None,
                         max_text_tokens: int = MAX_TEXT_TOKENS,
-                        max_ocr_boxes: int = MAX_OCR_BOXES,
+                        max_ocr_boxes: int = MAX_OCR_BOXES, ocr_zoom_side: int = ZOOM_SIDE,
                         category_thresholds: Mapping[str, float] | None = None,
                         monitor: bool = False,
                         vision_providers: Sequence[ProviderSpec] | None = None,
@@ -392,7 +405,10 @@ class Guard:
         in images; ``policy`` replaces the bundle's policy (a :class:`Policy`) or overrides
         parts of it (a mapping). Bounds: ``max_pixels`` per image, ``ocr_side`` (the OCR
         detector's long side, default the bundle's), ``max_text_tokens`` per request and
-        ``max_ocr_boxes`` text boxes read per image.
+        ``max_ocr_boxes`` text boxes read per image. ``ocr_zoom_side``: the long side an
+        image over ``vision.ZOOM_MIN_SIDE`` is detected at a second time, for the small text
+        a VLM reads after its own downscale (0: never; saves ~0.5-1 s per large image on two
+        cores where the VLM downstream sees images at 640 px or less).
 
         ``signing_key`` (bytes, at least ``MIN_KEY_BYTES``) signs the sections the guard
         renders, so it knows them again (:meth:`is_own_section`); by default a random key
@@ -404,8 +420,8 @@ class Guard:
                    threshold=threshold, categories=categories, threads=threads, ocr=ocr,
                    policy=policy, max_pixels=max_pixels, ocr_side=ocr_side,
                    max_text_tokens=max_text_tokens, max_ocr_boxes=max_ocr_boxes,
-                   category_thresholds=category_thresholds, monitor=monitor,
-                   vision_providers=vision_providers, precedents=precedents,
+                   ocr_zoom_side=ocr_zoom_side, category_thresholds=category_thresholds,
+                   monitor=monitor, vision_providers=vision_providers, precedents=precedents,
                    spin_judge=spin_judge, signing_key=signing_key)
 
     def _pick_model_file(self) -> str:
@@ -874,7 +890,7 @@ class Guard:
         for p, image in zip(pending, images, strict=True):
             if image is not None:
                 budget = call.rec_budget()
-                given = budget.left
+                given = copy.copy(budget)
                 p.t0 = time.perf_counter()  # its total: its own vision, then the judge
                 p.seen = self.see(image, p.timings, rec_budget=budget)
                 call.take_recognition(budget, given)

@@ -30,7 +30,8 @@ images and without user turns before it (the section's signature covers neither)
 section among the earlier user turns is still read as their text before the last turn.
 
 One call shares one budget (``guard.MAX_CALL_WINDOWS`` encoder windows, ``MAX_CALL_IMAGES``
-images, ``REC_CALL_BUDGET`` of OCR recognition), and every cheap check (the history's size,
+images, ``REC_CALL_BUDGET`` of OCR recognition, ``ZOOM_CALL_BUDGET`` OCR zoom passes), and
+every cheap check (the history's size,
 the image count, each text's size and tokens, the windows they need) runs before any image
 is fetched or decoded and before any model runs (``BudgetExceededError``).
 
@@ -676,7 +677,8 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
         raise BudgetExceededError(
             f"the conversation's history holds {chars:,} characters of text; the guard judges "
             f"at most {MAX_HISTORY_CHARS:,} besides the last user turn. Send less history.")
-    # One budget for the whole call (MAX_CALL_WINDOWS, MAX_CALL_IMAGES, REC_CALL_BUDGET),
+    # One budget for the whole call (MAX_CALL_WINDOWS, MAX_CALL_IMAGES, REC_CALL_BUDGET,
+    # ZOOM_CALL_BUDGET),
     # and every cheap check (history size, image count, each text and its tokens, the
     # windows they need) before any image is fetched (rewrite_call calls fetch last) or
     # decoded, or any model runs. The last turn's text is judged with each image (or

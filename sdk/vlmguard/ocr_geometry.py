@@ -390,6 +390,15 @@ def prominence(boxes: Sequence[tuple[tuple[int, int, int, int], float]]) -> list
         -(boxes[i][0][3] - boxes[i][0][1]), -boxes[i][1], i))
 
 
+def covers(a: tuple[int, int, int, int], b: tuple[int, int, int, int],
+           share: float = 0.5) -> bool:
+    """Whether box ``a`` holds at least ``share`` of box ``b``'s area (inclusive pixels)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    ih = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    area = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
+    return iw > 0 and ih > 0 and iw * ih >= share * area
+
+
 def is_vertical(det: tuple[tuple[int, int, int, int], float]) -> bool:
     """A box read as a vertical line (turned a quarter before recognition; see ``crops``)."""
     (x0, y0, x1, y1), _ = det

@@ -55,9 +55,9 @@ def see(rgb: np.ndarray, tagger: Tagger, ocr: OCR | None,
     colour-distance face (:func:`vlmguard.vision.colour_distance_face`), and the more
     confident reading is kept.
 
-    All faces share one recognition ``budget`` (default a fresh
-    :data:`vlmguard.vision.REC_BUDGET`): an image costs at most that much reading however
-    many faces or frames it has.
+    All faces share one reading ``budget`` (default a fresh :class:`vlmguard.vision.RecBudget`:
+    ``REC_BUDGET`` of recognition, ``MAX_ZOOMS`` zoom passes): an image costs at most that
+    much reading however many faces or frames it has.
 
     ``timings`` (if given) receives each stage's milliseconds: tagger, ocr_det, ocr_rec
     (the last only when detection found a box). With ``pool``, the tagger runs on it while
@@ -66,23 +66,24 @@ def see(rgb: np.ndarray, tagger: Tagger, ocr: OCR | None,
     sees the same input either way, so the outputs are the same.
     """
     timings = {} if timings is None else timings
+    budget = RecBudget() if budget is None else budget
     boxes: list[tuple[tuple[int, int, int, int], float]] = []
     if ocr is None or pool is None:
         tags = _tag(tagger, rgb, timings)
         if ocr is not None:
-            boxes = _detect(ocr, rgb, timings)
+            boxes = _detect(ocr, rgb, timings, budget)
     else:
         pending = pool.submit(_tag, tagger, rgb, timings)
         try:
-            boxes = _detect(ocr, rgb, timings)
+            boxes = _detect(ocr, rgb, timings, budget)
         finally:
             tags = pending.result()  # the tagger's error, if any, wins as if it ran first
     words = concept_words(tags)
     scores = tuple(round(c.score, 4) for c in tags[: len(words)])
     if ocr is None:
         return Seen(True, words, scores)
-    budget = RecBudget() if budget is None else budget
     lines, truncated = _recognise(ocr, rgb, boxes, timings, budget)
+    truncated = truncated or budget.short  # e.g. a zoom pass left unrun
     if not lines or _spaces_lost(lines):
         # A page (a render, a sign, a screenshot) that reads blank, or as words run together,
         # may hold text that differs from it in colour more than in brightness: read it again
@@ -119,7 +120,9 @@ def _read_face(ocr: OCR, face: np.ndarray, timings: dict[str, float], budget: Re
     if budget.left < ocr.rec_min_width:
         budget.short = True
         return [], True
-    return _recognise(ocr, face, _detect(ocr, face, timings, add=True), timings, budget)
+    lines, cut = _recognise(ocr, face, _detect(ocr, face, timings, budget, add=True), timings,
+                            budget)
+    return lines, cut or budget.short
 
 
 def _spaces_lost(lines: list[OcrLine]) -> bool:
@@ -143,10 +146,10 @@ def _tag(tagger: Tagger, rgb: np.ndarray, timings: dict[str, float]) -> list[Con
     return tags
 
 
-def _detect(ocr: OCR, rgb: np.ndarray, timings: dict[str, float], add: bool = False
-            ) -> list[tuple[tuple[int, int, int, int], float]]:
+def _detect(ocr: OCR, rgb: np.ndarray, timings: dict[str, float], budget: RecBudget,
+            add: bool = False) -> list[tuple[tuple[int, int, int, int], float]]:
     t = time.perf_counter()
-    boxes = ocr.detect(rgb)
+    boxes = ocr.detect(rgb, budget)
     timings["ocr_det"] = (timings.get("ocr_det", 0.0) if add else 0.0) + ms_since(t)
     return boxes
 

@@ -18,6 +18,10 @@ native (C) path.
   (:meth:`OCR.gate`): where its probability map shows nothing that could be text, full
   detection is skipped. It only ever skips on a clear "no": a broken map raises, and any
   pixel above a low threshold runs full detection.
+* A large image is also detected at twice the detection size (the zoom pass, see
+  :data:`ZOOM_SIDE`): small text a VLM still reads after its own downscale is too small for
+  the detector at 640 pixels. It is bounded per request and per call, and an image denied it
+  says it was read in part.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from .ocr_geometry import (
     OcrLine,
     centre_line,
     components,
+    covers,
     curved_crop,
     is_vertical,
     line_turn,
@@ -83,6 +88,20 @@ sample) is page-like: a render, a screenshot, a sign, a document. Those nearly a
 text, so full detection runs without the gate, which would only add its ~10 ms. Measured:
 89 % of training-style renders (every style but text pasted on a photo), all of the
 evaluation's renders, JPEG-compressed or not, and 4.6 % of the 1,000 development photos."""
+ZOOM_SIDE = 1280
+"""Large images are also detected at this long side (:meth:`OCR.detect`, the zoom pass). A
+VLM reads a photo at a long side of 1,000-2,000 pixels (Claude at most 1,568, GPT-4o 2,048
+for wide images) or at its own size; at the 640-pixel detection size a line it reads easily
+(x-height 8-10 px there) is a 3-5 pixel smudge on a 3,000-pixel photo and was missed (stop
+37: text on a photo needed 56 px there; 28 with this pass). Costs about four detections."""
+ZOOM_MIN_SIDE = 1024
+"""Images whose long side exceeds this get the zoom pass. Up to it the detector sees text at
+0.6 of a VLM's scale or more, and read what a VLM can (stop 37); typographic renders
+(<= ~800 px) and the benchmark's photos (<= 500 px) keep one pass."""
+MAX_ZOOMS = 3
+"""Zoom passes one request may run over all its faces (a transparent image's two, its
+colour-distance face) and frames: ~0.5-1 s each on two cores. A face past them is read at the
+detection size only, and the request says it was read in part (``ocr_truncated``)."""
 MAX_OCR_BOXES = 48
 """Text boxes recognised per image at most: bounds OCR time (~15 ms a box on one core).
 The rewriter reads about 64 tokens of image text per window, so 48 lines cover it."""
@@ -97,11 +116,21 @@ of small text reaches it and is read in part (most prominent lines first), and s
 
 
 class RecBudget:
-    """What is left of one request's recognition (``REC_BUDGET``), shared by its faces."""
+    """What is left of one request's reading, shared by its faces: recognition width
+    (``REC_BUDGET``) and zoom passes (``MAX_ZOOMS``)."""
 
-    def __init__(self, width: int = REC_BUDGET) -> None:
+    def __init__(self, width: int = REC_BUDGET, zooms: int = MAX_ZOOMS) -> None:
         self.left = width
+        self.zooms = zooms
         self.short = False  # something went unread for want of budget
+
+    def take_zoom(self) -> bool:
+        """Whether a zoom pass may run (and it is counted); if not, the read is short."""
+        if self.zooms < 1:
+            self.short = True
+            return False
+        self.zooms -= 1
+        return True
 
     def fit(self, costs: Sequence[int], order: Sequence[int]) -> list[int]:
         """The indices (in ``order``, most wanted first) whose costs fit, taken from it."""
@@ -416,7 +445,7 @@ class OCR:
                  max_candidates: int = 1000,
                  max_boxes: int = MAX_OCR_BOXES, text_gate: bool = True,
                  gate_scale: float | None = None, gate_thresh: float | None = None,
-                 fixed_shapes: bool | None = None) -> None:
+                 fixed_shapes: bool | None = None, zoom_side: int = ZOOM_SIDE) -> None:
         bundle = Bundle.load(Path(bundle_dir))
         spec = bundle.ocr()
         given = gate_scale is not None or gate_thresh is not None
@@ -431,6 +460,9 @@ class OCR:
                                  ) from exc
         if not isinstance(max_boxes, int) or max_boxes < 1:
             raise InvalidInputError(f"max_boxes must be a positive int, got {max_boxes!r}")
+        if not isinstance(zoom_side, int) or isinstance(zoom_side, bool) or zoom_side < 0:
+            raise InvalidConfigError(f"zoom_side must be an int >= 0 (0: no zoom pass), "
+                                     f"got {zoom_side!r}")
         if not (0.0 < gate_scale <= 1.0 and 0.0 < gate_thresh < det_thresh):
             where = "OCR arguments" if given else f"{bundle.directory}/manifest.json"
             raise (InvalidConfigError if given else ModelLoadError)(
@@ -475,6 +507,8 @@ class OCR:
         self.gate_skips = 0
         self.page_bypasses = 0  # page-like images sent straight to full detection
         self.last_gate_max: float | None = None  # the last gate map's max (None: no gate)
+        self.zoom_side = zoom_side
+        self.zoom_runs = 0  # zoom passes run (see detect)
         # On a GPU (the detector really running on one, unless told): fixed input shapes
         if fixed_shapes is None:
             fixed_shapes = self.det.get_providers()[0] in GPU_PROVIDERS
@@ -482,8 +516,9 @@ class OCR:
         if fixed_shapes:
             side = -(-det_limit_side // 32) * 32
             gate = max(32, -(-int(side * gate_scale) // 32) * 32)
+            zoom = [(1, 3, z, z) for z in [-(-zoom_side // 32) * 32] if z > side]
             self.fixed["det"] = FixedShapes(det_model, provs, threads, spec.det_file,
-                                            [(1, 3, gate, gate), (1, 3, side, side)])
+                                            [(1, 3, gate, gate), (1, 3, side, side), *zoom])
             # a batch's size at its width, as _rec_batches allows: the budget over the
             # narrowest width the bucket takes (the bucket before it, plus one pixel)
             lows = (self.rec_min_width - 1, *REC_BUCKET_WIDTHS[:-1])
@@ -578,17 +613,28 @@ class OCR:
         prob = self._prob_map(self._det_input(rgb, self.gate_scale), "OCR text gate")
         return float(prob.max())
 
-    def detect(self, rgb: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
+    def zoom_applies(self, h: int, w: int) -> bool:
+        """Whether an image of this size gets the zoom pass (see :data:`ZOOM_SIDE`)."""
+        return max(h, w) > ZOOM_MIN_SIDE and self.zoom_side > self.det_limit_side
+
+    def detect(self, rgb: np.ndarray, budget: RecBudget | None = None
+               ) -> list[tuple[tuple[int, int, int, int], float]]:
         """Axis-aligned text boxes (x0, y0, x1, y1) in image pixels with DB box scores.
 
         With the text gate on, a reduced pass runs first and full detection only where it
         sees anything that may be text (see :meth:`gate`); a page-like image (see
-        :data:`PAGE_SHARE`) goes straight to full detection.
+        :data:`PAGE_SHARE`) goes straight to full detection. A large image (see
+        :meth:`zoom_applies`) skips the gate and is always zoomed too (:meth:`_zoomed`),
+        within ``budget``'s zoom passes (if given). Nothing cheaper can rule its small text
+        out: the gate's pass, at a quarter of the zoom's scale, cannot see it, and the map at
+        the detection size peaked above the gate's bar on all 40 ImageNet photos tried at
+        2,048 px (and on a flat grey image).
         """
         rgb = _check_rgb(rgb)
         src_h, src_w = rgb.shape[:2]
         self.last_gate_max = None
-        gated = self.gate_applies(src_h, src_w)
+        zoom = self.zoom_applies(src_h, src_w)
+        gated = not zoom and self.gate_applies(src_h, src_w)
         if gated and page_share(rgb) >= PAGE_SHARE:
             self.page_bypasses += 1
         elif gated:
@@ -598,7 +644,23 @@ class OCR:
                 self.gate_skips += 1
                 return []
         prob = self._prob_map(self._det_input(rgb), "OCR detector")
-        return stacked_columns(self._db_boxes(prob, src_h, src_w))
+        boxes = self._db_boxes(prob, src_h, src_w)
+        if zoom and (budget is None or budget.take_zoom()):
+            boxes = self._zoomed(rgb, boxes)
+        return stacked_columns(boxes)
+
+    def _zoomed(self, rgb: np.ndarray, boxes: list[tuple[tuple[int, int, int, int], float]]
+                ) -> list[tuple[tuple[int, int, int, int], float]]:
+        """The boxes of a detection pass at ``zoom_side`` (never above the image's own
+        size), and those of ``boxes`` (the pass at the detection size) that no zoomed box
+        mostly covers: the finer pass boxes small text more tightly, the coarser one may
+        still hold a line too large for the finer pass."""
+        self.zoom_runs += 1
+        h, w = rgb.shape[:2]
+        scale = min(self.zoom_side, max(h, w)) / self.det_limit_side
+        fine = self._db_boxes(self._prob_map(self._det_input(rgb, scale), "OCR zoom pass"),
+                              h, w)
+        return fine + [b for b in boxes if not any(covers(f[0], b[0]) for f in fine)]
 
     def _db_boxes(self, prob: np.ndarray, src_h: int, src_w: int
                   ) -> list[tuple[tuple[int, int, int, int], float]]:
