@@ -503,6 +503,7 @@ class OCR:
         self.text_gate = bool(text_gate)
         self.gate_scale = gate_scale
         self.gate_thresh = gate_thresh
+        # diagnostics, shared by every call (so only ever written here, never read back):
         self.gate_runs = 0  # gate passes run, and how many of them skipped full detection
         self.gate_skips = 0
         self.page_bypasses = 0  # page-like images sent straight to full detection
@@ -639,8 +640,10 @@ class OCR:
             self.page_bypasses += 1
         elif gated:
             self.gate_runs += 1
-            self.last_gate_max = self.gate(rgb)
-            if not self.last_gate_max >= self.gate_thresh:  # NaN can't get here; be explicit
+            # decided on this call's own value: the attribute is shared by concurrent calls
+            # (another request's gate may overwrite it between two lines; stop 37 audit 5)
+            self.last_gate_max = top = self.gate(rgb)
+            if not top >= self.gate_thresh:  # NaN can't get here; be explicit
                 self.gate_skips += 1
                 return []
         prob = self._prob_map(self._det_input(rgb), "OCR detector")
