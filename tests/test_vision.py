@@ -511,7 +511,7 @@ def test_fixed_shapes_only_where_a_gpu_runs_and_read_the_same() -> None:
     assert OCR(threads=1).fixed == {}
     fixed = OCR(threads=1, fixed_shapes=True)
     assert {k: len(v.sessions) for k, v in fixed.fixed.items()} == {"det": 3, "rec": 6, "cls": 1}
-    assert fixed.fixed["det"].shape_for((1, 3, 960, 1280)) == (1, 3, 1280, 1280)  # the zoom
+    assert fixed.fixed["det"].shape_for((1, 3, 672, 704)) == (1, 3, 704, 704)  # a zoom tile
     rec = fixed.fixed["rec"]
     assert rec.shape_for((3, 3, 48, 320)) == (3, 3, 48, 320)  # three minimum-width lines
     assert rec.shape_for((2, 3, 48, 400)) == (2, 3, 48, 480)

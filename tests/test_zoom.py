@@ -96,9 +96,9 @@ def test_zoom_runs_only_on_large_images(ocr: OCR, monkeypatch) -> None:
     sides: list[int] = []
     real = OCR._prob_map
 
-    def seen(self: OCR, x: np.ndarray, name: str) -> np.ndarray:
+    def seen(self: OCR, x: np.ndarray, name: str, whole: bool = True) -> np.ndarray:
         sides.append(max(x.shape[2:]))
-        return real(self, x, name)
+        return real(self, x, name, whole)
 
     monkeypatch.setattr(OCR, "_prob_map", seen)
     runs = ocr.zoom_runs
@@ -106,7 +106,8 @@ def test_zoom_runs_only_on_large_images(ocr: OCR, monkeypatch) -> None:
     assert ocr.zoom_runs == runs and max(sides) <= ocr.det_limit_side
     sides.clear()
     ocr.detect(_with_line(_photo(4000, 2000), 40))
-    assert ocr.zoom_runs == runs + 1 and sides == [ocr.det_limit_side, ZOOM_SIDE]
+    # the zoom pass (1,280 x 640) runs as two tiles: a 640-pixel core each, 32 of context
+    assert ocr.zoom_runs == runs + 1 and sides == [ocr.det_limit_side, 672, 672]
 
 
 def test_a_large_text_free_photo_costs_one_bounded_zoom(ocr: OCR, monkeypatch) -> None:
@@ -115,14 +116,16 @@ def test_a_large_text_free_photo_costs_one_bounded_zoom(ocr: OCR, monkeypatch) -
     sides: list[tuple[int, ...]] = []
     real = OCR._prob_map
 
-    def seen(self: OCR, x: np.ndarray, name: str) -> np.ndarray:
+    def seen(self: OCR, x: np.ndarray, name: str, whole: bool = True) -> np.ndarray:
         sides.append(x.shape[2:])
-        return real(self, x, name)
+        return real(self, x, name, whole)
 
     monkeypatch.setattr(OCR, "_prob_map", seen)
     runs = ocr.zoom_runs
     ocr.detect(np.asarray(_photo(6000, 3000)))
-    assert ocr.zoom_runs == runs + 1 and sides == [(320, 640), (640, ZOOM_SIDE)]
+    # the zoom pass (640 x ZOOM_SIDE) in tiles no larger than a detection pass and its margin
+    assert ocr.zoom_runs == runs + 1 and sides == [(320, 640), (640, 672), (640, 672)]
+    assert ZOOM_SIDE == 1280
 
 
 def test_zoom_passes_are_budgeted_and_fail_closed(ocr: OCR, large_line: np.ndarray) -> None:
