@@ -96,6 +96,22 @@ def photo_set(n: int, directory: Path = PHOTOS) -> list[Request]:
             for i, p in enumerate(files[::step][:n])]
 
 
+LARGE_SIDE = 2048
+
+
+def large_photo_set(n: int, directory: Path = PHOTOS, side: int = LARGE_SIDE) -> list[Request]:
+    """``n`` of the real photos upscaled to a long side of ``side`` (JPEG, quality 90): the
+    size a phone photo is sent at once an app downscales it, and past ``ZOOM_MIN_SIDE``, so
+    the OCR's zoom pass runs (what small text on a large photo costs to read)."""
+    out = []
+    for r in photo_set(n, directory):
+        im = Image.open(io.BytesIO(r.image)).convert("RGB")
+        scale = side / max(im.size)
+        big = im.resize((round(im.width * scale), round(im.height * scale)), Image.BICUBIC)
+        out.append(Request(f"large {r.name}", _encode(np.asarray(big), "JPEG"), r.text))
+    return out
+
+
 def _asks(n: int) -> list[str]:
     import json
 

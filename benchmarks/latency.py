@@ -53,6 +53,7 @@ import vlmguard  # noqa: E402
 from benchmarks._inputs import (  # noqa: E402
     PHOTOS,
     Request,
+    large_photo_set,
     photo_set,
     requests,
     text_set,
@@ -68,7 +69,7 @@ from vlmguard.runtime import cpu_name  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("decode", "tagger", "ocr_det", "ocr_rec", "tokenise", "encoder", "precedent", "render")
 BASELINE_STAGES = ("decode", "tagger", "ocr", "tokenise", "encoder", "precedent")
-SETS = ("photos", "typographic", "text")
+SETS = ("photos", "typographic", "text", "large photos")
 WARMUP = 3
 BATCH_SIZES = (1, 8, 32)
 MB = 1e6  # sizes and memory in decimal megabytes
@@ -618,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photos", type=int, default=200, help="real photos timed (>= 200)")
     ap.add_argument("--photos-dir", type=Path, default=PHOTOS,
                     help="folder of real *.jpg photos to time (default: the ImageNet samples)")
+    ap.add_argument("--large-photos", type=int, default=20,
+                    help="real photos upscaled to a 2,048-px long side (the OCR's zoom pass)")
     ap.add_argument("--per-style", type=int, default=5,
                     help="typographic renders per typography style")
     ap.add_argument("--texts", type=int, default=50, help="text-only requests")
@@ -636,14 +639,16 @@ def main(argv: list[str] | None = None) -> int:
     res: dict[str, Any] = {"model": str(args.model), "repeat": repeat,
                            "env": environment(guard, args.threads, args.spin_judge)}
     sets = {"photos": photo_set(args.photos, args.photos_dir),
-            "typographic": typographic_set(args.per_style), "text": text_set(args.texts)}
+            "typographic": typographic_set(args.per_style), "text": text_set(args.texts),
+            "large photos": large_photo_set(args.large_photos, args.photos_dir)}
     sizes_txt = ", ".join(f"{k} {len(v)}" for k, v in sets.items())
     print(f"timing Guard.rewrite on the real sets ({sizes_txt}) ...", flush=True)
     res["sets"] = bench_sets(guard, sets)
     if guard.ocr is not None and guard.ocr.text_gate:
         print("timing the image sets again with the text gate off (same run) ...", flush=True)
         guard.ocr.text_gate = False
-        res["sets_gate_off"] = bench_sets(guard, {k: v for k, v in sets.items() if k != "text"})
+        res["sets_gate_off"] = bench_sets(guard, {k: v for k, v in sets.items()
+                                                  if k in ("photos", "typographic")})
         guard.ocr.text_gate = True
     print(f"timing Guard.rewrite on {guard.providers} ...", flush=True)
     res["guard"] = bench_guard(guard, reqs, repeat)
