@@ -27,12 +27,11 @@ def test_large_photos_are_past_the_zoom_size_and_so_zoomed(guard: Guard) -> None
     ZOOM_MIN_SIDE (at LARGE_SIDE on the long side) and zoom when the guard reads them."""
     import io
 
+    import pytest
     from PIL import Image
 
     from benchmarks._inputs import LARGE_SIDE, large_photo_set
     from vlmguard.vision import ZOOM_MIN_SIDE
-
-    import pytest
 
     photos = large_photo_set(2)
     if not photos:
