@@ -544,3 +544,23 @@ def test_scans_are_counted_by_walking_segments_not_by_searching_bytes() -> None:
         data = _encode(photo, "JPEG", **kw)
         assert _count_scans(io.BytesIO(data), 0, MAX_SCANS) == (10 if kw else 1)
         _check(load_image(data), 120, 160)
+
+
+def test_a_large_jpeg_is_decoded_at_the_dct_scale_a_vlm_still_reads_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A JPEG of at least twice DRAFT_SIDE is decoded at a DCT scale that keeps its long side
+    at DRAFT_SIDE or more (a 4,032 x 3,024 photo at 2,016 x 1,512); a smaller one, and any
+    other format, in full; DRAFT_SIDE 0 turns it off."""
+    import vlmguard.image as image_module
+
+    def encoded(size: tuple[int, int], fmt: str) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", size, (120, 160, 200)).save(buf, fmt)
+        return buf.getvalue()
+
+    assert image_module.DRAFT_SIDE == 1600
+    assert load_views(encoded((4032, 3024), "JPEG"))[0].shape == (1512, 2016, 3)
+    assert load_views(encoded((3000, 1000), "JPEG"))[0].shape == (1000, 3000, 3)
+    assert load_views(encoded((4032, 3024), "PNG"))[0].shape == (3024, 4032, 3)
+    monkeypatch.setattr(image_module, "DRAFT_SIDE", 0)
+    assert load_views(encoded((4032, 3024), "JPEG"))[0].shape == (3024, 4032, 3)
