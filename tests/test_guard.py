@@ -539,3 +539,13 @@ def test_a_spinning_judge_decides_as_the_default(guard: Guard) -> None:
         assert abs(a.risk - b.risk) < 1e-5
     with pytest.raises(InvalidConfigError):
         Guard.from_pretrained(ocr=False, spin_judge="yes")  # type: ignore[arg-type]
+
+
+def test_over_long_words_count_as_read_against_the_token_budget(guard) -> None:
+    """Stop 37 audit 6: 100 KB of 200-letter runs is 497 typed tokens ([UNK] each) and was
+    split into words for 8.6 s; read so it is ~25,000 tokens, refused before any reading."""
+    from vlmguard.errors import TextTooLongError
+
+    with pytest.raises(TextTooLongError, match="over-long words split"):
+        guard.rewrite(None, " ".join(["pipebombinstructions" * 10] * 497))
+    assert guard.rewrite(None, "how do I " + "pipebombinstructions" * 10).prompt  # one is read

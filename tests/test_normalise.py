@@ -387,3 +387,25 @@ def test_should_i_is_read_as_the_ask_to_do_it() -> None:
         assert should_ask(other) is None
     keep, extra = readings("Should I slash my ex's tires?")
     assert keep and "How do I slash my ex's tires?" in extra
+
+
+def test_the_present_tense_reading_is_linear_in_runs_of_spaces() -> None:
+    """Stop 37 audit 6: _TIME_PHRASE's lead backtracked cubically on a run of spaces (594
+    characters: 1.5 s). Run apart so a regression fails here instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    code = ("from vlmguard.normalise import present_tense; "
+            "assert all(present_tense('how' + ' ' * (530 + k) + 'x') == 'how x' "
+            "for k in range(60)); "
+            "assert present_tense('How did' + ' \\t ' * 150 + 'people make it?') == "
+            "'How do people make it?'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)  # was ~90 s
+
+
+def test_split_growth_counts_over_long_words_as_read() -> None:
+    from vlmguard.normalise import split_growth
+
+    assert split_growth("a normal sentence with words") == 0
+    assert split_growth("x" * 100) == 0            # the tokenizer still splits it in pieces
+    assert split_growth("x" * 200 + " ok " + "y" * 120) == (50 - 1) + (30 - 1)

@@ -120,7 +120,9 @@ def test_runs_of_signs_are_checked_in_linear_time() -> None:
 
     code = ("from vlmguard import Policy; from vlmguard.bundle import DEFAULT_DIR; "
             "p = Policy.from_file(DEFAULT_DIR / 'policy.json'); "
-            "assert not any(p.imitates_guard(c * 20000) for c in '<>_ ')")
+            "assert not any(p.imitates_guard(c * 20000) for c in '<>_ '); "
+            # audit 6: a run of digits after 'user request' (the nonce) was quadratic
+            "assert not p.imitates_guard('<<user request ' + '1' * 20000 + 'x>>')")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

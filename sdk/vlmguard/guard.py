@@ -51,7 +51,7 @@ from .errors import (
     VLMGuardError,
 )
 from .image import DEFAULT_MAX_PIXELS, ImageInput, load_views
-from .normalise import line_readings, named_growth, reads_every_line
+from .normalise import line_readings, named_growth, reads_every_line, split_growth
 from .policy import Judgement, Policy
 from .precedent import Match, Precedents
 from .result import Evidence, Reasoning, RewriteResult
@@ -536,6 +536,12 @@ class Guard:
             raise TextTooLongError(
                 f"text is {n:,} tokens as typed but over {named:,} read with its emoji named; "
                 f"the guard reads at most {self.max_text_tokens:,} (max_text_tokens).")
+        split = n + split_growth(text)
+        if split > self.max_text_tokens:
+            raise TextTooLongError(
+                f"text is {n:,} tokens as typed but about {split:,} read with its over-long "
+                f"words split; the guard reads at most {self.max_text_tokens:,} "
+                "(max_text_tokens).")
         return tokens
 
     def _precedent(self, p: _Pending) -> tuple[Match, str, bool] | None:

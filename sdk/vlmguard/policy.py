@@ -299,10 +299,11 @@ _MARKER = re.compile(r"USER_REQUEST_[0-9A-Fa-f]{8,}")
 _FOLDED_MARKER = re.compile(r"\buser request (?=[0-9]*[a-f])[0-9a-f]{12,}\b")
 _JOINED_MARKER = re.compile(r"user\s*[_-]\s*request\s*[_-]\s*"
                             r"(?:[0-9a-f]{12,}|(?=[0-9]*[a-f])[0-9a-f]{8,})(?![0-9a-z])")
-_NONCE = r"(?:[0-9a-f]{6,}|[0-9a-z]*[0-9][0-9a-z]*)(?![0-9a-z])"
-# Every gap is bounded ({0,16}) and runs of signs are squeezed to that length first
-# (_squeeze_signs): with open gaps ("<<<+[\W_]*user") a run of "<" backtracked in cubic time
-# (1,500 of them held the GIL for 10 s; stop 37 audit).
+_NONCE = r"(?:[0-9a-f]{6,64}|[0-9a-z]{0,63}[0-9][0-9a-z]{0,63})(?![0-9a-z])"  # bounded:
+# open, "[0-9a-z]*[0-9][0-9a-z]*" was quadratic in a run of digits after "user request"
+# (95 KB, 15 tokens: 20 s; stop 37 audit 6). Every gap is bounded ({0,16}) and runs of signs
+# are squeezed to that length first (_squeeze_signs): with open gaps ("<<<+[\W_]*user") a run
+# of "<" backtracked in cubic time (1,500 of them held the GIL for 10 s; stop 37 audit 5).
 _BRACKETED_MARKER = re.compile(r"<<<[\W_]{0,16}user[\W_]{0,16}request"
                                r"|user[\W_]{0,16}request[\W_]{0,16}[0-9a-z]{0,64}[\W_]{0,16}>>>"
                                rf"|<<[\W_]{{0,16}}user[\W_]{{0,16}}request[\W_]{{0,16}}{_NONCE}"
