@@ -88,6 +88,13 @@ _NO_LENGTH = frozenset({0x01, 0xD8})  # TEM, SOI: markers without a length (RSTn
 _MAX_SEGMENTS = 65_536
 """Markers walked while counting scans (real files have a few dozen): 10 MiB of empty
 4-byte segments would otherwise take the walk ~2.5 s."""
+MAX_RLE_PIXELS = 1_000_000
+"""Pixels of an RLE8 or RLE4 BMP the guard decodes. Pillow decodes these in Python, a loop
+step per pixel, run or padding byte: a 68-byte 40,000,000x1 RLE8 BMP took 8 s and 1.1 GB
+(s37 audit), and at 2 MP one-pixel runs took 1.2-1.6 s. RLE BMPs are 4- and 8-bit palette
+images from old Windows tools (boot screens, installer art, clip art: 640x480 and smaller),
+and no VLM API takes BMP at all; 1 MP (1,280x780) keeps those and bounds a file at ~0.7 s.
+Checked from the header before decoding; uncompressed BMPs decode in C and are not capped."""
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
 VIEW_DIFF_LEVEL = 48
 """A pixel differs between an image's two faces when a channel moves by more than this (of
@@ -142,7 +149,7 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
                 "(image.convert('RGB')), or pass the file's bytes")
         _check_size(image.size, max_pixels)
         try:
-            _check_scans(image)
+            _check_frame(image, max_pixels)
             image.load()
             views = _to_views(_exif_transpose(image))
             return views + _other_frames(image, max_pixels, views)
@@ -193,6 +200,24 @@ def _draft(im: Image.Image) -> None:
     if DRAFT_SIDE and im.format in ("JPEG", "MPO") and max(im.size) >= 2 * DRAFT_SIDE:
         scale = max(im.size) / DRAFT_SIDE
         im.draft(im.mode, (math.ceil(im.size[0] / scale), math.ceil(im.size[1] / scale)))
+
+
+def _check_frame(im: Image.Image, max_pixels: int) -> None:
+    """Every check on an opened frame that needs only its header, run before its pixels are
+    decoded."""
+    _check_size(im.size, max_pixels)
+    _check_rle(im)
+    _check_scans(im)
+
+
+def _check_rle(im: Image.Image) -> None:
+    """Refuse an RLE8 or RLE4 BMP of over ``MAX_RLE_PIXELS`` (Pillow's Python decoder)."""
+    if (isinstance(im, ImageFile.ImageFile) and im.tile and im.tile[0].codec_name == "bmp_rle"
+            and im.size[0] * im.size[1] > MAX_RLE_PIXELS):
+        raise ImageTooLargeError(
+            f"the image is an RLE-compressed BMP of {im.size[0]}x{im.size[1]} pixels, over "
+            f"the limit of {MAX_RLE_PIXELS:,} for RLE BMPs (MAX_RLE_PIXELS: they are decoded "
+            "in Python, slowly); re-save it as PNG or as an uncompressed BMP")
 
 
 def _check_scans(im: Image.Image) -> None:
@@ -268,8 +293,7 @@ def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> tuple[np.nd
             # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: both are bombs.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source, formats=_OPEN_FORMATS) as im:
-                _check_size(im.size, max_pixels)
-                _check_scans(im)
+                _check_frame(im, max_pixels)
                 _draft(im)
                 im.load()  # full decode: truncated/corrupt data fails here, not later
                 views = _to_views(_exif_transpose(im))
@@ -321,14 +345,13 @@ def _other_frames(im: Image.Image, max_pixels: int, shown: tuple[np.ndarray, ...
             if k == current:
                 continue
             im.seek(k)  # reads the frame's header (a TIFF page's own size), not its pixels
-            _check_size(im.size, max_pixels)
+            _check_frame(im, max_pixels)
             total += im.size[0] * im.size[1]
             if total > max_pixels:
                 raise ImageTooLargeError(
                     f"the image's {n} frames make over {total:,} pixels together (frame "
                     f"{k + 1} is {im.size[0]}x{im.size[1]}), over the limit of "
                     f"{max_pixels:,} (max_pixels)")
-            _check_scans(im)
             im.load()
             for face in _to_views(_exif_transpose(im)):
                 digest = _digest(face)

@@ -1,0 +1,52 @@
+"""Decode bombs (s37 audit 6): small files whose decoding costs seconds or gigabytes are
+refused from their headers, before their pixels are decoded."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlmguard.errors import ImageTooLargeError
+from vlmguard.image import MAX_RLE_PIXELS, load_views
+
+
+def _bmp_rle(width: int, height: int, body: bytes, bits: int = 8) -> bytes:
+    """An RLE8 (bits 8) or RLE4 (bits 4) BMP with a black-and-white palette."""
+    palette = b"\x00\x00\x00\x00\xff\xff\xff\x00"
+    dib = struct.pack("<IiiHHIIiiII", 40, width, height, 1, bits, 1 if bits == 8 else 2,
+                      len(body), 2835, 2835, 2, 0)
+    offset = 14 + len(dib) + len(palette)
+    return (b"BM" + struct.pack("<IHHI", offset + len(body), 0, 0, offset) + dib + palette
+            + body)
+
+
+def _eol_rows(height: int) -> bytes:
+    """One white pixel then end-of-line per row: Pillow pads each row a byte at a time."""
+    return b"\x01\x01\x00\x00" * height + b"\x00\x01"
+
+
+def test_an_rle_bmp_decodes_up_to_its_pixel_cap() -> None:
+    # bottom-up rows: the first row in the file is the last one of the image
+    views = load_views(_bmp_rle(4, 2, b"\x02\x01\x02\x00\x00\x00\x04\x00\x00\x01"))
+    assert views is not None and views[0][:, :, 0].tolist() == [[0] * 4, [255, 255, 0, 0]]
+    side = int(MAX_RLE_PIXELS ** 0.5)
+    assert load_views(_bmp_rle(side, side, _eol_rows(side)))[0].shape == (side, side, 3)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_an_rle_bmp_over_its_pixel_cap_is_refused_before_it_is_decoded(bits: int) -> None:
+    """s37 audit: Pillow's Python RLE decoder took 8 s and 1.1 GB on a 68-byte BMP."""
+    width = MAX_RLE_PIXELS // 1000 + 1
+    data = _bmp_rle(width, 1000, _eol_rows(1000), bits)
+    with pytest.raises(ImageTooLargeError, match="MAX_RLE_PIXELS"):
+        load_views(data)
+    with pytest.raises(ImageTooLargeError, match="MAX_RLE_PIXELS"):  # opened by the caller
+        load_views(Image.open(io.BytesIO(data)))
+    # an uncompressed BMP of that size is decoded in C, and not capped
+    plain = io.BytesIO()
+    Image.new("L", (width, 1000), 255).save(plain, "BMP")
+    assert np.asarray(load_views(plain.getvalue())[0]).shape == (1000, width, 3)
