@@ -50,3 +50,57 @@ def test_an_rle_bmp_over_its_pixel_cap_is_refused_before_it_is_decoded(bits: int
     plain = io.BytesIO()
     Image.new("L", (width, 1000), 255).save(plain, "BMP")
     assert np.asarray(load_views(plain.getvalue())[0]).shape == (1000, width, 3)
+
+
+def _tiff_page_chain(pages: int) -> bytes:
+    """A valid 8x8 TIFF page followed by ``pages`` tiny pages of 54 bytes each."""
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 255).save(buf, "TIFF")
+    out = bytearray(buf.getvalue())
+    first = struct.unpack_from("<I", out, 4)[0]
+    struct.pack_into("<I", out, first + 2 + 12 * struct.unpack_from("<H", out, first)[0],
+                     len(out))
+    for k in range(pages):
+        out += struct.pack("<H", 4) + b"".join(
+            struct.pack("<HHII", tag, 4, 1, 8) for tag in (256, 257, 273, 279))
+        out += struct.pack("<I", len(out) + 4 if k < pages - 1 else 0)
+    return bytes(out)
+
+
+def _gif_frames(frames: int) -> bytes:
+    ims = [Image.new("L", (4, 4), k % 256) for k in range(frames)]
+    buf = io.BytesIO()
+    ims[0].save(buf, "GIF", save_all=True, append_images=ims[1:], duration=10)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "GIF"])
+def test_frames_are_not_counted_by_walking_the_whole_file(fmt: str) -> None:
+    """s37 audit: n_frames walked every TIFF page (quadratic in Python: 4.2 MB took 50 s)
+    before MAX_FRAMES refused the image; seeking stops one frame past the cap."""
+    from unittest import mock
+
+    from PIL import GifImagePlugin, TiffImagePlugin
+
+    from vlmguard.errors import AnimatedImageError
+    from vlmguard.image import MAX_FRAMES
+
+    cls = TiffImagePlugin.TiffImageFile if fmt == "TIFF" else GifImagePlugin.GifImageFile
+    data = _tiff_page_chain(2000) if fmt == "TIFF" else _gif_frames(300)
+    real_seek = cls._seek
+    seeks: list[int] = []
+
+    def seek(im: Image.Image, frame: int, *args: object) -> None:
+        seeks.append(frame)
+        real_seek(im, frame, *args)
+
+    with mock.patch.object(cls, "_seek", seek):
+        with pytest.raises(AnimatedImageError, match="frames"):
+            load_views(data)
+    assert max(seeks) <= MAX_FRAMES and len(seeks) < 4 * MAX_FRAMES
+    opened = Image.open(io.BytesIO(data))
+    opened.seek(MAX_FRAMES)  # a caller's image already past the cap
+    with pytest.raises(AnimatedImageError):
+        load_views(opened)
+    views = load_views(_gif_frames(MAX_FRAMES))  # at the cap: every frame read
+    assert views is not None and len(views) == MAX_FRAMES
