@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from vlmguard.errors import ImageTooLargeError
+from vlmguard.errors import ImageDecodeError, ImageTooLargeError
 from vlmguard.image import MAX_RLE_PIXELS, load_views
 
 
@@ -104,3 +105,50 @@ def test_frames_are_not_counted_by_walking_the_whole_file(fmt: str) -> None:
         load_views(opened)
     views = load_views(_gif_frames(MAX_FRAMES))  # at the cap: every frame read
     assert views is not None and len(views) == MAX_FRAMES
+
+
+def _png(extra: bytes, after: bytes = b"") -> bytes:
+    """An 8x8 white PNG with ``extra`` chunks before its image data and ``after`` it."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "white").save(buf, "PNG")
+    data = buf.getvalue()
+    iend = data.rindex(b"IEND") - 4
+    return data[:33] + extra + data[33:iend] + after + data[iend:]
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_a_png_with_a_second_icc_profile_is_refused_before_it_is_opened() -> None:
+    """s37 audit: Pillow inflated every iCCP chunk (1 MiB from ~1 KiB each, no total)."""
+    from unittest import mock
+
+    icc = _chunk(b"iCCP", b"x\x00\x00" + zlib.compress(b"\x00" * (1 << 20), 9))
+    assert load_views(_png(icc))[0].shape == (8, 8, 3)  # one, as the PNG spec allows
+    with mock.patch("zlib.decompressobj", side_effect=AssertionError("inflated")):
+        for data in (_png(icc * 2), _png(icc, after=icc)):
+            with pytest.raises(ImageDecodeError, match="ICC profile"):
+                load_views(data)
+
+
+def test_png_chunks_are_capped_in_number_and_bytes() -> None:
+    """s37 audit: each chunk costs Pillow a Python call: 800,000 empty ones took 2.8 s."""
+    from vlmguard.image import (
+        MAX_PNG_CHUNKS,
+        MAX_PNG_METADATA_BYTES,
+        MAX_PNG_METADATA_CHUNKS,
+    )
+
+    note = _chunk(b"teXt", b"")
+    assert load_views(_png(note * (MAX_PNG_METADATA_CHUNKS - 8)))[0].shape == (8, 8, 3)
+    data = _png(note * MAX_PNG_METADATA_CHUNKS)
+    with pytest.raises(ImageDecodeError, match="MAX_PNG_METADATA_CHUNKS"):
+        load_views(data)
+    with pytest.raises(ImageDecodeError, match="MAX_PNG_METADATA_CHUNKS"):  # caller-opened
+        load_views(Image.open(io.BytesIO(data)))
+    big = _chunk(b"teXt", b"\x00" * (MAX_PNG_METADATA_BYTES // 4))
+    with pytest.raises(ImageDecodeError, match="MAX_PNG_METADATA_BYTES"):
+        load_views(_png(big * 3, after=big * 2))  # also those after the image data
+    with pytest.raises(ImageDecodeError, match="MAX_PNG_CHUNKS"):  # empty image data chunks
+        load_views(_png(_chunk(b"IDAT", b"") * MAX_PNG_CHUNKS))

@@ -22,6 +22,7 @@ import math
 import os
 import re
 import warnings
+from contextlib import nullcontext
 from typing import IO, TypeAlias, cast
 
 import numpy as np
@@ -95,6 +96,20 @@ step per pixel, run or padding byte: a 68-byte 40,000,000x1 RLE8 BMP took 8 s an
 images from old Windows tools (boot screens, installer art, clip art: 640x480 and smaller),
 and no VLM API takes BMP at all; 1 MP (1,280x780) keeps those and bounds a file at ~0.7 s.
 Checked from the header before decoding; uncompressed BMPs decode in C and are not capped."""
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IMAGE_DATA = frozenset({b"IDAT", b"fdAT"})  # the pixels of the image, of an APNG frame
+MAX_PNG_CHUNKS = 65_536
+"""Chunks of a PNG or APNG, image data included, walked before it is opened (8 bytes read a
+chunk). libpng writes 8 KiB data chunks, so this is 512 MiB of image data, past any 40 MP
+PNG; 800,000 empty chunks (9.4 MB) cost Pillow 2.8 s (s37 audit)."""
+MAX_PNG_METADATA_CHUNKS = 4_096
+"""Chunks other than image data (IHDR, PLTE, tEXt, eXIf, an APNG frame's fcTL...): real
+files have a dozen or two, one more per APNG frame; Pillow makes a Python call for each."""
+MAX_PNG_METADATA_BYTES = 16 << 20
+"""Bytes of those chunks together: an ICC profile, EXIF, XMP and a C2PA manifest take at
+most a few MiB. Pillow reads each, and inflates an iCCP or zTXt one. Over one iCCP chunk
+(the ICC profile; the PNG spec allows one) is refused too: Pillow inflated every one, up to
+1 MiB each from ~1 KiB, with no total, so 10 MB of them took 10 s and passed (s37 audit)."""
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
 VIEW_DIFF_LEVEL = 48
 """A pixel differs between an image's two faces when a channel moves by more than this (of
@@ -149,6 +164,8 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
                 "(image.convert('RGB')), or pass the file's bytes")
         _check_size(image.size, max_pixels)
         try:
+            if image.format == "PNG" and isinstance(image, ImageFile.ImageFile) and image.fp:
+                _check_png(image.fp)  # the chunks its load or seek would read
             _check_frame(image, max_pixels)
             image.load()
             views = _to_views(_exif_transpose(image))
@@ -200,6 +217,46 @@ def _draft(im: Image.Image) -> None:
     if DRAFT_SIDE and im.format in ("JPEG", "MPO") and max(im.size) >= 2 * DRAFT_SIDE:
         scale = max(im.size) / DRAFT_SIDE
         im.draft(im.mode, (math.ceil(im.size[0] / scale), math.ceil(im.size[1] / scale)))
+
+
+def _check_png(fp: IO[bytes]) -> None:
+    """Refuse a PNG or APNG over ``MAX_PNG_CHUNKS``, ``MAX_PNG_METADATA_CHUNKS`` or
+    ``MAX_PNG_METADATA_BYTES``, or with two ICC profiles, walking its chunk headers up to
+    IEND (linear: each step moves forward by a chunk's stated length); not a PNG, or one
+    cut short, is left to the decoder. ``fp`` is left where it was."""
+    where = fp.tell()
+    try:
+        fp.seek(0)
+        if fp.read(8) != _PNG_SIGNATURE:
+            return
+        pos, chunks, metadata, metadata_bytes, icc = 8, 0, 0, 0, 0
+        while True:
+            fp.seek(pos)
+            head = fp.read(8)
+            if len(head) < 8:
+                return
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            chunks += 1
+            if kind not in _PNG_IMAGE_DATA:
+                metadata += 1
+                metadata_bytes += length
+            icc += kind == b"iCCP"
+            over = (
+                chunks > MAX_PNG_CHUNKS and f"over {MAX_PNG_CHUNKS:,} chunks (MAX_PNG_CHUNKS)"
+                or metadata > MAX_PNG_METADATA_CHUNKS and f"over {MAX_PNG_METADATA_CHUNKS:,} "
+                "chunks besides image data (MAX_PNG_METADATA_CHUNKS)"
+                or metadata_bytes > MAX_PNG_METADATA_BYTES and f"over {MAX_PNG_METADATA_BYTES:,}"
+                " bytes of chunks besides image data (MAX_PNG_METADATA_BYTES)"
+                or icc > 1 and "more than one ICC profile (iCCP chunk; the "
+                "PNG spec allows one)")
+            if over:
+                raise ImageDecodeError(f"the PNG has {over}: re-save it without the extra "
+                                       "metadata")
+            if kind == b"IEND":
+                return
+            pos += 12 + length  # length, type, data, CRC
+    finally:
+        fp.seek(where)
 
 
 def _check_frame(im: Image.Image, max_pixels: int) -> None:
@@ -287,12 +344,15 @@ def _count_scans(fp: IO[bytes], start: int, limit: int) -> int:
 
 
 def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> tuple[np.ndarray, ...]:
-    """Open (header only), check the size, then force a full decode inside one try."""
+    """Open (header only), check the size, then force a full decode inside one try. A path
+    is opened once, here, so the file walked is the file decoded."""
     try:
-        with warnings.catch_warnings():
+        with (warnings.catch_warnings(),
+              open(source, "rb") if isinstance(source, str) else nullcontext(source) as fp):
             # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: both are bombs.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source, formats=_OPEN_FORMATS) as im:
+            _check_png(fp)  # before Image.open, which reads a PNG's chunks up to its pixels
+            with Image.open(fp, formats=_OPEN_FORMATS) as im:
                 _check_frame(im, max_pixels)
                 _draft(im)
                 im.load()  # full decode: truncated/corrupt data fails here, not later
