@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlmguard.errors import ImageDecodeError, ImageTooLargeError
-from vlmguard.image import MAX_RLE_PIXELS, load_views
+from vlmguard.errors import ImageDecodeError, ImageSizeError, ImageTooLargeError
+from vlmguard.image import MAX_RLE_PIXELS, MAX_SIDE, load_views
 
 
 def _bmp_rle(width: int, height: int, body: bytes, bits: int = 8) -> bytes:
@@ -152,3 +152,30 @@ def test_png_chunks_are_capped_in_number_and_bytes() -> None:
         load_views(_png(big * 3, after=big * 2))  # also those after the image data
     with pytest.raises(ImageDecodeError, match="MAX_PNG_CHUNKS"):  # empty image data chunks
         load_views(_png(_chunk(b"IDAT", b"") * MAX_PNG_CHUNKS))
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that states width x height and holds almost no data: refused from its header."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr)
+            + _chunk(b"IDAT", zlib.compress(b"\0" * 16)) + _chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("shape", [(40_000_000, 1), (1, 40_000_000), (MAX_SIDE + 1, 600)])
+def test_a_side_over_max_side_is_refused_from_the_header(shape: tuple[int, int]) -> None:
+    """s37 audit: 40,000,000x1 is within max_pixels, and cost 1.0-1.1 GB (a square 0.3 GB)."""
+    with pytest.raises(ImageSizeError, match="MAX_SIDE"):
+        load_views(_png_header(*shape))
+
+
+def test_an_array_with_a_side_over_max_side_is_refused() -> None:
+    for shape in ((1, MAX_SIDE + 1), (MAX_SIDE + 1, 1)):
+        with pytest.raises(ImageSizeError, match="MAX_SIDE"):
+            load_views(np.zeros(shape, np.uint8))
+
+
+def test_the_longest_side_allowed_decodes() -> None:
+    buf = io.BytesIO()
+    Image.new("L", (1, MAX_SIDE), 255).save(buf, "PNG")
+    assert load_views(buf.getvalue())[0].shape == (MAX_SIDE, 1, 3)
+    assert load_views(np.zeros((2, MAX_SIDE), np.uint8))[0].shape == (2, MAX_SIDE, 3)

@@ -47,6 +47,13 @@ ImageInput: TypeAlias = (
 DEFAULT_MAX_PIXELS = 40_000_000
 """40 MP: above any phone camera, far below what would exhaust an edge device's memory."""
 
+MAX_SIDE = 65_535
+"""Pixels on an image's longer side. A 40,000,000x1 or 1x40,000,000 image is within
+``max_pixels`` but took 1.0-1.1 GB more through the guard (Pillow keeps each row apart),
+against 0.3 GB for a square 40 MP one (s37 audit). JPEG and GIF store a side in 16 bits and
+WebP in 14, so no photo is longer; long screenshots (1,080x20,000) and phone panoramas
+(~12,000x3,000) are well within. At 40 MP the longest allowed, 65,535x610 either way, took
+less than the square (measured)."""
 _ACCEPTED = (
     "a file path (str or os.PathLike), encoded image bytes (bytes, bytearray, memoryview), "
     "a PIL.Image.Image, or a NumPy uint8 array shaped HxW, HxWx3 (RGB) or HxWx4 (RGBA)"
@@ -146,7 +153,8 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
 
     Raises ``UnsupportedInputTypeError`` (wrong Python type or dtype), ``InvalidInputError``
     (missing file, bad array shape), ``ImageDecodeError`` (corrupt, truncated, not an image),
-    ``ImageTooLargeError`` (over ``max_pixels``) and ``ImageSizeError`` (zero width/height).
+    ``ImageTooLargeError`` (over ``max_pixels``) and ``ImageSizeError`` (zero width or
+    height, a side over ``MAX_SIDE``).
     """
     if image is None:
         return None
@@ -194,9 +202,14 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def _check_size(size: tuple[int, int], max_pixels: int) -> None:
+    """Refuse an empty image, a side over ``MAX_SIDE`` or pixels over ``max_pixels``."""
     width, height = size
     if width < 1 or height < 1:
         raise ImageSizeError(f"the image is {width}x{height} pixels; it needs at least 1x1")
+    if max(width, height) > MAX_SIDE:
+        raise ImageSizeError(
+            f"the image is {width}x{height} pixels, a side over the limit of {MAX_SIDE:,} "
+            "(MAX_SIDE); crop or downscale it first")
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"the image is {width}x{height} = {width * height:,} pixels, over the limit of "
