@@ -22,6 +22,7 @@ import math
 import os
 import re
 import warnings
+from contextlib import nullcontext
 from typing import IO, TypeAlias, cast
 
 import numpy as np
@@ -46,6 +47,13 @@ ImageInput: TypeAlias = (
 DEFAULT_MAX_PIXELS = 40_000_000
 """40 MP: above any phone camera, far below what would exhaust an edge device's memory."""
 
+MAX_SIDE = 65_535
+"""Pixels on an image's longer side. A 40,000,000x1 or 1x40,000,000 image is within
+``max_pixels`` but took 1.0-1.1 GB more through the guard (Pillow keeps each row apart),
+against 0.3 GB for a square 40 MP one (s37 audit). JPEG and GIF store a side in 16 bits and
+WebP in 14, so no photo is longer; long screenshots (1,080x20,000) and phone panoramas
+(~12,000x3,000) are well within. At 40 MP the longest allowed, 65,535x610 either way, took
+less than the square (measured)."""
 _ACCEPTED = (
     "a file path (str or os.PathLike), encoded image bytes (bytes, bytearray, memoryview), "
     "a PIL.Image.Image, or a NumPy uint8 array shaped HxW, HxWx3 (RGB) or HxWx4 (RGBA)"
@@ -88,6 +96,27 @@ _NO_LENGTH = frozenset({0x01, 0xD8})  # TEM, SOI: markers without a length (RSTn
 _MAX_SEGMENTS = 65_536
 """Markers walked while counting scans (real files have a few dozen): 10 MiB of empty
 4-byte segments would otherwise take the walk ~2.5 s."""
+MAX_RLE_PIXELS = 1_000_000
+"""Pixels of an RLE8 or RLE4 BMP the guard decodes. Pillow decodes these in Python, a loop
+step per pixel, run or padding byte: a 68-byte 40,000,000x1 RLE8 BMP took 8 s and 1.1 GB
+(s37 audit), and at 2 MP one-pixel runs took 1.2-1.6 s. RLE BMPs are 4- and 8-bit palette
+images from old Windows tools (boot screens, installer art, clip art: 640x480 and smaller),
+and no VLM API takes BMP at all; 1 MP (1,280x780) keeps those and bounds a file at ~0.7 s.
+Checked from the header before decoding; uncompressed BMPs decode in C and are not capped."""
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IMAGE_DATA = frozenset({b"IDAT", b"fdAT"})  # the pixels of the image, of an APNG frame
+MAX_PNG_CHUNKS = 65_536
+"""Chunks of a PNG or APNG, image data included, walked before it is opened (8 bytes read a
+chunk). libpng writes 8 KiB data chunks, so this is 512 MiB of image data, past any 40 MP
+PNG; 800,000 empty chunks (9.4 MB) cost Pillow 2.8 s (s37 audit)."""
+MAX_PNG_METADATA_CHUNKS = 4_096
+"""Chunks other than image data (IHDR, PLTE, tEXt, eXIf, an APNG frame's fcTL...): real
+files have a dozen or two, one more per APNG frame; Pillow makes a Python call for each."""
+MAX_PNG_METADATA_BYTES = 16 << 20
+"""Bytes of those chunks together: an ICC profile, EXIF, XMP and a C2PA manifest take at
+most a few MiB. Pillow reads each, and inflates an iCCP or zTXt one. Over one iCCP chunk
+(the ICC profile; the PNG spec allows one) is refused too: Pillow inflated every one, up to
+1 MiB each from ~1 KiB, with no total, so 10 MB of them took 10 s and passed (s37 audit)."""
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
 VIEW_DIFF_LEVEL = 48
 """A pixel differs between an image's two faces when a channel moves by more than this (of
@@ -124,7 +153,8 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
 
     Raises ``UnsupportedInputTypeError`` (wrong Python type or dtype), ``InvalidInputError``
     (missing file, bad array shape), ``ImageDecodeError`` (corrupt, truncated, not an image),
-    ``ImageTooLargeError`` (over ``max_pixels``) and ``ImageSizeError`` (zero width/height).
+    ``ImageTooLargeError`` (over ``max_pixels``) and ``ImageSizeError`` (zero width or
+    height, a side over ``MAX_SIDE``).
     """
     if image is None:
         return None
@@ -142,7 +172,9 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
                 "(image.convert('RGB')), or pass the file's bytes")
         _check_size(image.size, max_pixels)
         try:
-            _check_scans(image)
+            if image.format == "PNG" and isinstance(image, ImageFile.ImageFile) and image.fp:
+                _check_png(image.fp)  # the chunks its load or seek would read
+            _check_frame(image, max_pixels)
             image.load()
             views = _to_views(_exif_transpose(image))
             return views + _other_frames(image, max_pixels, views)
@@ -170,9 +202,14 @@ def load_views(image: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def _check_size(size: tuple[int, int], max_pixels: int) -> None:
+    """Refuse an empty image, a side over ``MAX_SIDE`` or pixels over ``max_pixels``."""
     width, height = size
     if width < 1 or height < 1:
         raise ImageSizeError(f"the image is {width}x{height} pixels; it needs at least 1x1")
+    if max(width, height) > MAX_SIDE:
+        raise ImageSizeError(
+            f"the image is {width}x{height} pixels, a side over the limit of {MAX_SIDE:,} "
+            "(MAX_SIDE); crop or downscale it first")
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"the image is {width}x{height} = {width * height:,} pixels, over the limit of "
@@ -193,6 +230,64 @@ def _draft(im: Image.Image) -> None:
     if DRAFT_SIDE and im.format in ("JPEG", "MPO") and max(im.size) >= 2 * DRAFT_SIDE:
         scale = max(im.size) / DRAFT_SIDE
         im.draft(im.mode, (math.ceil(im.size[0] / scale), math.ceil(im.size[1] / scale)))
+
+
+def _check_png(fp: IO[bytes]) -> None:
+    """Refuse a PNG or APNG over ``MAX_PNG_CHUNKS``, ``MAX_PNG_METADATA_CHUNKS`` or
+    ``MAX_PNG_METADATA_BYTES``, or with two ICC profiles, walking its chunk headers up to
+    IEND (linear: each step moves forward by a chunk's stated length); not a PNG, or one
+    cut short, is left to the decoder. ``fp`` is left where it was."""
+    where = fp.tell()
+    try:
+        fp.seek(0)
+        if fp.read(8) != _PNG_SIGNATURE:
+            return
+        pos, chunks, metadata, metadata_bytes, icc = 8, 0, 0, 0, 0
+        while True:
+            fp.seek(pos)
+            head = fp.read(8)
+            if len(head) < 8:
+                return
+            length, kind = int.from_bytes(head[:4], "big"), head[4:]
+            chunks += 1
+            if kind not in _PNG_IMAGE_DATA:
+                metadata += 1
+                metadata_bytes += length
+            icc += kind == b"iCCP"
+            over = (
+                chunks > MAX_PNG_CHUNKS and f"over {MAX_PNG_CHUNKS:,} chunks (MAX_PNG_CHUNKS)"
+                or metadata > MAX_PNG_METADATA_CHUNKS and f"over {MAX_PNG_METADATA_CHUNKS:,} "
+                "chunks besides image data (MAX_PNG_METADATA_CHUNKS)"
+                or metadata_bytes > MAX_PNG_METADATA_BYTES and f"over {MAX_PNG_METADATA_BYTES:,}"
+                " bytes of chunks besides image data (MAX_PNG_METADATA_BYTES)"
+                or icc > 1 and "more than one ICC profile (iCCP chunk; the "
+                "PNG spec allows one)")
+            if over:
+                raise ImageDecodeError(f"the PNG has {over}: re-save it without the extra "
+                                       "metadata")
+            if kind == b"IEND":
+                return
+            pos += 12 + length  # length, type, data, CRC
+    finally:
+        fp.seek(where)
+
+
+def _check_frame(im: Image.Image, max_pixels: int) -> None:
+    """Every check on an opened frame that needs only its header, run before its pixels are
+    decoded."""
+    _check_size(im.size, max_pixels)
+    _check_rle(im)
+    _check_scans(im)
+
+
+def _check_rle(im: Image.Image) -> None:
+    """Refuse an RLE8 or RLE4 BMP of over ``MAX_RLE_PIXELS`` (Pillow's Python decoder)."""
+    if (isinstance(im, ImageFile.ImageFile) and im.tile and im.tile[0].codec_name == "bmp_rle"
+            and im.size[0] * im.size[1] > MAX_RLE_PIXELS):
+        raise ImageTooLargeError(
+            f"the image is an RLE-compressed BMP of {im.size[0]}x{im.size[1]} pixels, over "
+            f"the limit of {MAX_RLE_PIXELS:,} for RLE BMPs (MAX_RLE_PIXELS: they are decoded "
+            "in Python, slowly); re-save it as PNG or as an uncompressed BMP")
 
 
 def _check_scans(im: Image.Image) -> None:
@@ -262,14 +357,16 @@ def _count_scans(fp: IO[bytes], start: int, limit: int) -> int:
 
 
 def _decode(source: str | io.BytesIO, what: str, max_pixels: int) -> tuple[np.ndarray, ...]:
-    """Open (header only), check the size, then force a full decode inside one try."""
+    """Open (header only), check the size, then force a full decode inside one try. A path
+    is opened once, here, so the file walked is the file decoded."""
     try:
-        with warnings.catch_warnings():
+        with (warnings.catch_warnings(),
+              open(source, "rb") if isinstance(source, str) else nullcontext(source) as fp):
             # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: both are bombs.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source, formats=_OPEN_FORMATS) as im:
-                _check_size(im.size, max_pixels)
-                _check_scans(im)
+            _check_png(fp)  # before Image.open, which reads a PNG's chunks up to its pixels
+            with Image.open(fp, formats=_OPEN_FORMATS) as im:
+                _check_frame(im, max_pixels)
                 _draft(im)
                 im.load()  # full decode: truncated/corrupt data fails here, not later
                 views = _to_views(_exif_transpose(im))
@@ -304,31 +401,37 @@ def _other_frames(im: Image.Image, max_pixels: int, shown: tuple[np.ndarray, ...
     all frames together against ``max_pixels``: a multi-page TIFF's pages each have their
     own size, so an 8x8 first page said nothing of 36 MP pages behind it (s36 audit). A
     later frame gets the alpha-dropped face too: hidden ink in frame 2 of an APNG went
-    unread when it had only the faithful one (s36 audit)."""
-    n = int(getattr(im, "n_frames", 1) or 1)
-    if n <= 1:
-        return ()
-    if n > MAX_FRAMES:
-        raise AnimatedImageError(
-            f"the image has {n} frames (animated or multi-page); the guard reads at most "
-            f"{MAX_FRAMES} and does not pass frames it has not read: send a still image")
+    unread when it had only the faithful one (s36 audit).
+
+    Frames are found by seeking one further at a time, never by ``n_frames``: for a TIFF or
+    GIF Pillow counts those by walking the whole file, a TIFF's page chain in quadratic
+    Python (80,000 tiny pages, 4.2 MB: 50 s before the refusal, s37 audit). Frame
+    ``MAX_FRAMES`` existing is enough to refuse; what is read before it stays within
+    ``max_pixels``. A count the header gives for free (PNG, WebP, MPO) refuses at once."""
+    header_count = vars(im).get("n_frames")  # set when opened, not a property that walks
     current = im.tell()
+    if (isinstance(header_count, int) and header_count > MAX_FRAMES) or current >= MAX_FRAMES:
+        raise _too_many_frames()
     total = im.size[0] * im.size[1]
     seen = {_digest(face) for face in shown}
     out: list[np.ndarray] = []
     try:
-        for k in range(n):
+        for k in range(MAX_FRAMES + 1):
             if k == current:
                 continue
-            im.seek(k)  # reads the frame's header (a TIFF page's own size), not its pixels
-            _check_size(im.size, max_pixels)
+            try:
+                im.seek(k)  # reads the frame's header (a TIFF page's own size), not its pixels
+            except EOFError:
+                break
+            if k == MAX_FRAMES:
+                raise _too_many_frames()
+            _check_frame(im, max_pixels)
             total += im.size[0] * im.size[1]
             if total > max_pixels:
                 raise ImageTooLargeError(
-                    f"the image's {n} frames make over {total:,} pixels together (frame "
-                    f"{k + 1} is {im.size[0]}x{im.size[1]}), over the limit of "
-                    f"{max_pixels:,} (max_pixels)")
-            _check_scans(im)
+                    f"the image's frames make over {total:,} pixels together (frame {k + 1} "
+                    f"is {im.size[0]}x{im.size[1]}), over the limit of {max_pixels:,} "
+                    "(max_pixels)")
             im.load()
             for face in _to_views(_exif_transpose(im)):
                 digest = _digest(face)
@@ -338,6 +441,12 @@ def _other_frames(im: Image.Image, max_pixels: int, shown: tuple[np.ndarray, ...
     finally:
         im.seek(current)
     return tuple(out)
+
+
+def _too_many_frames() -> AnimatedImageError:
+    return AnimatedImageError(
+        f"the image has over {MAX_FRAMES} frames (animated or multi-page); the guard reads "
+        f"at most {MAX_FRAMES} and does not pass frames it has not read: send a still image")
 
 
 def _digest(rgb: np.ndarray) -> bytes:
