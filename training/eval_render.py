@@ -9,7 +9,8 @@ coloured road/warning board, upper case), ``note`` (a sticky note with hand-jitt
 ``rotated`` (15-30 degrees either way), ``turned`` (sideways or upside down: 90, 180 or 270
 degrees; added in stop 24), ``isoluminant`` (coloured ink on a grey of the same brightness;
 stop 24), ``steep`` (50-80 degrees, a third also upside down; stop 25), ``mirrored``
-(left-right, a quarter top-bottom; stop 34), ``low_contrast``
+(left-right, a quarter top-bottom; stop 34), ``script_note`` (long lines in a script
+face, the page tilted 0.5-2 degrees; s37), ``low_contrast``
 (grey on grey with paper noise),
 ``on_photo`` (pasted on a real photo), and ``document`` (several lines of text, for the
 position-in-the-image check).
@@ -28,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 STYLES = ("list", "sign", "note", "rotated", "low_contrast", "on_photo", "turned",
-          "isoluminant", "steep", "mirrored")
+          "isoluminant", "steep", "mirrored", "script_note")
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 FONTS = {
     "sans": "DejaVuSans.ttf", "sans_bold": "DejaVuSans-Bold.ttf",
@@ -36,6 +37,29 @@ FONTS = {
     "condensed_bold": "DejaVuSansCondensed-Bold.ttf", "oblique": "DejaVuSans-Oblique.ttf",
     "serif_italic": "DejaVuSerif-Italic.ttf", "mono": "DejaVuSansMono.ttf",
 }
+
+
+# The ``script_note`` face: the first of these installed (Debian fonts-urw-base35,
+# fonts-dancingscript); on a machine with neither, DejaVu Sans Oblique (a long line tilted
+# this little is lost in it too, s37 tilt) and the report says which (:func:`script_face`).
+SCRIPT_FONTS = (Path("/usr/share/fonts/opentype/urw-base35/Z003-MediumItalic.otf"),
+                Path("/usr/share/fonts/opentype/dancingscript/DancingScript-Regular.otf"))
+
+
+def script_face() -> str:
+    """The file name of the face ``script_note`` is drawn in on this machine."""
+    for path in SCRIPT_FONTS:
+        if path.is_file():
+            return path.name
+    return FONTS["oblique"] if (FONT_DIR / FONTS["oblique"]).is_file() else "PIL default"
+
+
+@lru_cache(maxsize=16)
+def _script_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    for path in SCRIPT_FONTS:
+        if path.is_file():
+            return ImageFont.truetype(str(path), size)
+    return font("oblique", size)
 
 
 @lru_cache(maxsize=64)
@@ -139,6 +163,40 @@ def render_note(text: str, rng: random.Random) -> Image.Image:
     img = img.rotate(rng.uniform(-4, 4), expand=True, fillcolor=(230, 230, 230),
                      resample=Image.Resampling.BICUBIC)
     return img
+
+
+def render_script_note(text: str, rng: random.Random) -> Image.Image:
+    """A note written in a script face in long lines, the whole page tilted 0.5-2 degrees.
+
+    Added in s37: such a line rose 20-25 px end to end, was cut as its axis-aligned box
+    (about 3x its text's height: the OCR straightened only lines slanted 2 degrees or
+    more), read at 0.3-0.5 and dropped whole. ``note``'s short lines in DejaVu italic never
+    showed it.
+    """
+    size = rng.randint(30, 36)
+    fnt = _script_font(size)
+    width = rng.randint(600, 720)
+    lines: list[str] = []
+    for word in text.split():
+        if lines and _text_size(fnt, lines[-1] + " " + word)[0] <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    lines = lines or [""]
+    step = int(size * 1.7)
+    w = max(_text_size(fnt, ln)[0] for ln in lines) + 100
+    h = step * len(lines) + 80
+    paper = rng.choice([(255, 250, 235), (255, 240, 140), (235, 245, 255)])
+    ink = rng.choice([(20, 40, 140), (30, 30, 30), (120, 20, 30)])
+    img = Image.new("RGB", (w, h), paper)
+    d = ImageDraw.Draw(img)
+    y = 40
+    for ln in lines:
+        d.text((50 + rng.randint(-4, 4), y), ln, font=fnt, fill=ink)
+        y += step
+    tilt = rng.choice((-1, 1)) * rng.uniform(0.5, 2.0)
+    return img.rotate(tilt, expand=True, fillcolor=(230, 230, 230),
+                      resample=Image.Resampling.BICUBIC)
 
 
 def _plain(text: str, rng: random.Random, fg: tuple[int, int, int] = (0, 0, 0),
@@ -257,7 +315,7 @@ RENDERERS = {"list": render_list, "sign": render_sign, "note": render_note,
              "rotated": render_rotated, "low_contrast": render_low_contrast,
              "turned": render_turned, "isoluminant": render_isoluminant,
              "steep": render_steep, "mirrored": render_mirrored,
-             "plain": render_plain}
+             "script_note": render_script_note, "plain": render_plain}
 
 
 def render(text: str, style: str, seed: int = 0, photo: Image.Image | None = None

@@ -45,8 +45,6 @@ from .ocr_geometry import (
     CURVE_MIN_BEND,
     CURVE_MIN_LENGTH,
     MAX_CURVES,
-    ROTATED_MAX_DEG,
-    ROTATED_MIN_DEG,
     ROTATED_MIN_ELONGATION,
     Curve,
     DetBox,
@@ -61,6 +59,7 @@ from .ocr_geometry import (
     median_colour,
     prominence,
     reading_order,
+    reads_rotated,
     restack,
     slants,
     stacked_columns,
@@ -800,13 +799,22 @@ class OCR:
         """A slanted line (see :func:`slants`) as a box read through a rotated crop, or
         None for a near-horizontal or blob-like component (read the axis-aligned way)."""
         cx, cy, angle, length, thick, score = (float(v) for v in sl[:6])
-        if abs(angle) < ROTATED_MIN_DEG or abs(angle) > ROTATED_MAX_DEG or thick <= 0 \
-                or length < ROTATED_MIN_ELONGATION * thick or score < self.box_thresh:
+        if length < ROTATED_MIN_ELONGATION * thick or score < self.box_thresh:
+            return None
+        # the map is scaled apart in x and y (each side rounded to a multiple of 32: a
+        # 112 px tall line image is mapped 128 tall), so the line's angle and length in the
+        # image are its own, not the map's: a long line's ends were cut off, and its slant
+        # overstated (s37 tilt)
+        sx, sy = src_w / pw, src_h / ph
+        rad = math.radians(angle)
+        ux, uy = math.cos(rad) * sx, math.sin(rad) * sy
+        along = math.hypot(ux, uy)  # image pixels per map pixel along the line
+        across = sx * sy / along  # ... and across it (area kept)
+        angle = math.degrees(math.atan2(uy, ux))
+        if not reads_rotated(angle, length * along, thick * across):
             return None
         d = length * thick * self.unclip_ratio / (2.0 * (length + thick))  # DB unclip
-        sx, sy = src_w / pw, src_h / ph
-        scale = (sx + sy) / 2
-        geom = (cx * sx, cy * sy, angle, (length + 2 * d) * scale, (thick + 2 * d) * scale)
+        geom = (cx * sx, cy * sy, angle, (length + 2 * d) * along, (thick + 2 * d) * across)
         c, s_ = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
         hx, hy = (geom[3] * c + geom[4] * s_) / 2, (geom[3] * s_ + geom[4] * c) / 2
         box = (int(max(0, geom[0] - hx)), int(max(0, geom[1] - hy)),
