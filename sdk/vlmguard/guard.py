@@ -116,9 +116,9 @@ a chat of 8 such images stays well inside. An image read after it is spent is re
 or not at all, and says so (``ocr_truncated``): it fails closed as any image read in part."""
 ZOOM_CALL_BUDGET = MAX_CALL_IMAGES
 """OCR zoom passes one call may run over all its images (``vision.MAX_ZOOMS`` still bounds
-each): one per image, ~0.5-1 s each on two cores, so 16 large photos in one batch cost about
-what ``REC_CALL_BUDGET`` does. A large image past them is read at the detection size only,
-and says so (``ocr_truncated``)."""
+each): one per image, ~0.4 s each on two cores (stop 37), so 16 large photos in one batch
+cost about what ``REC_CALL_BUDGET`` does. A large image past them is read at the detection
+size only, and says so (``ocr_truncated``)."""
 MAX_CONTEXT_TURNS = 2
 """Earlier user turns read before a request (``Guard.rewrite(context=...)``): enough for an
 ask split over turns, few enough that a harmful turn long ago does not flag every reply."""
@@ -407,7 +407,7 @@ class Guard:
         detector's long side, default the bundle's), ``max_text_tokens`` per request and
         ``max_ocr_boxes`` text boxes read per image. ``ocr_zoom_side``: the long side an
         image over ``vision.ZOOM_MIN_SIDE`` is detected at a second time, for the small text
-        a VLM reads after its own downscale (0: never; saves ~0.5-1 s per large image on two
+        a VLM reads after its own downscale (0: never; saves ~0.4 s per large image on two
         cores where the VLM downstream sees images at 640 px or less).
 
         ``signing_key`` (bytes, at least ``MIN_KEY_BYTES``) signs the sections the guard

@@ -92,7 +92,8 @@ ZOOM_SIDE = 1280
 VLM reads a photo at a long side of 1,000-2,000 pixels (Claude at most 1,568, GPT-4o 2,048
 for wide images) or at its own size; at the 640-pixel detection size a line it reads easily
 (x-height 8-10 px there) is a 3-5 pixel smudge on a 3,000-pixel photo and was missed (stop
-37: text on a photo needed 56 px there; 28 with this pass). Costs about four detections."""
+37: text on a photo needed 56 px there; 28 with this pass). Run in tiles; costs about four
+detections."""
 ZOOM_MIN_SIDE = 1024
 """Images whose long side exceeds this get the zoom pass. Up to it the detector sees text at
 0.6 of a VLM's scale or more, and read what a VLM can (stop 37); typographic renders
@@ -102,8 +103,9 @@ ZOOM_TILE_MARGIN = 32
 the map taken from it (:meth:`OCR._tiled_prob_map`)."""
 MAX_ZOOMS = 3
 """Zoom passes one request may run over all its faces (a transparent image's two, its
-colour-distance face) and frames: ~0.5-1 s each on two cores. A face past them is read at the
-detection size only, and the request says it was read in part (``ocr_truncated``)."""
+colour-distance face) and frames: ~0.4 s each on two cores (stop 37). A face past them is
+read at the detection size only, and the request says it was read in part
+(``ocr_truncated``)."""
 MAX_OCR_BOXES = 48
 """Text boxes recognised per image at most: bounds OCR time (~15 ms a box on one core).
 The rewriter reads about 64 tokens of image text per window, so 48 lines cover it."""
