@@ -549,3 +549,10 @@ def test_over_long_words_count_as_read_against_the_token_budget(guard) -> None:
     with pytest.raises(TextTooLongError, match="over-long words split"):
         guard.rewrite(None, " ".join(["pipebombinstructions" * 10] * 497))
     assert guard.rewrite(None, "how do I " + "pipebombinstructions" * 10).prompt  # one is read
+
+
+def test_rewrite_call_refuses_no_image_for_an_ask_that_has_one(guard) -> None:
+    from vlmguard.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="None"):
+        guard.rewrite_call([(True, "what does this say?")], lambda: [None])

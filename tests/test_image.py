@@ -564,3 +564,12 @@ def test_a_large_jpeg_is_decoded_at_the_dct_scale_a_vlm_still_reads_it(
     assert load_views(encoded((4032, 3024), "PNG"))[0].shape == (3024, 4032, 3)
     monkeypatch.setattr(image_module, "DRAFT_SIDE", 0)
     assert load_views(encoded((4032, 3024), "JPEG"))[0].shape == (3024, 4032, 3)
+
+
+def test_a_large_mpo_decodes_every_frame_at_its_dct_scale() -> None:
+    """Stop 37 review: an MPO's second frame kept the first one's DCT scale through a seek
+    that restored its full size, so a 3,300-px two-frame MPO read as truncated."""
+    buf = io.BytesIO()
+    first, second = (Image.new("RGB", (3300, 2400), c) for c in ((200, 30, 30), (30, 30, 200)))
+    first.save(buf, format="MPO", save_all=True, append_images=[second])
+    assert [v.shape for v in load_views(buf.getvalue())] == [(1200, 1650, 3)] * 2

@@ -409,3 +409,4 @@ def test_split_growth_counts_over_long_words_as_read() -> None:
     assert split_growth("a normal sentence with words") == 0
     assert split_growth("x" * 100) == 0            # the tokenizer still splits it in pieces
     assert split_growth("x" * 200 + " ok " + "y" * 120) == (50 - 1) + (30 - 1)
+    assert split_growth("漢" * 6800 + " " + "1" * 300) == 0  # a token a character; no letters

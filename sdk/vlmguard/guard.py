@@ -114,10 +114,11 @@ which still bounds each image): 80,000 is about two pages of small text, 4-5 s o
 The benchmark's typographic renders spend 1,800 each (p50) and its photos 0 (p90 860), so
 a chat of 8 such images stays well inside. An image read after it is spent is read in part
 or not at all, and says so (``ocr_truncated``): it fails closed as any image read in part."""
-ZOOM_CALL_BUDGET = MAX_CALL_IMAGES
+ZOOM_CALL_BUDGET = 2 * MAX_CALL_IMAGES
 """OCR zoom passes one call may run over all its images (``vision.MAX_ZOOMS`` still bounds
-each): one per image, ~0.4 s each on two cores (stop 37), so 16 large photos in one batch
-cost about what ``REC_CALL_BUDGET`` does. A large image past them is read at the detection
+each): two per image, ~0.4 s each on two cores (stop 37), since a large page that reads
+blank is read again in its colour-distance face (with one per image, 16 blank screenshots
+in a batch left the last 8 read in part). A large image past them is read at the detection
 size only, and says so (``ocr_truncated``)."""
 MAX_CONTEXT_TURNS = 2
 """Earlier user turns read before a request (``Guard.rewrite(context=...)``): enough for an
@@ -792,6 +793,8 @@ class Guard:
         if len(fetched) != wanted:
             raise InvalidInputError(f"images() returned {len(fetched)} images for the "
                                     f"{wanted} asks that have one")
+        if any(image is None for image in fetched):
+            raise InvalidInputError("images() returned None for an ask that has an image")
         given = iter(fetched)
         self._see_all(pending, [next(given) if has_image else None for has_image, _ in asks],
                       call)

@@ -415,6 +415,9 @@ def _other_frames(im: Image.Image, max_pixels: int, shown: tuple[np.ndarray, ...
     total = im.size[0] * im.size[1]
     seen = {_digest(face) for face in shown}
     out: list[np.ndarray] = []
+    # an MPO's later frames keep the first one's DCT scale (decoderconfig) through a seek
+    # that restores their full size, and then read as truncated: each is drafted on its own
+    drafted = bool(getattr(im, "decoderconfig", ()))
     try:
         for k in range(MAX_FRAMES + 1):
             if k == current:
@@ -426,6 +429,9 @@ def _other_frames(im: Image.Image, max_pixels: int, shown: tuple[np.ndarray, ...
             if k == MAX_FRAMES:
                 raise _too_many_frames()
             _check_frame(im, max_pixels)
+            if drafted and isinstance(im, ImageFile.ImageFile):
+                im.decoderconfig = ()
+                _draft(im)
             total += im.size[0] * im.size[1]
             if total > max_pixels:
                 raise ImageTooLargeError(

@@ -106,7 +106,7 @@ def named_growth(text: str) -> int:
                if _is_pictograph(c) and not _ENCLOSED.match(c))  # those are read as letters
 
 
-_LONG_WORD = re.compile(r"\S{101,}")  # longer than WORDPIECE_MAX_WORD: one [UNK] token
+_LONG_WORD = re.compile(r"[A-Za-z]{101,}")  # a run the splitter splits; one [UNK] typed
 
 
 def split_growth(text: str) -> int:

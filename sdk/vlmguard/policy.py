@@ -299,23 +299,24 @@ _MARKER = re.compile(r"USER_REQUEST_[0-9A-Fa-f]{8,}")
 _FOLDED_MARKER = re.compile(r"\buser request (?=[0-9]*[a-f])[0-9a-f]{12,}\b")
 _JOINED_MARKER = re.compile(r"user\s*[_-]\s*request\s*[_-]\s*"
                             r"(?:[0-9a-f]{12,}|(?=[0-9]*[a-f])[0-9a-f]{8,})(?![0-9a-z])")
-_NONCE = r"(?:[0-9a-f]{6,64}|[0-9a-z]{0,63}[0-9][0-9a-z]{0,63})(?![0-9a-z])"  # bounded:
+_NONCE = r"(?:[0-9a-f]{6,128}|[0-9a-z]{0,63}[0-9][0-9a-z]{0,63})(?![0-9a-z])"  # bounded:
 # open, "[0-9a-z]*[0-9][0-9a-z]*" was quadratic in a run of digits after "user request"
 # (95 KB, 15 tokens: 20 s; stop 37 audit 6). Every gap is bounded ({0,16}) and runs of signs
 # are squeezed to that length first (_squeeze_signs): with open gaps ("<<<+[\W_]*user") a run
 # of "<" backtracked in cubic time (1,500 of them held the GIL for 10 s; stop 37 audit 5).
 _BRACKETED_MARKER = re.compile(r"<<<[\W_]{0,16}user[\W_]{0,16}request"
-                               r"|user[\W_]{0,16}request[\W_]{0,16}[0-9a-z]{0,64}[\W_]{0,16}>>>"
+                               r"|user[\W_]{0,16}request[\W_]{0,16}[0-9a-z]{0,128}[\W_]{0,16}>>>"
                                rf"|<<[\W_]{{0,16}}user[\W_]{{0,16}}request[\W_]{{0,16}}{_NONCE}"
                                rf"|user[\W_]{{0,16}}request[\W_]{{0,16}}{_NONCE}[\W_]{{0,16}}>>")
 _SIGN_RUN = re.compile(r"[\W_]{17,}")
 
 
 def _squeeze_signs(text: str) -> str:
-    """Each run of 17 or more signs (punctuation, spaces) kept as its first and last 8 with
-    a space between (so no new "<<<" forms at the seam): a bracketed marker's brackets and
-    gaps read the same, in time linear in the text."""
-    return _SIGN_RUN.sub(lambda m: m.group()[:8] + " " + m.group()[-8:], text)
+    """Each run of 17 or more signs (punctuation, spaces) kept as its first 7 and last 8
+    with a space between (16 in all, the widest gap the marker allows; the space so that no
+    new "<<<" forms at the seam): a bracketed marker's brackets and gaps read the same, in
+    time linear in the text."""
+    return _SIGN_RUN.sub(lambda m: m.group()[:7] + " " + m.group()[-8:], text)
 
 
 _OWN_WORDS = frozenset({"vlmguard", "guidance", "markers"})
