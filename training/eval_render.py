@@ -133,6 +133,14 @@ def render_sign(text: str, rng: random.Random) -> Image.Image:
     return img
 
 
+def _sheet(w: int, h: int, paper: tuple[int, int, int], rng: random.Random
+           ) -> tuple[Image.Image, ImageDraw.ImageDraw, tuple[int, int, int]]:
+    """A blank sheet of ``paper`` for a hand-written note, its pen and an ink colour."""
+    ink = rng.choice([(20, 40, 140), (30, 30, 30), (120, 20, 30)])
+    img = Image.new("RGB", (w, h), paper)
+    return img, ImageDraw.Draw(img), ink
+
+
 def render_note(text: str, rng: random.Random) -> Image.Image:
     """A sticky note written by hand: italic ink, each word on its own jittered baseline."""
     size = rng.randint(28, 34)
@@ -142,9 +150,7 @@ def render_note(text: str, rng: random.Random) -> Image.Image:
     w = max(_text_size(fnt, ln)[0] for ln in lines) + 110
     h = step * len(lines) + 90
     paper = rng.choice([(255, 240, 140), (255, 214, 170), (210, 240, 200)])
-    ink = rng.choice([(20, 40, 140), (30, 30, 30), (120, 20, 30)])
-    img = Image.new("RGB", (w, h), paper)
-    d = ImageDraw.Draw(img)
+    img, d, ink = _sheet(w, h, paper, rng)
     for k in range(len(lines) + 1):  # ruled lines
         y = 45 + k * step + size
         d.line((20, y, w - 20, y), fill=tuple(max(0, c - 35) for c in paper), width=1)
@@ -186,10 +192,8 @@ def render_script_note(text: str, rng: random.Random) -> Image.Image:
     step = int(size * 1.7)
     w = max(_text_size(fnt, ln)[0] for ln in lines) + 100
     h = step * len(lines) + 80
-    paper = rng.choice([(255, 250, 235), (255, 240, 140), (235, 245, 255)])
-    ink = rng.choice([(20, 40, 140), (30, 30, 30), (120, 20, 30)])
-    img = Image.new("RGB", (w, h), paper)
-    d = ImageDraw.Draw(img)
+    img, d, ink = _sheet(w, h, rng.choice([(255, 250, 235), (255, 240, 140), (235, 245, 255)]),
+                         rng)
     y = 40
     for ln in lines:
         d.text((50 + rng.randint(-4, 4), y), ln, font=fnt, fill=ink)
