@@ -678,10 +678,9 @@ def rewrite_messages(guard: Guard, messages: Sequence[Mapping[str, Any]], *,
             f"the conversation's history holds {chars:,} characters of text; the guard judges "
             f"at most {MAX_HISTORY_CHARS:,} besides the last user turn. Send less history.")
     # One budget for the whole call (MAX_CALL_WINDOWS, MAX_CALL_IMAGES, REC_CALL_BUDGET,
-    # ZOOM_CALL_BUDGET),
-    # and every cheap check (history size, image count, each text and its tokens, the
-    # windows they need) before any image is fetched (rewrite_call calls fetch last) or
-    # decoded, or any model runs. The last turn's text is judged with each image (or
+    # ZOOM_CALL_BUDGET), and every cheap check (history size, image count, each text and
+    # its tokens, the windows they need) before any image is fetched (rewrite_call calls
+    # fetch last) or decoded, or any model runs. The last turn's text is judged with each image (or
     # alone), the history text by text.
     images: list[tuple[bytes, str]] = []  # (bytes, media type), for inline_images
 
