@@ -525,24 +525,21 @@ class Guard:
     def _check_tokens(self, text: str) -> Encoding:
         """The request's tokens, refused over the token budget before any window is built:
         as typed, and as read with its emoji named (2,000 emoji are one typed token and
-        32,000 named: 350 windows, 5 s, before the s36 audit), before it is read so."""
+        32,000 named: 350 windows, 5 s, before the s36 audit) or its over-long words split
+        (:func:`~vlmguard.normalise.split_growth`), before it is read so."""
         tokens = self.encoder.tokenize(text)
         n = len(tokens.ids)
         if n > self.max_text_tokens:
             raise TextTooLongError(
                 f"text is {n:,} tokens; the guard reads at most {self.max_text_tokens:,} "
                 "(max_text_tokens). Split the request or raise the budget deliberately.")
-        named = n + named_growth(text)
-        if named > self.max_text_tokens:
-            raise TextTooLongError(
-                f"text is {n:,} tokens as typed but over {named:,} read with its emoji named; "
-                f"the guard reads at most {self.max_text_tokens:,} (max_text_tokens).")
-        split = n + split_growth(text)
-        if split > self.max_text_tokens:
-            raise TextTooLongError(
-                f"text is {n:,} tokens as typed but about {split:,} read with its over-long "
-                f"words split; the guard reads at most {self.max_text_tokens:,} "
-                "(max_text_tokens).")
+        for read, how in ((n + named_growth(text), "over {:,} read with its emoji named"),
+                          (n + split_growth(text),
+                           "about {:,} read with its over-long words split")):
+            if read > self.max_text_tokens:
+                raise TextTooLongError(
+                    f"text is {n:,} tokens as typed but {how.format(read)}; the guard reads "
+                    f"at most {self.max_text_tokens:,} (max_text_tokens).")
         return tokens
 
     def _precedent(self, p: _Pending) -> tuple[Match, str, bool] | None:
